@@ -1,0 +1,69 @@
+"""The ``gmae`` command line: one entry point, one subcommand per task.
+
+Each command group lives next to the code it drives and exposes ``register(subparsers)``,
+which adds its parser(s) and sets ``func`` (called with the parsed namespace, returns an exit
+code). Modules listed here must import cheaply: heavy imports go inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gmae import __version__
+from gmae.errors import GmaeError
+
+# Modules that contribute subcommands, in the order shown by ``gmae --help``.
+COMMAND_MODULES = (
+    "gmae.data.cli",  # gmae data prepare | info
+    "gmae.render.cli",  # gmae bench render
+    "gmae.train.cli",  # gmae pretrain | demo | bench train
+    "gmae.evaluate.cli",  # gmae eval ...
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gmae", description="Gaussian Masked Autoencoders: pretrain, evaluate, explore."
+    )
+    parser.add_argument("--version", action="version", version=f"gmae {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers, groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GmaeError as exc:
+        print(f"gmae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gmae: interrupted", file=sys.stderr)
+        return 130
+
+
+def command_group(
+    subparsers: argparse._SubParsersAction,
+    groups: dict[str, argparse._SubParsersAction],
+    name: str,
+    help: str,
+) -> argparse._SubParsersAction:
+    """Return the sub-subparsers of group ``name`` (e.g. ``bench``), creating it on first use.
+
+    Lets several modules add commands to one group (``gmae bench render`` and ``gmae bench
+    train`` live in different packages).
+    """
+    if name not in groups:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+        parser.set_defaults(func=lambda args, p=parser: (p.print_help(), 2)[1])
+    return groups[name]
