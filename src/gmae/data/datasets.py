@@ -1,0 +1,196 @@
+"""Data set specs -> ``torch.utils.data.Dataset`` of ``(image, label)``.
+
+Spec strings:
+    ``cifar10``              splits train / test (``val`` = test); offline archive, else download
+    ``imagenette-128``       splits train / val (``test`` = val); offline archive
+    ``imagefolder:/path``    ``/path/{train,val,test}/<class>/<image>``: ``split`` picks the folder
+                             (``val`` and ``test`` stand in for each other if only one exists).
+                             A folder with class folders and no split folders is one set of
+                             images that serves every split (with a warning for val/test).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from gmae.data.archives import ARCHIVES, data_dir, dataset_root, shared_data_root
+from gmae.data.images import SafeImageFolder
+from gmae.errors import GmaeError
+
+IMAGEFOLDER_PREFIX = "imagefolder:"
+SPLIT_NAMES = ("train", "val", "test")
+
+# Named specs: the split folders each archive holds, and the names accepted as aliases.
+NAMED_SPECS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("train", "test"),
+    "imagenette-128": ("train", "val"),
+}
+_ALIASES: dict[str, dict[str, str]] = {
+    "cifar10": {"val": "test"},
+    "imagenette-128": {"test": "val"},
+}
+
+
+def _spec_help() -> str:
+    return ", ".join([*NAMED_SPECS, f"{IMAGEFOLDER_PREFIX}/path/to/root"])
+
+
+def _parse(spec: str) -> tuple[str, Path | None]:
+    """``("imagefolder", root)`` or ``(name, None)`` for a named spec."""
+    spec = spec.strip()
+    if spec.lower().startswith(IMAGEFOLDER_PREFIX):
+        path = spec[len(IMAGEFOLDER_PREFIX) :].strip()
+        if not path:
+            raise GmaeError(f"empty path in {spec!r}: use {IMAGEFOLDER_PREFIX}/path/to/root")
+        return "imagefolder", Path(path).expanduser()
+    name = spec.lower()
+    if name not in NAMED_SPECS:
+        raise GmaeError(f"unknown data set spec {spec!r}; valid: {_spec_help()}")
+    return name, None
+
+
+def _named_split(name: str, split: str) -> str:
+    split = split.lower()
+    split = _ALIASES[name].get(split, split)
+    if split not in NAMED_SPECS[name]:
+        valid = [*NAMED_SPECS[name], *(f"{a} (= {t})" for a, t in _ALIASES[name].items())]
+        raise GmaeError(f"unknown split {split!r} for {name}; valid: {', '.join(valid)}")
+    return split
+
+
+def _split_folders(root: Path) -> list[str]:
+    return [s for s in SPLIT_NAMES if (root / s).is_dir()]
+
+
+def _imagefolder_split(root: Path, split: str) -> Path:
+    """The folder holding ``split`` of an image folder data set (see the module docstring)."""
+    if split.lower() not in SPLIT_NAMES:
+        raise GmaeError(f"unknown split {split!r}; valid: {', '.join(SPLIT_NAMES)}")
+    split = split.lower()
+    if not root.is_dir():
+        raise GmaeError(f"image folder {root} not found")
+    present = _split_folders(root)
+    if not present:  # flat layout: root/<class>/<image>
+        if split != "train":
+            warnings.warn(
+                f"{root} has no train/val/test folders: split {split!r} uses the same images as "
+                "train",
+                UserWarning,
+                stacklevel=3,
+            )
+        return root
+    if split in present:
+        return root / split
+    alias = {"val": "test", "test": "val"}.get(split)
+    if alias in present:
+        return root / alias
+    raise GmaeError(f"{root} has no {split}/ folder (found: {', '.join(present)})")
+
+
+def dataset_splits(spec: str, data_root: str | os.PathLike | None = None) -> list[str]:
+    """The canonical split names ``spec`` has (a flat image folder reports just ``train``)."""
+    kind, root = _parse(spec)
+    if kind != "imagefolder":
+        return list(NAMED_SPECS[kind])
+    if not root.is_dir():
+        raise GmaeError(f"image folder {root} not found")
+    return _split_folders(root) or ["train"]
+
+
+def build_dataset(
+    spec: str,
+    split: str = "train",
+    transform: Callable | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> Dataset:
+    """The ``split`` of data set ``spec`` as a Dataset of ``(image, label: int)``.
+
+    With ``transform=None`` images are PIL RGB. The result has ImageFolder's ``classes``,
+    ``class_to_idx``, ``samples`` and ``targets``; unreadable images are skipped (see
+    ``SafeImageFolder``). ``data_root`` overrides the cache directory for named specs (archives
+    are verified and extracted there on first use).
+    """
+    kind, root = _parse(spec)
+    if kind == "imagefolder":
+        return SafeImageFolder(_imagefolder_split(root, split), transform=transform)
+    split = _named_split(kind, split)
+    if kind == "cifar10":
+        return _cifar10(split, transform, data_root)
+    return SafeImageFolder(dataset_root(kind, data_root) / split, transform=transform)
+
+
+def _cifar10(split: str, transform: Callable | None, data_root) -> Dataset:
+    # The offline JPEG archive first; torchvision's download only when there is no archive at all
+    # (a corrupt archive is an error to fix, not a reason to silently switch data).
+    archive = shared_data_root() / ARCHIVES["cifar10"].filename
+    try:
+        root = dataset_root("cifar10", data_root)
+    except GmaeError:
+        if archive.exists():
+            raise
+        return _cifar10_download(split, transform, data_root, archive)
+    return SafeImageFolder(root / split, transform=transform)
+
+
+def _cifar10_download(split: str, transform, data_root, archive: Path) -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    dest = data_dir(data_root) / "cifar10-torchvision"
+    try:
+        tv = CIFAR10(str(dest), train=split == "train", download=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        raise GmaeError(
+            f"CIFAR-10 unavailable: no archive {archive} (set GMAE_SHARED_DATA to the directory "
+            f"holding cifar10-jpeg.tar.gz) and downloading it to {dest} failed: {exc}"
+        ) from exc
+    ident = f"{dest}/{tv.base_folder}/{split}"
+    return ArrayImageDataset(tv.data, tv.targets, tv.classes, ident, transform=transform)
+
+
+class ArrayImageDataset(Dataset):
+    """In-memory uint8 images (N, H, W, 3) with ImageFolder-style attributes.
+
+    Wraps torchvision's downloaded CIFAR-10. ``samples`` holds ``("<source>#<index>", label)``
+    identifiers in place of file paths.
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        targets: list[int],
+        classes: list[str],
+        source: str,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ) -> None:
+        if data.ndim != 4 or data.shape[-1] != 3 or len(data) != len(targets):
+            raise GmaeError(f"{source}: expected (N, H, W, 3) images with N labels")
+        self.data = data
+        self.targets = [int(t) for t in targets]
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = [(f"{source}#{i}", t) for i, t in enumerate(self.targets)]
+        self.imgs = self.samples
+        self.root = source
+        self.transform = transform
+        self.target_transform = target_transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample: Any = Image.fromarray(np.ascontiguousarray(self.data[index]))
+        target: Any = self.targets[index]
+        if self.transform is not None:
+            sample = self.transform(sample)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target
