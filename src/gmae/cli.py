@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "gmae.render.cli",  # gmae bench render
     "gmae.train.cli",  # gmae pretrain | demo | bench train
     "gmae.evaluate.cli",  # gmae eval ...
+    "gmae.export.cli",  # gmae export timm | gaussians
 )
 
 

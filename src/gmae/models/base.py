@@ -1,0 +1,74 @@
+"""The front end MAE and GMAE share: [0, 1] images -> ImageNet normalisation -> masked ViT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from gmae.errors import GmaeError
+from gmae.models.vit import IMAGENET_MEAN, IMAGENET_STD, Normalize, ViTEncoder, check_images
+
+
+class MaskedImageModel(nn.Module):
+    """Owns the encoder, the pixel normalisation and the default mask ratio.
+
+    Subclasses add a decoder and implement ``forward(imgs, mask_ratio=None, noise=None)``.
+    Images are always [B, in_chans, img_size, img_size] with values in [0, 1].
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        mask_ratio: float,
+        pixel_mean: Sequence[float] | None,
+        pixel_std: Sequence[float] | None,
+    ):
+        super().__init__()
+        if not 0.0 <= mask_ratio < 1.0:
+            raise GmaeError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        if pixel_mean is None and pixel_std is None:
+            if in_chans != 3:
+                raise GmaeError(f"give pixel_mean and pixel_std for in_chans={in_chans}")
+            pixel_mean, pixel_std = IMAGENET_MEAN, IMAGENET_STD
+        if pixel_mean is None or pixel_std is None or len(pixel_mean) != in_chans:
+            raise GmaeError(f"pixel_mean and pixel_std need {in_chans} values each")
+        self.mask_ratio = mask_ratio
+        self.normalize = Normalize(pixel_mean, pixel_std)
+        self.encoder = ViTEncoder(
+            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio
+        )
+
+    @property
+    def img_size(self) -> int:
+        return self.encoder.img_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.encoder.patch_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.encoder.in_chans
+
+    def check_images(self, imgs: Tensor) -> None:
+        check_images(imgs, self.in_chans, self.img_size)
+
+    def encode(
+        self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """[0, 1] images -> (latent [B, 1 + N_vis, D], mask [B, N], ids_restore [B, N])."""
+        self.check_images(imgs)
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        return self.encoder(self.normalize(imgs), ratio, noise)
+
+    def forward_features(self, imgs: Tensor) -> Tensor:
+        """Unmasked encoder tokens [B, 1 + N, D] of [0, 1] images (for probes and fine-tuning)."""
+        self.check_images(imgs)
+        return self.encoder.forward_features(self.normalize(imgs))

@@ -1,0 +1,61 @@
+"""Build models by name: ``create_model("gmae", encoder="tiny", img_size=32, patch_size=4)``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from gmae.errors import GmaeError
+from gmae.models.gmae import GMAE
+from gmae.models.mae import MAE
+from gmae.models.vit import ViTEncoder
+
+# ViT widths / depths / heads (Dosovitskiy et al., DeiT for tiny and small); MLP ratio 4.
+ENCODER_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
+    "small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+}
+
+MODELS: dict[str, type[nn.Module]] = {"mae": MAE, "gmae": GMAE}
+
+
+def _encoder_args(preset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Preset width / depth / heads, overridden by any explicit embed_dim, depth, num_heads."""
+    if preset not in ENCODER_PRESETS:
+        raise GmaeError(
+            f"unknown encoder preset {preset!r}; choose from {', '.join(ENCODER_PRESETS)}"
+        )
+    return {**ENCODER_PRESETS[preset], **kwargs}
+
+
+def _check_keys(what: str, cls: type, kwargs: dict[str, Any]) -> None:
+    allowed = set(inspect.signature(cls).parameters) | {"encoder"}
+    for key in kwargs:
+        if key not in allowed:
+            raise GmaeError(f"unknown argument {key!r} for {what}")
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """MAE or GMAE by name ("mae" | "gmae").
+
+    kwargs: img_size, patch_size, in_chans, encoder (preset name, default "base") and/or explicit
+    embed_dim / depth / num_heads / mlp_ratio, decoder_dim, decoder_depth, decoder_num_heads,
+    mask_ratio, pixel_mean, pixel_std, and the model's own knobs (MAE: norm_pix_loss; GMAE:
+    num_gaussians, scale_cap, rotation, camera, background, loss_on, norm_pix, render_backend).
+    """
+    if name not in MODELS:
+        raise GmaeError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    cls = MODELS[name]
+    _check_keys(f"model {name!r}", cls, kwargs)
+    preset = kwargs.pop("encoder", "base")
+    return cls(**_encoder_args(preset, kwargs))
+
+
+def create_encoder(preset: str = "base", **kwargs: Any) -> ViTEncoder:
+    """A bare ViT encoder (for fine-tuning): preset plus ViTEncoder keyword overrides."""
+    _check_keys("the encoder", ViTEncoder, kwargs)
+    return ViTEncoder(**_encoder_args(preset, kwargs))

@@ -1,0 +1,276 @@
+"""Gaussian Masked Autoencoder (Rajasegaran et al. 2025, arXiv 2501.03229).
+
+MAE's encoder; the decoder reads [cls, visible latents, k learnable queries] with full
+self-attention, and a linear head turns each query into one 3-D Gaussian. The Gaussians are
+splatted through a fixed camera and the loss compares the render with the input on the masked
+patches. Tags: [paper], [authors' code], [choice] as in docs/models.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from gmae.errors import GmaeError
+from gmae.models.base import MaskedImageModel
+from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, patch_mse
+from gmae.models.vit import (
+    init_vit_weights,
+    norm_layer,
+    patchify,
+    sincos_pos_embed_2d,
+    unpatchify,
+    visible_ids,
+)
+from gmae.render import Camera, render
+
+if TYPE_CHECKING:
+    from gmae.render import RenderOutput
+
+ROTATIONS = ("shoemake", "normalize")
+LOSS_ON = ("masked", "all")
+
+
+def shoemake_quaternion(a: Tensor) -> Tensor:
+    """Shoemake's uniform map from [0, 1]^3 to unit quaternions (wxyz) [authors' code].
+
+    q = (sqrt(1-a0) sin 2 pi a1, sqrt(1-a0) cos 2 pi a1, sqrt(a0) sin 2 pi a2, sqrt(a0) cos 2 pi a2)
+    """
+    a0, a1, a2 = a.unbind(-1)
+    # Clamp so that a saturated sigmoid (exactly 0 or 1 in fp32) gives no inf gradient.
+    r1 = (1 - a0).clamp_min(1e-12).sqrt()
+    r2 = a0.clamp_min(1e-12).sqrt()
+    t1, t2 = 2 * math.pi * a1, 2 * math.pi * a2
+    return torch.stack([r1 * t1.sin(), r1 * t1.cos(), r2 * t2.sin(), r2 * t2.cos()], dim=-1)
+
+
+class GaussianHead(nn.Module):
+    """Linear(dim -> 11 + C, no bias) and the activations turning a token into a Gaussian.
+
+    Raw channels: [0:3] center, [3:6] scale, [6:10] rotation, [10:10+C] colour, [10+C] opacity.
+    center = 2 (sigmoid - 0.5) in (-1, 1); scale = scale_cap * sigmoid; rotation ``shoemake``
+    (3 sigmoids, 4th channel unused) or ``normalize`` (L2-normalised 4-vector); colour and
+    opacity sigmoid [authors' code; ``normalize`` is a choice].
+    """
+
+    def __init__(
+        self, dim: int, color_channels: int = 3, scale_cap: float = 1.0, rotation: str = "shoemake"
+    ):
+        super().__init__()
+        if rotation not in ROTATIONS:
+            raise GmaeError(f"unknown rotation {rotation!r}; choose from {', '.join(ROTATIONS)}")
+        if not scale_cap > 0:
+            raise GmaeError(f"scale_cap must be positive, got {scale_cap}")
+        self.color_channels = color_channels
+        self.scale_cap = scale_cap
+        self.rotation = rotation
+        self.proj = nn.Linear(dim, 11 + color_channels, bias=False)
+
+    def activate(self, raw: Tensor) -> Gaussians:
+        """Raw head output [B, K, 11 + C] -> activated Gaussians (computed in fp32)."""
+        raw = raw.float()
+        c = self.color_channels
+        if self.rotation == "shoemake":
+            quats = shoemake_quaternion(torch.sigmoid(raw[..., 6:9]))
+        else:
+            quats = F.normalize(raw[..., 6:10], dim=-1)
+        return Gaussians(
+            means=2 * (torch.sigmoid(raw[..., 0:3]) - 0.5),
+            scales=self.scale_cap * torch.sigmoid(raw[..., 3:6]),
+            quats=quats,
+            colors=torch.sigmoid(raw[..., 10 : 10 + c]),
+            opacities=torch.sigmoid(raw[..., 10 + c]),
+        )
+
+    def forward(self, tokens: Tensor) -> Gaussians:
+        return self.activate(self.proj(tokens))
+
+
+class GMAE(MaskedImageModel):
+    """GMAE: images in [0, 1] -> masked ViT -> k Gaussians -> render -> masked-patch MSE.
+
+    Knobs: num_gaussians (k), scale_cap, rotation, camera (renderer mode: gmae | pinhole |
+    ortho), background (white 1.0, or one value per channel), loss_on (masked | all), norm_pix
+    (loss on per-patch-normalised render and target: the paper's failing ablation),
+    render_backend (passed to ``gmae.render.render``).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        mask_ratio: float = 0.75,
+        num_gaussians: int = 256,
+        scale_cap: float = 1.0,
+        rotation: str = "shoemake",
+        camera: str = "gmae",
+        background: float | Sequence[float] = 1.0,
+        loss_on: str = "masked",
+        norm_pix: bool = False,
+        render_backend: str = "auto",
+        pixel_mean: Sequence[float] | None = None,
+        pixel_std: Sequence[float] | None = None,
+    ):
+        super().__init__(
+            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
+            mask_ratio, pixel_mean, pixel_std,
+        )  # fmt: skip
+        if loss_on not in LOSS_ON:
+            raise GmaeError(f"unknown loss_on {loss_on!r}; choose from {', '.join(LOSS_ON)}")
+        if not isinstance(num_gaussians, int) or num_gaussians < 1:
+            raise GmaeError(f"num_gaussians must be a positive integer, got {num_gaussians!r}")
+        if not isinstance(background, int | float) and len(background) != in_chans:
+            raise GmaeError(f"background needs one value or {in_chans}, got {list(background)}")
+        Camera(mode=camera, height=img_size, width=img_size)  # let the renderer validate the mode
+        self.num_gaussians = num_gaussians
+        self.camera = camera
+        self.background = (
+            float(background) if isinstance(background, int | float) else tuple(background)
+        )
+        self.loss_on = loss_on
+        self.norm_pix = norm_pix
+        self.render_backend = render_backend
+
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.register_buffer(
+            "decoder_pos_embed",
+            sincos_pos_embed_2d(decoder_dim, self.encoder.grid_size),
+            persistent=False,
+        )
+        # Query j = shared token + its own embedding; no spatial prior [authors' code].
+        self.query_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder_dim))
+        self.decoder_blocks = nn.ModuleList(
+            [
+                Block(
+                    decoder_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer
+                )
+                for _ in range(decoder_depth)
+            ]
+        )
+        self.decoder_norm = norm_layer(decoder_dim)
+        self.head = GaussianHead(decoder_dim, in_chans, scale_cap, rotation)
+
+        nn.init.normal_(self.query_token, std=0.02)
+        nn.init.uniform_(self.query_embed, 0.0, 1.0)
+        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.head):
+            module.apply(init_vit_weights)
+
+    def no_weight_decay(self) -> set[str]:
+        """Token, query and position-embedding names (the pos-embeds are fixed buffers)."""
+        return {
+            "encoder.cls_token",
+            "encoder.pos_embed",
+            "decoder_pos_embed",
+            "query_token",
+            "query_embed",
+        }
+
+    def decoder_tokens(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """Decoder input [B, 1 + N_vis + k, dec_dim]: cls, visible latents, queries.
+
+        Visible token i carries the decoder pos-embed of its own patch ids_keep[i], which is row
+        1 + ids_keep[i] of the table (row 0 is the zero row of cls). No mask tokens.
+        """
+        x = self.decoder_embed(latent)
+        b, n_tokens, d = x.shape
+        ids_keep = visible_ids(ids_restore, n_tokens - 1)
+        patch_pos = self.decoder_pos_embed[:, 1:].expand(b, -1, -1)
+        visible = x[:, 1:] + torch.gather(patch_pos, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
+        cls = x[:, :1] + self.decoder_pos_embed[:, :1]
+        queries = (self.query_token + self.query_embed).expand(b, -1, -1)
+        return torch.cat([cls, visible, queries], dim=1)
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Gaussians:
+        """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image."""
+        x = self.decoder_tokens(latent, ids_restore)
+        for block in self.decoder_blocks:
+            x = block(x)
+        x = self.decoder_norm(x)
+        return self.head(x[:, -self.num_gaussians :])
+
+    def render_gaussians(
+        self,
+        gaussians: Gaussians,
+        height: int,
+        width: int,
+        keep: Tensor | None = None,
+        background: float | Sequence[float] | Tensor | None = None,
+    ) -> RenderOutput:
+        """Splat Gaussians through this model's camera at any resolution (intrinsics scale)."""
+        if background is None:
+            background = self.background
+        if isinstance(background, tuple | list):
+            background = torch.tensor(background, device=gaussians.means.device)
+        return render(
+            gaussians.means,
+            gaussians.scales,
+            gaussians.quats,
+            gaussians.colors,
+            gaussians.opacities,
+            camera=Camera(mode=self.camera, height=height, width=width),
+            background=background,
+            keep=keep,
+            backend=self.render_backend,
+        )
+
+    def forward_loss(self, imgs: Tensor, rendered: Tensor, mask: Tensor) -> Tensor:
+        """MSE between render and [0, 1] input, per patch, over masked (or all) patches."""
+        pred = patchify(rendered, self.patch_size)
+        target = patchify(imgs, self.patch_size)
+        if self.norm_pix:
+            pred, target = normalize_patches(pred), normalize_patches(target)
+        weight = mask if self.loss_on == "masked" else torch.ones_like(mask)
+        return patch_mse(pred, target, weight)
+
+    def forward(
+        self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
+    ) -> PretrainOutput:
+        latent, mask, ids_restore = self.encode(imgs, mask_ratio, noise)
+        gaussians = self.forward_decoder(latent, ids_restore)
+        image = self.render_gaussians(gaussians, self.img_size, self.img_size).image
+        loss = self.forward_loss(imgs, image, mask)
+        return PretrainOutput(loss=loss, mask=mask, pred=image, latent=latent, gaussians=gaussians)
+
+    def predict_gaussians(
+        self, imgs: Tensor, mask_ratio: float = 0.0, noise: Tensor | None = None
+    ) -> Gaussians:
+        """Gaussians for [0, 1] images; mask ratio 0 (all patches) for zero-shot use.
+
+        Runs with autograd as the caller set it: wrap in ``torch.no_grad()`` for inference.
+        """
+        latent, _, ids_restore = self.encode(imgs, mask_ratio, noise)
+        return self.forward_decoder(latent, ids_restore)
+
+    @torch.no_grad()
+    def reconstruct(
+        self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """input; masked (masked patches as the mean colour); recon (the full render);
+        mask_image (1 = masked). All [B, C, H, W] in [0, 1]."""
+        out = self.forward(imgs, mask_ratio, noise)
+        p, size = self.patch_size, self.img_size
+        mask_image = unpatchify(
+            out.mask.unsqueeze(-1).expand(-1, -1, p * p * self.in_chans), p, size, size
+        )
+        fill = self.normalize.mean.expand_as(imgs)
+        return {
+            "input": imgs,
+            "masked": imgs * (1 - mask_image) + fill * mask_image,
+            "recon": out.pred,
+            "mask_image": mask_image,
+        }

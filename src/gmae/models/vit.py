@@ -1,0 +1,237 @@
+"""ViT encoder with fixed 2-D sin-cos position embeddings and MAE-style random masking.
+
+Shared pieces used by MAE and GMAE: pixel normalisation, patchify / unpatchify, the sin-cos
+table, per-sample random masking and the encoder itself. Built from timm's ``PatchEmbed`` and
+``Block`` so that the encoder is exactly a timm ViT (minus the head, with a fixed pos-embed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from gmae.errors import GmaeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# MAE / GMAE use LayerNorm eps 1e-6 everywhere (timm's default is 1e-5).
+norm_layer = partial(nn.LayerNorm, eps=1e-6)
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_size: int, cls_token: bool = True) -> Tensor:
+    """Fixed 2-D sin-cos position table [1 (+1 for cls), grid_size**2, embed_dim] (float32).
+
+    MAE's layout: patches row-major; channels [sin(x w), cos(x w), sin(y w), cos(y w)] with x the
+    column and y the row of a patch, w_i = 10000^(-i / (D/4)); a leading all-zero row for cls.
+    """
+    if embed_dim % 4 != 0:
+        raise GmaeError(
+            f"embedding width must be divisible by 4 for sin-cos embeddings, got {embed_dim}"
+        )
+    quarter = embed_dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_size, dtype=torch.float64),
+        torch.arange(grid_size, dtype=torch.float64),
+        indexing="ij",
+    )
+    x = cols.reshape(-1, 1) * omega  # [N, D/4]
+    y = rows.reshape(-1, 1) * omega
+    table = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
+    if cls_token:
+        table = torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), table], dim=0)
+    return table.float().unsqueeze(0)
+
+
+def patchify(imgs: Tensor, patch_size: int) -> Tensor:
+    """[B, C, H, W] -> [B, N, p*p*C], patches row-major, pixels inside a patch ordered (p, q, c)."""
+    b, c, h, w = imgs.shape
+    p = patch_size
+    x = imgs.reshape(b, c, h // p, p, w // p, p)
+    x = torch.einsum("bchpwq->bhwpqc", x)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(x: Tensor, patch_size: int, height: int, width: int) -> Tensor:
+    """Inverse of ``patchify``: [B, N, p*p*C] -> [B, C, H, W]."""
+    b, n, d = x.shape
+    p = patch_size
+    gh, gw = height // p, width // p
+    c = d // (p * p)
+    if gh * gw != n or c * p * p != d:
+        raise GmaeError(f"cannot unpatchify [B, {n}, {d}] to {height}x{width} with patch {p}")
+    x = x.reshape(b, gh, gw, p, p, c)
+    x = torch.einsum("bhwpqc->bchpwq", x)
+    return x.reshape(b, c, height, width)
+
+
+def random_masking(
+    x: Tensor, mask_ratio: float, noise: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep a random subset of tokens per sample, as MAE does.
+
+    Sorting uniform noise gives a random permutation; the smallest ``N * (1 - mask_ratio)`` noise
+    values are kept. Returns (kept tokens [B, N_vis, D], mask [B, N] with 1 = masked,
+    ids_restore [B, N] that undoes the shuffle).
+    """
+    b, n, d = x.shape
+    if not 0.0 <= mask_ratio < 1.0:
+        raise GmaeError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    n_keep = int(n * (1 - mask_ratio))
+    if noise is None and n_keep == n:
+        # Nothing to mask: keep patch order, so mask ratio 0 is deterministic and RNG-free.
+        noise = torch.arange(n, device=x.device, dtype=torch.float32).expand(b, n)
+    elif noise is None:
+        noise = torch.rand(b, n, device=x.device)
+    elif tuple(noise.shape) != (b, n):
+        raise GmaeError(f"noise must have shape [{b}, {n}], got {list(noise.shape)}")
+    ids_shuffle = torch.argsort(noise.to(x.device), dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :n_keep]
+    kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
+    # Mask in shuffled order (first n_keep visible), then unshuffle to patch order.
+    mask = torch.ones(b, n, device=x.device)
+    mask[:, :n_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return kept, mask, ids_restore
+
+
+def visible_ids(ids_restore: Tensor, num_visible: int) -> Tensor:
+    """Patch indices of the visible tokens, in the order the encoder returns them [B, N_vis]."""
+    # ids_restore is the inverse permutation of ids_shuffle, so argsort gives ids_shuffle back.
+    return torch.argsort(ids_restore, dim=1)[:, :num_visible]
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """MAE's init (timm convention): xavier-uniform Linear with zero bias, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std for images in [0, 1]; ``inverse`` maps back."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        if len(mean) != len(std):
+            raise GmaeError(f"pixel mean and std differ in length: {len(mean)} vs {len(std)}")
+        # Not saved in checkpoints: a fixed function of the constructor arguments.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, x: Tensor) -> Tensor:
+        return x * self.std + self.mean
+
+
+class ViTEncoder(nn.Module):
+    """ViT encoder (cls token, fixed sin-cos pos-embed, pre-norm Blocks, final LayerNorm).
+
+    Input is an already normalised image [B, in_chans, img_size, img_size]. ``forward`` runs on a
+    random subset of patches (MAE masking); ``forward_features`` runs on all of them.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+    ):
+        super().__init__()
+        check_image_geometry(img_size, patch_size)
+        if embed_dim % num_heads != 0:
+            raise GmaeError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        # Fixed, so a buffer (not a frozen parameter) and not saved: it is recomputed from the
+        # geometry, which also lets a checkpoint load at another image size.
+        self.register_buffer(
+            "pos_embed", sincos_pos_embed_2d(embed_dim, self.grid_size), persistent=False
+        )
+        self.blocks = nn.ModuleList(
+            [
+                Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                for _ in range(depth)
+            ]
+        )
+        self.norm = norm_layer(embed_dim)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        # Patch embedding initialised as the Linear it is (MAE), tokens N(0, 0.02).
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        for m in self.blocks.modules():
+            init_vit_weights(m)
+        init_vit_weights(self.norm)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        check_images(x, self.in_chans, self.img_size)
+        return self.patch_embed(x) + self.pos_embed[:, 1:]
+
+    def _encode(self, tokens: Tensor) -> Tensor:
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        x = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(
+        self, x: Tensor, mask_ratio: float, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode the visible patches of a normalised image.
+
+        Returns latent [B, 1 + N_vis, D] (cls first), mask [B, N] (1 = masked) and
+        ids_restore [B, N].
+        """
+        tokens, mask, ids_restore = random_masking(self._embed(x), mask_ratio, noise)
+        return self._encode(tokens), mask, ids_restore
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Encode all patches of a normalised image (evaluation): [B, 1 + N, D]."""
+        return self._encode(self._embed(x))
+
+
+def check_image_geometry(img_size: int, patch_size: int) -> None:
+    if not isinstance(img_size, int) or not isinstance(patch_size, int):
+        raise GmaeError(
+            f"img_size and patch_size must be integers (square images), got {img_size!r}, "
+            f"{patch_size!r}"
+        )
+    if patch_size <= 0 or img_size <= 0 or img_size % patch_size != 0:
+        raise GmaeError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
+
+
+def check_images(x: Tensor, in_chans: int, img_size: int) -> None:
+    """Raise GmaeError unless x is [B, in_chans, img_size, img_size]."""
+    if x.ndim != 4 or x.shape[1] != in_chans or x.shape[2] != img_size or x.shape[3] != img_size:
+        raise GmaeError(
+            f"expected images of shape [B, {in_chans}, {img_size}, {img_size}], got {list(x.shape)}"
+        )
