@@ -20,7 +20,9 @@ COMMAND_MODULES = (
     "gmae.render.cli",  # gmae bench render
     "gmae.train.cli",  # gmae pretrain | demo | bench train
     "gmae.evaluate.cli",  # gmae eval ...
-    "gmae.export.cli",  # gmae export timm | gaussians
+    "gmae.export.cli",  # gmae export timm | checkpoint
+    "gmae.zeroshot.cli",  # gmae zeroshot layers | edges | figure-ground, gmae export gaussians
+    "gmae.report.cli",  # gmae report
 )
 
 

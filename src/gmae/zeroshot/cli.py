@@ -1,0 +1,7 @@
+"""Command-line entry points of gmae.zeroshot (registered by gmae.cli)."""
+
+from __future__ import annotations
+
+
+def register(subparsers, groups) -> None:
+    """Add this package's commands to the `gmae` parser."""
