@@ -1,7 +1,248 @@
-"""Command-line entry points of gmae.zeroshot (registered by gmae.cli)."""
+"""Command-line entry points of gmae.zeroshot (registered by gmae.cli).
+
+``gmae zeroshot layers | edges | figure-ground | stats`` and ``gmae export gaussians``. Torch and
+the models are imported inside the command functions, so ``gmae --help`` stays fast.
+"""
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gmae.errors import GmaeError
 
 
 def register(subparsers, groups) -> None:
     """Add this package's commands to the `gmae` parser."""
+    from gmae.cli import command_group
+
+    zs = command_group(
+        subparsers, groups, "zeroshot", "Zero-shot layering, edges, figure-ground, statistics"
+    )
+
+    def common(p: argparse.ArgumentParser, batch: bool = True) -> None:
+        p.add_argument(
+            "--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)"
+        )
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        if batch:
+            p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = zs.add_parser(
+        "layers",
+        help="depth-sorted Gaussians: first-K and depth-group renders, depth maps, scatter",
+        description="Render one photo's Gaussians sorted by camera depth (nearest first): the "
+        "first K, L equal depth groups alone and cumulative, two depth maps and a scatter of the "
+        "centres, at the photo's own resolution. Writes PNGs and OUT/index.html.",
+    )
+    common(p, batch=False)
+    p.add_argument("--image", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
+                   help="numbers of nearest Gaussians to render (all is always added)")  # fmt: skip
+    p.add_argument("--groups", type=int, default=8, help="equal depth groups L")
+    p.add_argument("--max-side", type=int, default=0,
+                   help="shrink photos whose longer side exceeds this (0: never)")  # fmt: skip
+    p.set_defaults(func=cmd_layers)
+
+    p = zs.add_parser(
+        "edges",
+        help="boundary maps from layer-index discontinuities (+ Canny / Sobel baselines)",
+        description="For each photo: split the depth-sorted Gaussians into L equal groups, index "
+        "each pixel by the group at which it is half formed, and write the index map's "
+        "discontinuities as 16-bit boundary PNGs (higher = more boundary) at the photo's "
+        "resolution: OUT/gmae_L{L}/, OUT/gmae_combined/ (mean over L), OUT/<baseline>/. "
+        "Score them with `gmae eval boundaries`.",
+    )
+    common(p)
+    p.add_argument("--images", required=True, type=Path, help="folder of photos")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--rule", default="median", choices=["median", "argmax"],
+                   help="which group a pixel takes (see docs/zeroshot.md)")  # fmt: skip
+    p.add_argument("--baselines", nargs="*", default=[], choices=["canny", "sobel"])
+    p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
+    p.set_defaults(func=cmd_edges)
+
+    p = zs.add_parser(
+        "figure-ground",
+        help="figure masks from the nearest Gaussians, scored by IoU with baselines",
+        description="Binary figure masks of each photo (OUT/<method>/<name>.png, 0/255) from the "
+        "GMAE rules and the baselines; with --masks, mean IoU of every method.",
+    )
+    common(p)
+    p.add_argument("--images", required=True, type=Path, help="folder of photos")
+    p.add_argument("--masks", type=Path, help="ground-truth masks (same stems, 0/255)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--json", type=Path, help="write the scores here (default OUT/scores.json)")
+    p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the MAE baselines")
+    p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
+    p.set_defaults(func=cmd_figure_ground)
+
+    p = zs.add_parser(
+        "stats",
+        help="Spearman(scale, depth) and concentration of Gaussians on high frequencies",
+        description="Measure the paper's observations over a data set: Spearman correlation "
+        "between Gaussian size and camera depth, and the ratio of the image-gradient magnitude "
+        "at Gaussian centres to its image mean (> 1: concentrated on high frequencies).",
+    )
+    common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="data set spec (cifar10, imagenette-128, imagefolder:/p)")
+    src.add_argument("--images", type=Path, help="folder of photos")
+    p.add_argument("--split", default="val", help="split of --data")
+    p.add_argument("--num-images", type=int, default=500, help="images to use (0: all)")
+    p.add_argument("--json", required=True, type=Path)
+    p.set_defaults(func=cmd_stats)
+
+    export = command_group(subparsers, groups, "export", "Export models and outputs")
+    p = export.add_parser(
+        "gaussians",
+        help="one image's Gaussians as a 3D Gaussian Splatting PLY",
+        description="Predict one image's Gaussians (mask ratio 0) and write them as a binary "
+        "3DGS PLY that common splat viewers open (see docs/zeroshot.md for the frame and the "
+        "camera to view it from).",
+    )
+    p.add_argument("--ckpt", required=True, type=Path)
+    p.add_argument("--image", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output .ply")
+    p.add_argument("--frame", default="pinhole", choices=["pinhole", "gmae"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_export_gaussians)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _photos(folder: Path, limit: int = 0, max_side: int = 0):
+    from gmae.zeroshot.common import list_images, load_photo
+
+    files = list_images(folder)
+    files = files[:limit] if limit > 0 else files
+    return [_shrink(load_photo(f), max_side) for f in files]
+
+
+def _shrink(photo, max_side: int):
+    import numpy as np
+    from PIL import Image
+
+    h, w = photo.size
+    if max_side <= 0 or max(h, w) <= max_side:
+        return photo
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    photo.pixels = np.asarray(Image.fromarray(photo.pixels).resize(size, Image.Resampling.LANCZOS))
+    return photo
+
+
+def _predict(model, photos):
+    import torch
+
+    from gmae.zeroshot.common import model_device, model_input
+
+    with torch.no_grad():
+        return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from gmae.report.builders import layers_page
+    from gmae.zeroshot.common import load_model, load_photo
+
+    if any(k < 0 for k in args.ks):
+        raise GmaeError("--ks must be non-negative")
+    photo = _shrink(load_photo(args.image), args.max_side)
+    model = load_model(args.ckpt, "gmae", args.device)
+    page = layers_page(model, photo, args.out, ks=args.ks, groups=args.groups)
+    print(f"wrote {page}")
+    return 0
+
+
+def cmd_edges(args: argparse.Namespace) -> int:
+    from gmae.zeroshot.common import load_model
+    from gmae.zeroshot.pipelines import write_edges
+
+    photos = _photos(args.images, args.limit)
+    model = load_model(args.ckpt, "gmae", args.device)
+    dirs = write_edges(
+        model, photos, args.out, layers=args.layers, rule=args.rule,
+        baselines=args.baselines, batch_size=args.batch_size, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"wrote {len(photos)} maps to each of: {', '.join(str(d) for d in dirs)}")
+    return 0
+
+
+def cmd_figure_ground(args: argparse.Namespace) -> int:
+    from gmae import io as gio
+    from gmae.zeroshot.common import load_model
+    from gmae.zeroshot.pipelines import run_figure_ground
+
+    photos = _photos(args.images, args.limit)
+    model = load_model(args.ckpt, "gmae", args.device)
+    mae = load_model(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
+    result, _ = run_figure_ground(
+        model, photos, args.out, masks_dir=args.masks, mae_model=mae,
+        batch_size=args.batch_size, progress=not args.no_progress,
+    )  # fmt: skip
+    path = args.json or args.out / "scores.json"
+    gio.write_json(path, result)
+    for method, s in result.get("scores", {}).items():
+        print(f"{method:18s} IoU(fg) {s['iou_fg']:.3f}  mIoU {s['miou']:.3f}")
+    print(f"wrote masks to {args.out} and {path}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from gmae import io as gio
+    from gmae.zeroshot.common import load_model
+    from gmae.zeroshot.stats import dataset_batches, gaussian_stats, photo_batches
+
+    model = load_model(args.ckpt, "gmae", args.device)
+    if args.data:
+        batches, total = dataset_batches(
+            args.data, args.split, model.img_size, args.num_images, args.batch_size
+        )
+        source = {"data": args.data, "split": args.split}
+    else:
+        photos = _photos(args.images, args.num_images)
+        batches, total = photo_batches(photos, model.img_size, args.batch_size), len(photos)
+        source = {"images": str(args.images)}
+    result = gaussian_stats(model, batches, total, progress=not args.no_progress)
+    result = {"source": source, "ckpt": str(args.ckpt), **result}
+    gio.write_json(args.json, result)
+    rho = result["spearman_size_vs_depth"]["scale_gmean"]
+    print(
+        f"Spearman(scale, depth): pooled {rho['pooled']:.3f}, per image {rho['per_image_mean']:.3f}"
+        f"; hf_ratio {result['hf_ratio']['pooled']:.3f}  -> {args.json}"
+    )
+    return 0
+
+
+def cmd_export_gaussians(args: argparse.Namespace) -> int:
+    from gmae.export.ply import DISTANCE, write_ply
+    from gmae.zeroshot.common import load_model, load_photo
+
+    photo = load_photo(args.image)
+    model = load_model(args.ckpt, "gmae", args.device)
+    g = _predict(model, [photo])
+    if g.colors.shape[-1] != 3:
+        raise GmaeError(
+            f"PLY export needs an RGB model, this one has {g.colors.shape[-1]} channels"
+        )
+    write_ply(
+        args.out, g.means[0], g.scales[0], g.quats[0], g.colors[0], g.opacities[0],
+        frame=args.frame, comments=(f"source {Path(args.image).name}",),
+    )  # fmt: skip
+    h, w = photo.size
+    if args.frame == "pinhole":
+        view = (
+            f"pinhole camera at (0, 0, -{DISTANCE:g}) looking down +z, y down; "
+            f"fx = {DISTANCE * w / 2:g}, fy = {DISTANCE * h / 2:g} px at {w}x{h}"
+        )
+    else:
+        view = f"gmae.render.Camera(mode='gmae', height={h}, width={w})"
+    print(f"wrote {g.num_gaussians} Gaussians to {args.out}; view with a {view}")
+    return 0

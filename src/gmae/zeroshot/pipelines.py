@@ -1,0 +1,113 @@
+"""Folder-level runs shared by the CLI and the report: edges and figure-ground over many photos."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gmae import io as gio
+from gmae.zeroshot.common import Photo, save_gray16, save_png, size_batches
+
+
+def edge_maps(
+    model,
+    photos: Sequence[Photo],
+    layers: Sequence[int] = (4, 8, 16, 32),
+    rule: str = "median",
+    baselines: Sequence[str] = (),
+    batch_size: int = 4,
+    progress: bool = False,
+) -> Iterator[tuple[Photo, dict[str, np.ndarray]]]:
+    """(photo, {method: boundary map in [0, 1] at the photo's size}) for every photo.
+
+    Methods: ``gmae_L{L}`` per L, ``gmae_combined`` and each baseline name.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from gmae.zeroshot.common import model_device, model_input
+    from gmae.zeroshot.edges import baseline_edges, gmae_edges
+
+    bar = tqdm(total=len(photos), desc="edges", unit="img", disable=not progress)
+    try:
+        for batch in size_batches(photos, batch_size):
+            h, w = batch[0].size
+            with torch.no_grad():
+                g = model.predict_gaussians(model_input(batch, model.img_size, model_device(model)))
+            per_l, combined, _ = gmae_edges(model, g, h, w, layers, rule)
+            for i, photo in enumerate(batch):
+                maps = {f"gmae_L{L}": e[i].cpu().numpy() for L, e in per_l.items()}
+                maps["gmae_combined"] = combined[i].cpu().numpy()
+                for name in baselines:
+                    maps[name] = baseline_edges(name, photo.pixels)
+                yield photo, maps
+            bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def write_edges(
+    model,
+    photos: Sequence[Photo],
+    out: str | os.PathLike,
+    layers: Sequence[int] = (4, 8, 16, 32),
+    rule: str = "median",
+    baselines: Sequence[str] = (),
+    batch_size: int = 4,
+    progress: bool = False,
+) -> list[Path]:
+    """Write OUT/<method>/<photo>.png (16-bit) for every method; returns the method folders."""
+    out = Path(out)
+    dirs: set[Path] = set()
+    for photo, maps in edge_maps(model, photos, layers, rule, baselines, batch_size, progress):
+        for method, m in maps.items():
+            save_gray16(out / method / f"{photo.name}.png", m)
+            dirs.add(out / method)
+    gio.write_json(
+        out / "settings.json",
+        {"layers": list(layers), "rule": rule, "baselines": list(baselines),
+         "images": [p.name for p in photos], "png": "16-bit, higher = more boundary"},
+    )  # fmt: skip
+    return sorted(dirs)
+
+
+def run_figure_ground(
+    model,
+    photos: Sequence[Photo],
+    out: str | os.PathLike | None,
+    masks_dir: str | os.PathLike | None = None,
+    mae_model=None,
+    batch_size: int = 4,
+    progress: bool = False,
+    gt: dict[str, np.ndarray] | None = None,
+) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """Masks of every method (written to OUT/<method>/<photo>.png when ``out`` is given) and,
+    with ground truth (``masks_dir`` or ``gt``), the scores.
+
+    Returns (a JSON-ready summary with ``scores`` per method, {method: {photo: bool mask}}).
+    """
+    from gmae.errors import GmaeError
+    from gmae.zeroshot.figure_ground import figure_ground, find_masks, load_mask, score_masks
+
+    if masks_dir is not None:
+        paths = find_masks(masks_dir, [p.name for p in photos])
+        gt = {n: load_mask(p) for n, p in paths.items()}
+    if gt is not None:
+        for p in photos:
+            if gt[p.name].shape != p.size:
+                raise GmaeError(
+                    f"mask of {p.name} is {gt[p.name].shape[1]}x{gt[p.name].shape[0]}, "
+                    f"the photo {p.size[1]}x{p.size[0]}"
+                )
+    masks = figure_ground(model, photos, mae_model, batch_size, progress)
+    if out is not None:
+        for method, per in masks.items():
+            for name, m in per.items():
+                save_png(Path(out) / method / f"{name}.png", m.astype(np.uint8) * 255)
+    result: dict = {"methods": list(masks), "n_images": len(photos)}
+    if gt is not None:
+        result["scores"] = {method: score_masks(per, gt) for method, per in masks.items()}
+    return result, masks

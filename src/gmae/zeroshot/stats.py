@@ -1,0 +1,190 @@
+"""The paper's observed properties of GMAE's Gaussians, measured [paper claim, our measures].
+
+1. Scale vs depth: "larger (low-frequency) Gaussians sit closer to the camera". Spearman rank
+   correlation (scipy) between a Gaussian's size and its camera depth; the claim predicts rho < 0.
+   Sizes: ``scale_gmean`` (geometric mean of the three scales, the 3-D size), ``scale_max``, and
+   ``screen_size`` (sqrt of the determinant of the projected 2-D covariance, in pixels of the
+   model's input; it shrinks with depth by construction, so it is reported, not the headline).
+   Reported pooled over all Gaussians of all images, and as the mean of per-image correlations.
+2. High-frequency concentration: "Gaussians concentrate on high-frequency regions instead of a
+   uniform grid". hf_ratio = mean Sobel gradient magnitude (grayscale input at the model's
+   resolution) at the Gaussian centres / its mean over all pixels (the exact expectation at
+   uniformly random positions). > 1: concentrated on edges / texture. Pooled (ratio of sums) and
+   per-image mean.
+
+Only Gaussians the renderer would draw count: opacity >= 1/255 and centre inside the image
+(for hf_ratio).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from gmae.errors import GmaeError
+
+MIN_OPACITY = 1.0 / 255.0
+SIZES = ("scale_gmean", "scale_max", "screen_size")
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho (scipy); nan for fewer than 3 points or a constant input."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:
+    """Sobel magnitude (scikit-image) of the grayscale of [B, H, W, 3] float images in [0, 1]."""
+    from skimage.color import rgb2gray
+    from skimage.filters import sobel
+
+    return np.stack([sobel(rgb2gray(im)) for im in imgs])
+
+
+class GaussianStats:
+    """Accumulates per-Gaussian measurements batch by batch; ``summary()`` gives the JSON."""
+
+    def __init__(self) -> None:
+        self._depth: list[np.ndarray] = []
+        self._sizes: dict[str, list[np.ndarray]] = {k: [] for k in SIZES}
+        self._at_centres: list[np.ndarray] = []
+        self._grad_mean: list[float] = []
+        self._grad_pixels: list[int] = []
+
+    def add(self, model, imgs, g) -> None:
+        """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
+        import torch
+
+        from gmae.render import Camera, project
+
+        s = model.img_size
+        with torch.no_grad():
+            proj = project(
+                g.means.float(), g.scales.float(), g.quats.float(), g.opacities.float(),
+                Camera(mode=model.camera, height=s, width=s),
+            )  # fmt: skip
+        depth = proj.depths.cpu().numpy()
+        conic = proj.conics.cpu().numpy()
+        # conic = inverse 2-D covariance (a, b, c): det(cov) = 1 / (a c - b^2).
+        det_inv = conic[..., 0] * conic[..., 2] - conic[..., 1] ** 2
+        screen = np.where(det_inv > 0, 1.0 / np.sqrt(np.maximum(det_inv, 1e-30)), np.nan) ** 0.5
+        scales = g.scales.float().cpu().numpy()
+        sizes = {
+            "scale_gmean": np.exp(np.log(np.clip(scales, 1e-12, None)).mean(-1)),
+            "scale_max": scales.max(-1),
+            "screen_size": screen,
+        }
+        alive = g.opacities.float().cpu().numpy() >= MIN_OPACITY
+        grad = gradient_magnitude(imgs.permute(0, 2, 3, 1).float().cpu().numpy())
+        centres = proj.means2d.cpu().numpy()
+        for i in range(depth.shape[0]):
+            keep = alive[i] & np.isfinite(sizes["screen_size"][i])
+            self._depth.append(depth[i][keep])
+            for k in SIZES:
+                self._sizes[k].append(sizes[k][i][keep])
+            u, v = centres[i][alive[i]].T
+            inside = (u >= 0) & (u < s) & (v >= 0) & (v < s)
+            col, row = u[inside].astype(int), v[inside].astype(int)  # pixel j covers [j, j+1)
+            self._at_centres.append(grad[i][row, col])
+            self._grad_mean.append(float(grad[i].mean()))
+            self._grad_pixels.append(grad[i].size)
+
+    def summary(self) -> dict:
+        if not self._depth:
+            raise GmaeError("no images were measured")
+        depth = np.concatenate(self._depth)
+        corr = {}
+        for k in SIZES:
+            per = np.array([spearman(s, d) for s, d in zip(self._sizes[k], self._depth)])
+            corr[k] = {
+                "pooled": spearman(np.concatenate(self._sizes[k]), depth),
+                "per_image_mean": _nanmean(per),
+                "per_image_std": _nanstd(per),
+            }
+        ratios = np.array(
+            [
+                a.mean() / m if a.size and m > 0 else np.nan
+                for a, m in zip(self._at_centres, self._grad_mean)
+            ]
+        )
+        at = np.concatenate(self._at_centres)
+        total = float(np.dot(self._grad_mean, self._grad_pixels)) / max(sum(self._grad_pixels), 1)
+        return {
+            "n_images": len(self._depth),
+            "n_gaussians": int(depth.size),
+            "spearman_size_vs_depth": corr,
+            "hf_ratio": {
+                "pooled": float(at.mean() / total) if at.size and total > 0 else float("nan"),
+                "per_image_mean": _nanmean(ratios),
+                "per_image_std": _nanstd(ratios),
+            },
+        }
+
+
+def _nanmean(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def _nanstd(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(a.std()) if a.size else float("nan")
+
+
+def gaussian_stats(
+    model,
+    batches: Iterable,
+    total: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Run ``GaussianStats`` over batches of [B, 3, S, S] model inputs in [0, 1]."""
+    import torch
+    from tqdm import tqdm
+
+    from gmae.zeroshot.common import model_device
+
+    acc = GaussianStats()
+    dev = model_device(model)
+    bar = tqdm(total=total, desc="stats", unit="img", disable=not progress)
+    for x in batches:
+        x = x.to(dev)
+        with torch.no_grad():
+            g = model.predict_gaussians(x, mask_ratio=0.0)
+        acc.add(model, x, g)
+        bar.update(x.shape[0])
+    bar.close()
+    return acc.summary()
+
+
+def dataset_batches(
+    spec: str, split: str, size: int, num_images: int, batch_size: int
+) -> tuple[Iterable, int]:
+    """Batches of the first ``num_images`` images of a data set, squashed to ``size``."""
+    from gmae.data import build_dataset
+    from gmae.zeroshot.common import Photo, model_input
+
+    ds = build_dataset(spec, split=split)
+    n = len(ds) if num_images <= 0 else min(num_images, len(ds))
+    if n == 0:
+        raise GmaeError(f"data set {spec} ({split}) is empty")
+    # Evenly spaced indices: the first N of an ImageFolder would all be one class.
+    idx = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+
+    def gen():
+        for i in range(0, len(idx), batch_size):
+            photos = [Photo(str(j), np.asarray(ds[int(j)][0])) for j in idx[i : i + batch_size]]
+            yield model_input(photos, size)
+
+    return gen(), len(idx)
+
+
+def photo_batches(photos: Sequence, size: int, batch_size: int) -> Iterable:
+    from gmae.zeroshot.common import model_input
+
+    for i in range(0, len(photos), batch_size):
+        yield model_input(photos[i : i + batch_size], size)
