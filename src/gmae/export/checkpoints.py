@@ -1,0 +1,440 @@
+"""Model files gmae can read, and the compact ``.safetensors`` format for committed models.
+
+Formats (all loaded without unpickling code: ``torch.load(weights_only=True)`` or safetensors):
+
+- **training checkpoint** ``.pt`` (``gmae.train.checkpoint``): config, model, optimiser, RNG ...
+- **compact checkpoint** ``.safetensors`` (written by :func:`save_compact`): the model's state
+  dict (fp32, or fp16 with ``fp16=True``) and, in the safetensors metadata, ``format``
+  (``gmae.checkpoint``), ``format_version``, ``config`` (the resolved training config as JSON),
+  ``gmae_version`` and ``source``.
+- **MAE release checkpoint** ``.pth`` (facebookresearch/mae): ``{"model": state_dict}`` with
+  timm key names (``cls_token``, ``pos_embed``, ``patch_embed.proj.weight``,
+  ``blocks.0.attn.qkv.weight``, ``norm.weight``); encoder-only for the released ViT-B/L/H, with
+  the decoder (``decoder_embed.weight`` ...) for the visualisation checkpoints.
+
+:func:`load_any` turns any of them (or ``"random"`` with a config preset) into a
+:class:`LoadedModel`, which is what the evaluation commands use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gmae.errors import GmaeError
+
+FORMAT = "gmae.checkpoint"
+FORMAT_VERSION = "1"
+RANDOM = "random"
+
+# Widths of the standard ViTs -> their head counts (not recoverable from the weights).
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation and where it came from.
+
+    ``model`` has ``.encoder``, ``.normalize``, ``.img_size`` and ``forward_features``; MAE and
+    GMAE (not encoder-only release checkpoints) also have ``reconstruct``. ``config`` is the
+    training config (``gmae.train.config.Config``) when the file carries one.
+    """
+
+    model: nn.Module
+    kind: str  # "training" | "compact" | "mae-release" | "random"
+    source: str
+    name: str  # "mae" | "gmae" | "vit" (encoder only)
+    config: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def img_size(self) -> int:
+        return self.model.img_size
+
+    @property
+    def mask_ratio(self) -> float:
+        return float(getattr(self.model, "mask_ratio", 0.75))
+
+    def describe(self) -> dict[str, Any]:
+        """What the JSON outputs record about the model."""
+        enc = self.model.encoder
+        return {
+            "ckpt": self.source,
+            "kind": self.kind,
+            "name": self.name,
+            "img_size": enc.img_size,
+            "patch_size": enc.patch_size,
+            "embed_dim": enc.embed_dim,
+            "depth": enc.depth,
+            "num_heads": enc.num_heads,
+            "mask_ratio": self.mask_ratio,
+            **self.info,
+        }
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
+    """Strict ``load_state_dict`` with a one-line error naming what does not fit."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{what} {_few(keys)}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if keys
+    ]
+    if problems:
+        raise GmaeError(
+            f"checkpoint {source} does not fit {type(module).__name__}: {'; '.join(problems)}"
+        )
+    module.load_state_dict(state)
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+# --------------------------------------------------------------------------------------------
+# Compact format
+# --------------------------------------------------------------------------------------------
+
+
+def save_compact(
+    model: nn.Module,
+    config: Any,
+    path: str | os.PathLike,
+    fp16: bool = False,
+    source: str = "",
+) -> Path:
+    """Write ``model``'s weights and its ``Config`` to ``path`` (``.safetensors``), atomically."""
+    from safetensors.torch import save_file
+
+    from gmae import __version__
+    from gmae import io as gio
+    from gmae.train.config import config_to_dict
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise GmaeError(f"compact checkpoints are .safetensors files, got {path}")
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if fp16 and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value.contiguous().clone()  # no shared storage (safetensors refuses it)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config_to_dict(config)),
+        "gmae_version": __version__,
+        "dtype": "float16" if fp16 else "float32",
+        "source": source,
+    }
+    with gio.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, with one-line errors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
+    return tensors, metadata
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file (no tensors read)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
+
+
+def export_checkpoint(
+    ckpt: str | os.PathLike, out: str | os.PathLike, fp16: bool = False
+) -> dict[str, Any]:
+    """``gmae export checkpoint``: a training checkpoint (or compact file) -> compact file."""
+    loaded = load_any(str(ckpt))
+    if loaded.config is None:
+        raise GmaeError(
+            f"{ckpt} carries no gmae training config ({loaded.kind} checkpoint): only gmae "
+            "training checkpoints can be exported to the compact format"
+        )
+    path = save_compact(loaded.model, loaded.config, out, fp16=fp16, source=str(ckpt))
+    n = sum(t.numel() for t in loaded.model.state_dict().values())
+    return {"out": str(path), "tensors_numel": n, "bytes": path.stat().st_size, "fp16": fp16}
+
+
+def load_model(
+    path: str | os.PathLike, img_size: int | None = None, map_location: Any = "cpu"
+) -> tuple[nn.Module, Any]:
+    """``(model, config)`` from a compact ``.safetensors`` or a training ``.pt`` checkpoint.
+
+    The model is rebuilt from the stored config (at ``img_size`` if given: the sin-cos position
+    embeddings are recomputed for the new grid) and returned in eval mode, in float32.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        loaded = _load_compact(path, img_size)
+    else:
+        loaded = _load_training(path, img_size, map_location)
+    return loaded.model, loaded.config
+
+
+def _build_from_config(cfg: Any, img_size: int | None) -> nn.Module:
+    from gmae.models import create_model
+    from gmae.train.checkpoint import model_kwargs
+
+    kwargs = model_kwargs(cfg)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    return create_model(**kwargs)
+
+
+def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
+    from gmae.train.config import config_from_dict
+
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != FORMAT:
+        if "timm_model" in meta:
+            raise GmaeError(
+                f"{path} is a timm export (gmae export timm), not a gmae checkpoint: load it with "
+                "gmae.export.create_timm_model"
+            )
+        raise GmaeError(f"{path} is not a gmae compact checkpoint (no 'format: {FORMAT}' metadata)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise GmaeError(
+            f"{path} has compact-checkpoint format version {meta.get('format_version')!r}; this "
+            f"gmae reads version {FORMAT_VERSION}"
+        )
+    try:
+        raw = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise GmaeError(f"{path} has no readable config in its metadata") from exc
+    cfg = config_from_dict(raw)
+    model = _build_from_config(cfg, img_size)
+    load_state(
+        model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, path
+    )
+    return LoadedModel(
+        model.eval(), "compact", str(path), cfg.model["name"], cfg, {"dtype": meta.get("dtype")}
+    )
+
+
+def _load_training(
+    path: Path, img_size: int | None, map_location: Any = "cpu", ckpt: dict | None = None
+) -> LoadedModel:
+    from gmae.train.checkpoint import load_checkpoint
+    from gmae.train.config import config_from_dict
+
+    if ckpt is None:
+        ckpt = load_checkpoint(path, map_location=map_location)
+    cfg = config_from_dict(ckpt["config"])
+    model = _build_from_config(cfg, img_size)
+    load_state(model, ckpt["model"], path)
+    info = {"epoch": ckpt.get("epoch"), "step": ckpt.get("step")}
+    return LoadedModel(model.eval(), "training", str(path), cfg.model["name"], cfg, info)
+
+
+# --------------------------------------------------------------------------------------------
+# MAE release checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise GmaeError(
+            f"cannot read checkpoint {path}: not a weights-only PyTorch file "
+            f"({type(exc).__name__}: {first[:200]})"
+        ) from exc
+
+
+def is_mae_release(state: Any) -> bool:
+    return isinstance(state, dict) and "patch_embed.proj.weight" in state and "cls_token" in state
+
+
+def load_mae_release(
+    state: dict[str, torch.Tensor],
+    source: str = "<state dict>",
+    img_size: int | None = None,
+    num_heads: int | None = None,
+    decoder_num_heads: int = 16,
+) -> LoadedModel:
+    """An MAE-release (timm-style) state dict -> our encoder (+ MAE decoder if present).
+
+    The architecture is read off the weights (width, depth, patch, MLP ratio, grid); the head
+    count is the standard one for the width (``num_heads`` overrides). A ``pos_embed`` equal to
+    the fixed sin-cos table is recomputed (any image size works); a learned one is kept, and
+    resampled if ``img_size`` changes the grid. Visualisation checkpoints with a decoder become a
+    full ``MAE`` (pixel targets, no norm-pix: that is how MAE trained them).
+    """
+    from gmae.models import MAE, MaskedImageModel
+    from gmae.models.vit import sincos_pos_embed_2d
+
+    if "norm.weight" not in state and "fc_norm.weight" in state:
+        raise GmaeError(
+            f"{source} is a fine-tuned (global-pool) MAE checkpoint; use a pretrained encoder "
+            "checkpoint (e.g. mae_pretrain_vit_base.pth)"
+        )
+    missing = [
+        k
+        for k in ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")
+        if k not in state
+    ]
+    if missing:
+        raise GmaeError(
+            f"{source} is not an MAE/timm ViT checkpoint (missing {', '.join(missing)})"
+        )
+    embed_dim = state["cls_token"].shape[-1]
+    patch = state["patch_embed.proj.weight"].shape[-1]
+    in_chans = state["patch_embed.proj.weight"].shape[1]
+    depth = len({m.group(1) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if depth and "blocks.0.mlp.fc1.weight" not in state:
+        raise GmaeError(f"{source}: blocks are not timm ViT blocks (no blocks.0.mlp.fc1.weight)")
+    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim if depth else 4.0
+    n_pos = state["pos_embed"].shape[1] - 1
+    grid = int(round(n_pos**0.5))
+    if grid * grid != n_pos:
+        raise GmaeError(f"{source}: pos_embed has {n_pos} patch rows, not a square grid")
+    heads = num_heads or HEADS_BY_WIDTH.get(embed_dim) or max(1, embed_dim // 64)
+    size = img_size or grid * patch
+    common = dict(
+        img_size=size, patch_size=patch, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+        num_heads=heads, mlp_ratio=mlp_ratio,
+    )  # fmt: skip
+    has_decoder = "decoder_embed.weight" in state
+    if has_decoder:
+        dec_dim = state["decoder_embed.weight"].shape[0]
+        dec_depth = len(
+            {m.group(1) for k in state if (m := re.match(r"decoder_blocks\.(\d+)\.", k))}
+        )
+        model: nn.Module = MAE(
+            **common, decoder_dim=dec_dim, decoder_depth=dec_depth,
+            decoder_num_heads=decoder_num_heads, norm_pix_loss=False,
+        )  # fmt: skip
+    else:
+        model = MaskedImageModel(**common, mask_ratio=0.75, pixel_mean=None, pixel_std=None)
+
+    enc_keys = ("cls_token", "patch_embed.", "blocks.", "norm.")
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(enc_keys):
+            mapped[f"encoder.{key}"] = value
+        elif (
+            has_decoder
+            and key.startswith(("decoder_", "mask_token"))
+            and key != "decoder_pos_embed"
+        ):
+            mapped[key] = value
+    # Fixed sin-cos tables are recomputed; a learned table is loaded into the buffer.
+    pos = state["pos_embed"].float()
+    learned = not torch.allclose(pos, sincos_pos_embed_2d(embed_dim, grid), atol=1e-4)
+    load_state(model, mapped, source)
+    if learned:
+        if model.encoder.grid_size != grid:
+            from timm.layers import resample_abs_pos_embed
+
+            pos = resample_abs_pos_embed(pos, new_size=[model.encoder.grid_size] * 2)
+        model.encoder.pos_embed.copy_(pos)
+    info = {"learned_pos_embed": learned, "has_decoder": has_decoder}
+    return LoadedModel(
+        model.eval(), "mae-release", source, "mae" if has_decoder else "vit", None, info
+    )
+
+
+def random_like(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
+    """A freshly initialised model of ``loaded``'s architecture (the random-encoder baseline)."""
+    from gmae.models import MaskedImageModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if loaded.config is not None:
+            model = _build_from_config(loaded.config, loaded.img_size)
+        else:  # release checkpoint: rebuild the encoder from its dimensions
+            enc = loaded.model.encoder
+            mlp_ratio = enc.blocks[0].mlp.fc1.out_features / enc.embed_dim if enc.depth else 4.0
+            model = MaskedImageModel(
+                enc.img_size, enc.patch_size, enc.in_chans, enc.embed_dim, enc.depth,
+                enc.num_heads, mlp_ratio, 0.75, None, None,
+            )  # fmt: skip
+    info = {"random_like": loaded.source, "seed": seed}
+    return LoadedModel(model.eval(), "random", RANDOM, loaded.name, loaded.config, info)
+
+
+# --------------------------------------------------------------------------------------------
+# Anything a --ckpt argument can name
+# --------------------------------------------------------------------------------------------
+
+
+def load_any(
+    ckpt: str,
+    config: str | None = None,
+    img_size: int | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """``--ckpt`` -> :class:`LoadedModel`.
+
+    ``ckpt`` is a training checkpoint (``.pt``), a compact checkpoint (``.safetensors``), an MAE
+    release checkpoint, or ``"random"``: a freshly initialised model (``seed``) built from
+    ``config`` (a preset name or YAML file), the baseline for every protocol.
+    """
+    from gmae.train.config import load_config
+
+    if ckpt == RANDOM:
+        if config is None:
+            raise GmaeError("--ckpt random needs --config PRESET (the architecture to initialise)")
+        cfg = load_config(config)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = _build_from_config(cfg, img_size)
+        info = {"config": str(config), "seed": seed}
+        return LoadedModel(model.eval(), "random", RANDOM, cfg.model["name"], cfg, info)
+    if config is not None:
+        raise GmaeError("--config is only used with --ckpt random (checkpoints carry their own)")
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        return _load_compact(path, img_size)
+    obj = _torch_load(path)
+    if isinstance(obj, dict) and "config" in obj and "model" in obj:
+        return _load_training(path, img_size, ckpt=obj)
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if is_mae_release(state):
+        return load_mae_release(state, str(path), img_size=img_size)
+    raise GmaeError(
+        f"{path} is not a gmae training checkpoint, a compact .safetensors checkpoint or an MAE "
+        "release checkpoint"
+    )
