@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -85,6 +86,8 @@ def chromium() -> str | None:
 def run_chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     exe = chromium()
     if exe is None:
+        if os.environ.get("GMAE_REQUIRE_CHROMIUM"):  # CI installs it: never skip there
+            pytest.fail("GMAE_REQUIRE_CHROMIUM is set but no Chromium is installed")
         pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
     base = [
         exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,0 +1,28 @@
+"""The pretraining engine: config, loop, checkpoints, DDP (see docs/training.md).
+
+Public API (imported lazily, so ``gmae --help`` stays fast)::
+
+    load_config(preset_or_yaml, overrides=()) -> Config
+    pretrain(cfg, out_dir, resume=None, max_steps=None) -> summary dict
+    load_pretrained(checkpoint_path) -> (model in eval mode, Config)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Config": "gmae.train.config",
+    "load_config": "gmae.train.config",
+    "pretrain": "gmae.train.engine",
+    "load_pretrained": "gmae.train.checkpoint",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

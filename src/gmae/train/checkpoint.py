@@ -1,0 +1,112 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, RNG states, compatibility checks.
+
+A checkpoint is a dict of tensors and plain Python containers only, so that
+``torch.load(path, weights_only=True)`` can read it (no pickled classes, no numpy arrays):
+
+    format, gmae_version, config (plain dict), model (state dict), probe (state dict or None),
+    optimizer, scaler (state dicts or None), schedule {step, total_steps, effective_batch, lr},
+    epoch, step_in_epoch (optimizer steps done in ``epoch``), step (global), skipped,
+    rng [one dict per rank: torch, cuda, numpy, python], data {seed, world_size}
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gmae import io as gio
+from gmae.errors import GmaeError
+
+FORMAT = 1
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the old file intact."""
+    with gio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise GmaeError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
+    return ckpt
+
+
+def check_compatible(ckpt_config: dict, config: dict, path: str | os.PathLike) -> None:
+    """The model (and image size) of a checkpoint must match the run that loads it."""
+    old = {**ckpt_config.get("model", {}), "img_size": ckpt_config.get("data", {}).get("img_size")}
+    new = {**config.get("model", {}), "img_size": config.get("data", {}).get("img_size")}
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+        what = ", ".join(f"{k}: {old.get(k)!r} vs {new.get(k)!r}" for k in diff)
+        raise GmaeError(f"checkpoint {path} has a different model config ({what})")
+
+
+def load_state(module: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise GmaeError(f"checkpoint {path} does not fit the model: {first}") from exc
+
+
+# --- RNG states -----------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states, as tensors and tuples (``weights_only``-loadable)."""
+    # numpy's legacy global RNG is what third-party code uses, so that is the state to keep
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+# --- for evaluation code ----------------------------------------------------------------------
+
+
+def load_pretrained(path: str | os.PathLike, map_location: Any = "cpu"):
+    """``(model, config)`` from a pretraining checkpoint; the model is in eval mode.
+
+    The model is rebuilt from the config stored in the checkpoint, so no other file is needed.
+    """
+    from gmae.models import create_model
+    from gmae.train.config import config_from_dict
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    cfg = config_from_dict(ckpt["config"])
+    model = create_model(**model_kwargs(cfg))
+    load_state(model, ckpt["model"], path)
+    return model.eval(), cfg
+
+
+def model_kwargs(cfg) -> dict[str, Any]:
+    """``create_model`` arguments of a config: the model section plus the image size."""
+    return {**cfg.model, "img_size": cfg.data.img_size}

@@ -1,0 +1,295 @@
+"""Pretraining configuration: nested dataclasses, YAML presets and ``--set key=value`` overrides.
+
+A config is four sections. ``model`` is a free-form dict passed to ``gmae.models.create_model``
+(its ``name`` picks "mae" or "gmae"; the model checks its own keys). ``data``, ``optim`` and
+``run`` are dataclasses: every key is typed, and an unknown key or a value of the wrong type is a
+``GmaeError`` naming the key. Presets are the YAML files in ``gmae/configs`` (``configs/`` at the
+repository root); ``--config`` takes a preset name or a path to a YAML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gmae.errors import GmaeError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    spec: str = "cifar10"  # gmae.data.build_dataset spec: cifar10 | imagenette-128 | imagefolder:/p
+    split: str = "train"
+    val_split: str = "test"  # the fixed batch of reconstruction pictures comes from here
+    root: str | None = None  # data cache directory (default: GMAE_DATA_DIR or ~/.cache/gmae)
+    img_size: int = 32  # also passed to the model
+    scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range
+    num_workers: int = 2  # DataLoader workers per process
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    batch_size: int = 256  # per process and micro-batch
+    accum_iter: int = 1  # micro-batches per optimizer step
+    effective_batch: int | None = None  # if set: accum_iter = this / (batch_size x world size)
+    base_lr: float = 1.5e-4  # lr = base_lr x effective batch / 256
+    min_lr: float = 0.0
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = None  # max global grad norm (None: no clipping, norm still logged)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA; ignored on CPU
+    log_every: int = 10  # optimizer steps between metrics lines
+    ckpt_every: int = 10  # epochs between checkpoint-EPOCH.pt (last.pt after every epoch)
+    ckpt_every_steps: int = 0  # also refresh last.pt every N steps mid-epoch (0: off)
+    vis_every: int = 10  # epochs between reconstruction grids (and after the last epoch)
+    vis_images: int = 8
+    max_nonfinite: int = 5  # consecutive non-finite losses before training stops
+    online_probe: bool = False  # BatchNorm + Linear on detached features, for monitoring
+    probe_classes: int | None = None  # default: the number of classes of the data set
+
+
+@dataclass
+class Config:
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "gmae"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+# --- loading --------------------------------------------------------------------------------
+
+# YAML 1.1 (PyYAML) reads 1e-4 as a string; accept YAML 1.2 floats so `--set optim.base_lr=1e-4`
+# and the same spelling in files mean numbers.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A preset name (``gmae_tiny_cifar10``) or a path to a YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise GmaeError(f"config file {path} not found")
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        raise GmaeError(
+            f"unknown config {str(name_or_path)!r}: not a file and not a preset "
+            f"({', '.join(preset_names())})"
+        )
+    return preset
+
+
+def load_config(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a preset or YAML file, apply ``key.sub=value`` overrides, validate."""
+    import yaml
+
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = _yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise GmaeError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise GmaeError(f"{path}: expected a mapping of sections (model, data, optim, run)")
+    apply_overrides(raw, overrides)
+    return config_from_dict(raw)
+
+
+def apply_overrides(raw: dict, overrides: typing.Sequence[str]) -> dict:
+    """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    import yaml
+
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise GmaeError(f"--set expects key.sub=value, got {item!r}")
+        try:
+            value = _yaml_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise GmaeError(f"--set {key}: cannot parse value {text!r}: {exc}") from exc
+        parts = key.split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise GmaeError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build and validate a Config from nested plain containers (YAML or a checkpoint)."""
+    unknown = [k for k in raw if k not in ("model", *SECTIONS)]
+    if unknown:
+        raise GmaeError(_unknown_key(unknown[0], ["model", *SECTIONS]))
+    model = raw.get("model") or {"name": "gmae"}
+    if not isinstance(model, dict):
+        raise GmaeError(f"config key 'model' must be a mapping, got {type(model).__name__}")
+    model = dict(model)
+    if model.get("name") not in ("mae", "gmae"):
+        raise GmaeError(
+            f"config key 'model.name' must be 'mae' or 'gmae', got {model.get('name')!r}"
+        )
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise GmaeError(f"config key {name!r} must be a mapping, got {type(values).__name__}")
+        sections[name] = _build_section(name, cls, values)
+    cfg = Config(model=model, **sections)
+    validate(cfg)
+    return cfg
+
+
+def _build_section(section: str, cls: type, values: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise GmaeError(_unknown_key(f"{section}.{key}", [f"{section}.{n}" for n in names]))
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def _unknown_key(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
+    return f"unknown config key {key!r}{hint}"
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against a field type; ints are accepted for floats, lists for tuples."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise GmaeError(f"config key {key!r} must be one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise GmaeError(f"config key {key!r} expects a list of {len(args)} numbers")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise GmaeError(
+            f"config key {key!r} expects {tp.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    return float(value) if tp is float else value
+
+
+def validate(cfg: Config) -> None:
+    """Range checks the types cannot express."""
+    positive = {
+        "data.img_size": cfg.data.img_size,
+        "optim.epochs": cfg.optim.epochs,
+        "optim.batch_size": cfg.optim.batch_size,
+        "optim.accum_iter": cfg.optim.accum_iter,
+        "run.log_every": cfg.run.log_every,
+        "run.ckpt_every": cfg.run.ckpt_every,
+        "run.vis_every": cfg.run.vis_every,
+        "run.max_nonfinite": cfg.run.max_nonfinite,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise GmaeError(f"config key {key!r} must be positive, got {value}")
+    nonneg = {
+        "data.num_workers": cfg.data.num_workers,
+        "optim.base_lr": cfg.optim.base_lr,
+        "optim.min_lr": cfg.optim.min_lr,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "run.ckpt_every_steps": cfg.run.ckpt_every_steps,
+        "run.vis_images": cfg.run.vis_images,
+        "run.seed": cfg.run.seed,
+    }
+    for key, value in nonneg.items():
+        if value < 0:
+            raise GmaeError(f"config key {key!r} must be >= 0, got {value}")
+    if not 0 <= cfg.optim.warmup_epochs <= cfg.optim.epochs:
+        raise GmaeError("config key 'optim.warmup_epochs' must be between 0 and optim.epochs")
+    if cfg.optim.effective_batch is not None and cfg.optim.effective_batch <= 0:
+        raise GmaeError("config key 'optim.effective_batch' must be positive")
+    if cfg.optim.clip_grad is not None and cfg.optim.clip_grad <= 0:
+        raise GmaeError("config key 'optim.clip_grad' must be positive (or null for no clipping)")
+    lo, hi = cfg.data.scale
+    if not 0 < lo <= hi <= 1:
+        raise GmaeError(f"config key 'data.scale' must satisfy 0 < min <= max <= 1, got {lo, hi}")
+    if "img_size" in cfg.model and cfg.model["img_size"] != cfg.data.img_size:
+        raise GmaeError("config key 'model.img_size' differs from data.img_size: set data.img_size")
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dicts/lists (YAML- and ``weights_only``-checkpoint-friendly)."""
+
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from gmae import io as gio
+
+    gio.write_text(path, config_to_yaml(cfg))

@@ -1,0 +1,116 @@
+"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard, the progress bar, pictures.
+
+Only rank 0 writes; on other ranks ``RunLog`` is inert.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from gmae import io as gio
+
+METRICS = "metrics.jsonl"
+
+
+class RunLog:
+    """JSON-lines metrics, TensorBoard scalars/images and a tqdm bar over all optimizer steps."""
+
+    def __init__(self, out: Path, start_step: int, total_steps: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tb = self.bar = self.file = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm.auto import tqdm
+
+        # A resumed run replays the steps after its checkpoint: drop what was logged past it.
+        truncate_metrics(out / METRICS, start_step)
+        self.file = open(out / METRICS, "a")  # noqa: SIM115 (closed in close())
+        self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step or None)
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def metrics(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for key, value in row.items():
+            if key not in ("step", "epoch") and isinstance(value, int | float):
+                self.tb.add_scalar(f"train/{key}", value, row["step"])
+        self.bar.set_postfix(
+            loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", img_s=f"{row['images_per_s']:.1f}"
+        )
+
+    def advance(self) -> None:
+        if self.enabled:
+            self.bar.update(1)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        if self.enabled:
+            self.tb.add_image(tag, grid, step)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.tb.close()
+            self.file.close()
+            self.enabled = False
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metrics lines with ``step <= step`` (and drop a torn last line), atomically."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", math.inf) <= step:
+            keep.append(line + "\n")
+    gio.write_text(path, "".join(keep))
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@torch.no_grad()
+def recon_grid(model: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Rows: input, masked input, reconstruction. The mask is drawn from ``seed`` (the same
+    every time, so grids of successive epochs compare) without touching the global RNG."""
+    from torchvision.utils import make_grid
+
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[images.device.index] if images.is_cuda else []):
+        torch.manual_seed(seed)
+        out = model.reconstruct(images)
+    model.train(was_training)
+    rows = [out["input"], out["masked"], out["recon"]]
+    grid = torch.cat([r.detach().float().clamp(0, 1).cpu() for r in rows])
+    return make_grid(grid, nrow=len(images), padding=2, pad_value=1.0)
+
+
+def save_png(grid: torch.Tensor, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(grid, buf, format="png")
+    gio.write_bytes(path, buf.getvalue())
