@@ -1,0 +1,29 @@
+"""Differentiable Gaussian splatting with gsplat's semantics, in pure PyTorch.
+
+Public API::
+
+    from gmae.render import Camera, render
+    out = render(means, scales, quats, colors, opacities, Camera(height=224, width=224))
+    out.image  # [B, C, H, W]
+
+Backends: ``reference`` (dense, obviously correct), ``fast`` (tiles + custom autograd, the
+default on CPU) and ``gsplat`` (CUDA only, when installed). See docs/renderer.md.
+"""
+
+from gmae.render.api import BACKENDS, RENDER_MODES, RenderOutput, gsplat_available, render
+from gmae.render.camera import CAMERA_MODES, DEFAULT_DISTANCE, Camera
+from gmae.render.projection import Projection, project, quat_to_rotmat
+
+__all__ = [
+    "BACKENDS",
+    "CAMERA_MODES",
+    "DEFAULT_DISTANCE",
+    "RENDER_MODES",
+    "Camera",
+    "Projection",
+    "RenderOutput",
+    "gsplat_available",
+    "project",
+    "quat_to_rotmat",
+    "render",
+]

@@ -1,7 +1,38 @@
-"""Command-line entry points of gmae.render (registered by gmae.cli)."""
+"""Command-line entry points of gmae.render (registered by gmae.cli).
+
+gmae bench render [--json FILE] [--quick] [--repeats N] [--max-ref-pairs N]
+"""
 
 from __future__ import annotations
+
+import argparse
+
+from gmae.cli import command_group
 
 
 def register(subparsers, groups) -> None:
     """Add this package's commands to the `gmae` parser."""
+    bench = command_group(subparsers, groups, "bench", "Speed and memory benchmarks")
+    p = bench.add_parser(
+        "render",
+        help="renderer speed and memory: fast path vs dense reference",
+        description="Forward + backward of the Gaussian renderer on GMAE-like inputs (float32, "
+        "gmae camera): images/s (median of repeated runs, both backends side by side in one "
+        "subprocess per configuration) and peak memory (fresh subprocess per backend).",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the results to FILE (atomically)")
+    p.add_argument("--quick", action="store_true", help="small configurations, 3 repeats")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 5, quick 3)")
+    p.add_argument(
+        "--max-ref-pairs",
+        type=float,
+        default=7e7,
+        help="skip the dense reference above this many pixel x Gaussian pairs (default 7e7)",
+    )
+    p.set_defaults(func=_bench_render)
+
+
+def _bench_render(args: argparse.Namespace) -> int:
+    from gmae.render.bench import main  # heavy imports stay out of `gmae --help`
+
+    return main(args)

@@ -1,0 +1,309 @@
+"""``render()``: the public entry point. Validates, casts, projects, composites, finishes."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gmae.errors import GmaeError
+from gmae.render.camera import Camera
+from gmae.render.projection import Projection, project
+
+BACKENDS: tuple[str, ...] = ("auto", "reference", "fast", "gsplat")
+RENDER_MODES: tuple[str, ...] = ("classic", "antialiased")
+
+# gsplat hard-codes these; other values make `auto` stay on our own backends.
+GSPLAT_ALPHA_THRESHOLD = 1.0 / 255.0
+GSPLAT_TRANSMITTANCE_THRESHOLD = 1e-4
+
+
+@dataclass
+class RenderOutput:
+    """What ``render`` returns. Images are channels-first; per-Gaussian meta is ``[B, K, ...]``.
+
+    ``depth`` is the expected camera depth sum(w z) / sum(w) (0 where ``alpha`` is 0), or None
+    when rendered with ``return_depth=False``. ``radii`` are int32 box half-sizes in pixels,
+    0 for Gaussians that were culled (behind the near plane, off screen, too transparent, or
+    dropped by ``keep``). ``conics`` and ``opacities`` are the projected inverse covariances
+    (a, b, c) and the opacities actually composited (after antialiasing compensation).
+    """
+
+    image: Tensor  # [B, C, H, W]
+    alpha: Tensor  # [B, 1, H, W]
+    depth: Tensor | None  # [B, 1, H, W]
+    means2d: Tensor  # [B, K, 2]
+    depths: Tensor  # [B, K]
+    radii: Tensor  # [B, K, 2] int32
+    conics: Tensor  # [B, K, 3]
+    opacities: Tensor  # [B, K]
+    backend: str = ""  # which backend actually ran
+
+
+def render(
+    means: Tensor,
+    scales: Tensor,
+    quats: Tensor,
+    colors: Tensor,
+    opacities: Tensor,
+    camera: Camera,
+    background: float | Tensor = 1.0,
+    keep: Tensor | None = None,
+    eps2d: float = 0.3,
+    max_alpha: float = 0.999,
+    alpha_threshold: float = 1.0 / 255.0,
+    transmittance_threshold: float = 1e-4,
+    near: float = 0.01,
+    far: float = 1e10,
+    mode: str = "classic",
+    backend: str = "auto",
+    return_depth: bool = True,
+) -> RenderOutput:
+    """Render B images of K Gaussians each with gsplat's compositing semantics.
+
+    Args:
+        means: ``[B, K, 3]`` centres (world space; x, y in (-1, 1) fill the image with the default
+            gmae camera).
+        scales: ``[B, K, 3]`` standard deviations along the Gaussian's axes (already activated).
+        quats: ``[B, K, 4]`` rotations, **wxyz**, normalised here.
+        colors: ``[B, K, C]`` any number of channels C >= 1.
+        opacities: ``[B, K]`` in [0, 1].
+        camera: a :class:`Camera`, shared or with per-image parameters.
+        background: float, ``[C]`` or ``[B, C]``; composited behind the Gaussians (default white,
+            as in GMAE).
+        keep: optional ``[B, K]`` bool mask; only these Gaussians are rendered (layering).
+        eps2d: low-pass variance added to every 2-D covariance, in pixels^2.
+        max_alpha: per-Gaussian alpha clamp (0.999 in gsplat <= 1.5.3, 0.99 in gsplat 1.6).
+        alpha_threshold: alphas below this are skipped (1/255).
+        transmittance_threshold: a pixel stops before the Gaussian that would bring its
+            transmittance to <= this (1e-4).
+        near, far: camera-space depth range; Gaussians outside are culled.
+        mode: ``"classic"`` or ``"antialiased"`` (opacity times sqrt(det before / after blur)).
+        backend: ``"auto"``, ``"reference"``, ``"fast"`` or ``"gsplat"`` (CUDA only).
+        return_depth: also composite the expected depth map.
+
+    Inputs are cast to float32 (float64 stays float64 on the PyTorch backends) with autocast
+    disabled, so this is safe to call inside mixed-precision training.
+    """
+    B, K, C, dtype, device = _validate(means, scales, quats, colors, opacities, camera, keep)
+    if mode not in RENDER_MODES:
+        raise GmaeError(f"unknown render mode {mode!r}; expected one of {', '.join(RENDER_MODES)}")
+    if backend not in BACKENDS:
+        known = ", ".join(BACKENDS)
+        raise GmaeError(f"unknown render backend {backend!r}; expected one of {known}")
+    if not 0.0 < max_alpha < 1.0:
+        raise GmaeError(f"max_alpha must be in (0, 1), got {max_alpha}")
+    if not 0.0 < alpha_threshold <= max_alpha:
+        raise GmaeError(f"alpha_threshold must be in (0, max_alpha], got {alpha_threshold}")
+    if not 0.0 <= transmittance_threshold < 1.0:
+        raise GmaeError(f"transmittance_threshold must be in [0, 1), got {transmittance_threshold}")
+    bg = _background(background, B, C, device, dtype)
+
+    with _no_autocast(device):
+        means, scales, quats, colors, opacities = (
+            t.to(dtype) for t in (means, scales, quats, colors, opacities)
+        )
+        chosen = _choose_backend(
+            backend, device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
+        )
+        H, W = camera.height, camera.width
+        settings = dict(
+            max_alpha=max_alpha,
+            alpha_threshold=alpha_threshold,
+            transmittance_threshold=transmittance_threshold,
+        )
+        if chosen == "fast":
+            from gmae.render.fast import render_fast
+
+            image, alpha, depth, proj = render_fast(
+                means,
+                scales,
+                quats,
+                colors,
+                opacities,
+                bg,
+                camera.intrinsics(B, device, dtype),
+                camera.viewmats(B, device, dtype),
+                camera_mode=camera.mode,
+                height=H,
+                width=W,
+                eps2d=eps2d,
+                near=near,
+                far=far,
+                mode=mode,
+                return_depth=return_depth,
+                keep=keep,
+                **settings,
+            )
+        else:
+            proj = project(
+                means,
+                scales,
+                quats,
+                opacities,
+                camera,
+                eps2d=eps2d,
+                near=near,
+                far=far,
+                mode=mode,
+                alpha_threshold=alpha_threshold,
+                keep=keep,
+            )
+            # Depth is one more channel to composite: sum(w z).
+            feats = torch.cat([colors, proj.depths[..., None]], -1) if return_depth else colors
+            if chosen == "reference":
+                from gmae.render.reference import composite_reference
+
+                accum, t_final = composite_reference(proj, feats, H, W, **settings)
+            else:
+                from gmae.render.gsplat_backend import composite_gsplat
+
+                accum, t_final = composite_gsplat(proj, feats, H, W, max_alpha=max_alpha)
+            image, alpha, depth = finish(accum, t_final, bg, C, return_depth)
+    return RenderOutput(
+        image=image,
+        alpha=alpha,
+        depth=depth,
+        means2d=proj.means2d,
+        depths=proj.depths,
+        radii=proj.radii,
+        conics=proj.conics,
+        opacities=proj.opacities,
+        backend=chosen,
+    )
+
+
+def finish(
+    accum: Tensor, t_final: Tensor, bg: Tensor, C: int, return_depth: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(sum w f, T) -> image over the background, alpha = 1 - T, expected depth."""
+    image = accum[:, :C] + t_final * bg[:, :, None, None]
+    alpha = 1.0 - t_final
+    depth = None
+    if return_depth:
+        # Every contributing Gaussian has alpha >= alpha_threshold, so alpha is either 0 or
+        # well away from it; the clamp only guards the 0 / 0 case (and its gradient).
+        num = accum[:, C:]
+        depth = torch.where(alpha > 0, num / alpha.clamp(min=1e-12), torch.zeros_like(num))
+    return image, alpha, depth
+
+
+@functools.lru_cache(maxsize=1)
+def gsplat_available() -> bool:
+    """True when ``import gsplat`` works (it is only ever used with CUDA tensors)."""
+    try:
+        import gsplat  # noqa: F401
+    except Exception:  # ImportError, or a broken CUDA toolchain at import time
+        return False
+    return True
+
+
+def _choose_backend(
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_alpha: float,
+    alpha_threshold: float,
+    transmittance_threshold: float,
+    near: float,
+) -> str:
+    if backend in ("reference", "fast"):
+        return backend
+    problem = _gsplat_problem(
+        device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
+    )
+    if backend == "gsplat":
+        if problem:
+            raise GmaeError(f"backend 'gsplat' cannot be used: {problem}")
+        return "gsplat"
+    return "fast" if problem else "gsplat"  # auto
+
+
+def _gsplat_problem(
+    device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
+) -> str | None:
+    """Why gsplat cannot reproduce this call (None when it can)."""
+    if device.type != "cuda":
+        return f"gsplat needs CUDA tensors (got {device.type})"
+    if dtype != torch.float32:
+        return "gsplat is float32-only"
+    if alpha_threshold != GSPLAT_ALPHA_THRESHOLD:
+        return "gsplat hard-codes alpha_threshold = 1/255"
+    if transmittance_threshold != GSPLAT_TRANSMITTANCE_THRESHOLD:
+        return "gsplat hard-codes transmittance_threshold = 1e-4"
+    if near <= 0:
+        return "gsplat sorts depths by their float bits, so near must be > 0"
+    if not gsplat_available():
+        return "gsplat is not importable"
+    from gmae.render.gsplat_backend import gsplat_max_alpha
+
+    if gsplat_max_alpha() != max_alpha:
+        return f"the installed gsplat clamps alpha at {gsplat_max_alpha()}, not {max_alpha}"
+    return None
+
+
+def _validate(means, scales, quats, colors, opacities, camera, keep):
+    named = {
+        "means": means,
+        "scales": scales,
+        "quats": quats,
+        "colors": colors,
+        "opacities": opacities,
+    }
+    for name, t in named.items():
+        if not isinstance(t, Tensor):
+            raise GmaeError(f"{name} must be a tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise GmaeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if not isinstance(camera, Camera):
+        raise GmaeError(f"camera must be a gmae.render.Camera, got {type(camera).__name__}")
+    if means.dim() != 3 or means.shape[-1] != 3:
+        raise GmaeError(f"means must be [B, K, 3], got {list(means.shape)}")
+    B, K = means.shape[:2]
+    if B == 0:
+        raise GmaeError("cannot render an empty batch (B = 0)")
+    expect = {"scales": (B, K, 3), "quats": (B, K, 4), "opacities": (B, K)}
+    for name, shape in expect.items():
+        if tuple(named[name].shape) != shape:
+            dims = ", ".join(str(d) for d in shape)
+            raise GmaeError(f"{name} must be [{dims}] like means, got {list(named[name].shape)}")
+    if colors.dim() != 3 or colors.shape[:2] != (B, K) or colors.shape[-1] < 1:
+        raise GmaeError(f"colors must be [{B}, {K}, C] with C >= 1, got {list(colors.shape)}")
+    if keep is not None:
+        if not isinstance(keep, Tensor) or keep.dtype != torch.bool:
+            raise GmaeError("keep must be a bool tensor [B, K]")
+        if tuple(keep.shape) != (B, K):
+            raise GmaeError(f"keep must be [{B}, {K}], got {list(keep.shape)}")
+    devices = {t.device for t in named.values()} | ({keep.device} if keep is not None else set())
+    if len(devices) > 1:
+        raise GmaeError(f"inputs are on different devices: {sorted(map(str, devices))}")
+    camera._check_batch(B)
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in named.values()) else None
+    return B, K, colors.shape[-1], dtype or torch.float32, means.device
+
+
+def _background(background, B: int, C: int, device, dtype) -> Tensor:
+    if isinstance(background, bool) or not isinstance(background, float | int | Tensor):
+        raise GmaeError(f"background must be a float or a tensor, got {type(background).__name__}")
+    # Python numbers go straight to the render dtype (no float32 rounding of 0.7 in float64).
+    bg = torch.as_tensor(background, device=device, dtype=dtype).to(device=device, dtype=dtype)
+    if bg.dim() == 0:
+        return bg.expand(B, C)
+    if bg.dim() == 1 and bg.shape[0] == C:
+        return bg.expand(B, C)
+    if bg.dim() == 2 and tuple(bg.shape) == (B, C):
+        return bg
+    raise GmaeError(f"background must be a float, [{C}] or [{B}, {C}], got {list(bg.shape)}")
+
+
+def _no_autocast(device: torch.device):
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except (RuntimeError, ValueError):  # device type without autocast support
+        return contextlib.nullcontext()
+
+
+__all__ = ["BACKENDS", "RENDER_MODES", "RenderOutput", "render", "gsplat_available", "Projection"]

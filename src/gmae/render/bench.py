@@ -1,0 +1,361 @@
+"""``gmae bench render``: forward + backward speed and peak memory, fast path vs reference.
+
+Method (also in benchmarks/README.md):
+
+* Inputs: GMAE-like Gaussians (``gmae.render.testing.random_gaussians``: centres uniform in
+  (-1, 1), scale and opacity sigmoid(N(0, 1)), random quaternions and colours), float32, the
+  default gmae camera, white background, loss = image.sum() + alpha.sum() + depth.sum().
+* Speed: one fresh subprocess per configuration; one warm-up step per backend, then
+  ``repeats`` rounds in which the two backends run back to back (alternating which goes first),
+  so both see the same machine load. We report the median step time and images/s = B / median,
+  plus the median process CPU time per step (all threads), which is steadier than wall time when
+  other jobs share the cores.
+* Memory: one fresh subprocess per (configuration, backend): a tiny warm-up render (loads
+  libraries, starts worker threads), then the kernel's peak-RSS counter is reset
+  (``/proc/self/clear_refs``) and we report peak RSS during one forward + backward minus the
+  RSS just before it. That is what the OS had to provide, allocator caching included; torch's
+  CPU allocator returns big blocks to the OS, so it is close to the tensors' peak. Without
+  clear_refs (non-Linux) it falls back to ru_maxrss deltas, which can under-report.
+* Reference configurations above ``--max-ref-pairs`` pixel x Gaussian pairs are skipped
+  (their dense autograd graph needs tens of GB); the JSON says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gmae.errors import GmaeError
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    batch: int
+    k: int
+    height: int
+    width: int
+    reference: bool = True  # time the reference too (unless over the pair limit)
+    speed: bool = True  # time it (False: memory only)
+
+    @property
+    def pairs(self) -> int:
+        return self.batch * self.k * self.height * self.width
+
+
+CONFIGS = [
+    Config("B64 K256 32x32", 64, 256, 32, 32),
+    Config("B32 K256 64x64", 32, 256, 64, 64),
+    Config("B4 K256 224x224", 4, 256, 224, 224),
+    Config("B16 K64 64x64", 16, 64, 64, 64),
+    Config("B16 K256 64x64", 16, 256, 64, 64),
+    Config("B16 K1024 64x64", 16, 1024, 64, 64),
+    Config("B16 K4096 64x64", 16, 4096, 64, 64),
+    Config("B64 K1024 64x64 (memory)", 64, 1024, 64, 64, reference=False, speed=False),
+]
+QUICK = [
+    Config("B8 K256 32x32", 8, 256, 32, 32),
+    Config("B4 K256 64x64", 4, 256, 64, 64),
+    Config("B1 K256 224x224", 1, 256, 224, 224),
+]
+
+
+# -- the measurements (run inside subprocesses) ------------------------------------------
+
+
+def _inputs(cfg: Config, seed: int = 0):
+    from gmae.render.testing import random_gaussians
+
+    return random_gaussians(cfg.batch, cfg.k, seed=seed, requires_grad=True)
+
+
+def _step(g, camera, backend: str) -> tuple[float, float, float]:
+    """One forward + backward; returns (forward s, backward s, process CPU s)."""
+    from gmae.render import render
+
+    for v in g.values():
+        v.grad = None
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    out = render(**g, camera=camera, backend=backend)
+    loss = out.image.sum() + out.alpha.sum() + out.depth.sum()
+    t1 = time.perf_counter()
+    loss.backward()
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, time.process_time() - c0
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(field)
+
+
+def measure_speed(cfg: Config, backends: list[str], repeats: int) -> dict:
+    import torch
+
+    from gmae.render import Camera
+
+    camera = Camera(height=cfg.height, width=cfg.width)
+    g = _inputs(cfg)
+    times: dict[str, list[tuple[float, float, float]]] = {b: [] for b in backends}
+    for b in backends:
+        _step(g, camera, b)  # warm-up
+    for r in range(repeats):
+        order = backends if r % 2 == 0 else backends[::-1]
+        for b in order:
+            times[b].append(_step(g, camera, b))
+    out = {"threads": torch.get_num_threads()}
+    for b, ts in times.items():
+        total = [f + bw for f, bw, _ in ts]
+        med = statistics.median(total)
+        out[b] = {
+            "median_s": med,
+            "forward_median_s": statistics.median(f for f, _, _ in ts),
+            "backward_median_s": statistics.median(bw for _, bw, _ in ts),
+            "cpu_median_s": statistics.median(c for _, _, c in ts),
+            "images_per_s": cfg.batch / med,
+            "times_s": [round(t, 5) for t in total],
+        }
+    return out
+
+
+def measure_memory(cfg: Config, backend: str) -> dict:
+    import gc
+
+    from gmae.render import Camera
+
+    tiny = Config("warm-up", 1, 8, 16, 16)
+    _step(_inputs(tiny), Camera(height=16, width=16), backend)
+    g = _inputs(cfg)
+    camera = Camera(height=cfg.height, width=cfg.width)
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        before = _rss_kb("VmRSS")
+        _step(g, camera, backend)
+        peak, method = _rss_kb("VmHWM") - before, "VmHWM after clear_refs, minus VmRSS before"
+    except OSError:
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        _step(g, camera, backend)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        method = "ru_maxrss delta (may under-report)"
+    return {"peak_mb": round(peak / 1024, 1), "memory_method": method}
+
+
+def run_job(job: dict) -> dict:
+    """One measurement described by a JSON-able dict (what a subprocess runs)."""
+    cfg = Config(**job["config"])
+    if job["kind"] == "speed":
+        return measure_speed(cfg, job["backends"], job["repeats"])
+    return measure_memory(cfg, job["backend"])
+
+
+def _worker(argv: list[str]) -> int:
+    """Subprocess entry: ``python -m gmae.render.bench --worker JSON``."""
+    print("RESULT " + json.dumps(run_job(json.loads(argv[0]))), flush=True)
+    return 0
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def _subprocess(job: dict, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "gmae.render.bench", "--worker", json.dumps(job)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {"error": f"exit {proc.returncode}: {tail[0][:300]}"}
+
+
+def run_benchmark(
+    configs: list[Config],
+    repeats: int,
+    max_ref_pairs: float,
+    timeout: float = 1800,
+    log=print,
+) -> dict:
+    import torch
+
+    results = []
+    for cfg in configs:
+        row: dict = {"config": asdict(cfg), "pairs": cfg.pairs}
+        ref_ok = cfg.reference and cfg.pairs <= max_ref_pairs
+        if cfg.reference and not ref_ok:
+            row["reference_skipped"] = (
+                f"{cfg.pairs:.2e} pixel x Gaussian pairs > --max-ref-pairs {max_ref_pairs:.2e}: "
+                "the dense reference would need tens of GB"
+            )
+        backends = ["fast", "reference"] if ref_ok else ["fast"]
+        log(f"[bench render] {cfg.name}: {' + '.join(backends)} ...")
+        if cfg.speed:
+            job = {"kind": "speed", "config": asdict(cfg), "backends": backends, "repeats": repeats}
+            row["speed"] = _subprocess(job, timeout)
+        row["memory"] = {}
+        for b in backends:
+            job = {"kind": "memory", "config": asdict(cfg), "backend": b}
+            row["memory"][b] = _subprocess(job, timeout)
+        speed = row.get("speed", {})
+        if "fast" in speed and "reference" in speed:
+            row["speedup"] = speed["reference"]["median_s"] / speed["fast"]["median_s"]
+            row["cpu_speedup"] = speed["reference"]["cpu_median_s"] / speed["fast"]["cpu_median_s"]
+        results.append(row)
+    return {
+        "benchmark": "render",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "max_ref_pairs": max_ref_pairs,
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "results": results,
+        "goals": _goals(results),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _find(results, name):
+    return next((r for r in results if r["config"]["name"] == name), None)
+
+
+def _goals(results) -> dict:
+    goals = {}
+    r = _find(results, "B32 K256 64x64")
+    if r and "speedup" in r:
+        sp = r["speedup"]
+        goals["speedup_B32_K256_64x64"] = {"value": sp, "goal": ">= 10", "met": sp >= 10}
+    r = _find(results, "B64 K1024 64x64 (memory)")
+    if r and "peak_mb" in r["memory"].get("fast", {}):
+        mb = r["memory"]["fast"]["peak_mb"]
+        goals["fast_peak_mb_B64_K1024_64x64"] = {"value": mb, "goal": "< 2048", "met": mb < 2048}
+    curve = []
+    for k in (64, 256, 1024, 4096):
+        r = _find(results, f"B16 K{k} 64x64")
+        if r and "fast" in r.get("speed", {}):
+            ref = r["speed"].get("reference", {}).get("median_s")
+            curve.append((k, r["speed"]["fast"]["median_s"], ref))
+    if len(curve) >= 2:
+        (k0, f0, _), (k1, f1, _) = curve[0], curve[-1]
+        fast_slope = (f1 - f0) / (k1 - k0)
+        refs = [(k, t) for k, _, t in curve if t is not None]
+        entry = {
+            "fast_s_per_1000_gaussians": fast_slope * 1000,
+            "fast_time_ratio_vs_k_ratio": [(k, f / f0) for k, f, _ in curve],
+        }
+        if len(refs) >= 2:
+            ref_slope = (refs[-1][1] - refs[0][1]) / (refs[-1][0] - refs[0][0])
+            entry["reference_s_per_1000_gaussians"] = ref_slope * 1000
+            entry["met"] = fast_slope <= ref_slope
+            entry["goal"] = "fast slope <= reference slope (time per added Gaussian)"
+        goals["k_curve"] = entry
+    return goals
+
+
+def format_table(report: dict) -> str:
+    head = (
+        f"{'config':<26}{'fast img/s':>11}{'ref img/s':>11}{'speedup':>9}{'(cpu)':>7}"
+        f"{'fast MB':>9}{'ref MB':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        s, m = r.get("speed", {}), r["memory"]
+
+        def ips(b, s=s):
+            if "error" in s:
+                return "error"
+            return f"{s[b]['images_per_s']:.1f}" if b in s else "-"
+
+        def mb(b, m=m):
+            x = m.get(b, {})
+            return f"{x['peak_mb']:.0f}" if "peak_mb" in x else ("error" if x else "-")
+
+        sp = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
+        cp = f"{r['cpu_speedup']:.1f}x" if "cpu_speedup" in r else "-"
+        lines.append(
+            f"{r['config']['name']:<26}{ips('fast'):>11}{ips('reference'):>11}{sp:>9}{cp:>7}"
+            f"{mb('fast'):>9}{mb('reference'):>9}"
+        )
+    skipped = [r for r in report["results"] if "reference_skipped" in r]
+    for r in skipped:
+        lines.append(f"  {r['config']['name']}: reference skipped ({r['reference_skipped']})")
+    for name, goal in report["goals"].items():
+        lines.append(f"  goal {name}: {json.dumps(goal)}")
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a results file should be world-readable
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(args) -> int:
+    """Entry point of ``gmae bench render`` (args from the CLI parser)."""
+    configs = QUICK if args.quick else CONFIGS
+    repeats = args.repeats or (3 if args.quick else 5)
+    if repeats < 1:
+        raise GmaeError(f"--repeats must be >= 1, got {repeats}")
+    report = run_benchmark(configs, repeats, args.max_ref_pairs)
+    parts = ["gmae bench render"]
+    if args.json:
+        parts.append(f"--json {args.json}")
+    if args.quick:
+        parts.append("--quick")
+    if args.repeats:
+        parts.append(f"--repeats {args.repeats}")
+    if args.max_ref_pairs != 7e7:
+        parts.append(f"--max-ref-pairs {args.max_ref_pairs:g}")
+    report["command"] = " ".join(parts)
+    report["quick"] = bool(args.quick)
+    print(format_table(report))
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
+    errors = [r for r in report["results"] if "error" in json.dumps(r)]
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        sys.exit(_worker(sys.argv[2:]))
+    raise SystemExit("use: gmae bench render")

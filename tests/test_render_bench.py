@@ -1,0 +1,35 @@
+"""`gmae bench render`: the CLI wiring and one tiny end-to-end run of the harness."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import gmae.render.bench as bench
+from gmae.cli import build_parser
+from gmae.render.bench import Config, format_table, run_benchmark, write_json_atomic
+
+
+def test_cli_registers_bench_render():
+    args = build_parser().parse_args(["bench", "render", "--quick", "--json", "x.json"])
+    assert args.quick and args.json == "x.json" and callable(args.func)
+
+
+def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
+    """The driver with its measurements run in-process (subprocess start-up is slow on a busy
+    machine; `gmae bench render` itself spawns one per measurement), then one real subprocess."""
+    monkeypatch.setattr(bench, "_subprocess", lambda job, timeout: bench.run_job(job))
+    configs = [Config("tiny", 2, 8, 16, 16), Config("tiny big", 2, 8, 32, 32)]
+    report = run_benchmark(configs, 2, max_ref_pairs=4096, log=lambda m: None)
+    row, skipped = report["results"]
+    assert row["speedup"] > 0 and row["memory"]["reference"]["peak_mb"] >= 0
+    assert "reference_skipped" in skipped and "reference" not in skipped["speed"]
+    assert row["speed"]["fast"]["images_per_s"] > 0
+    assert "tiny big: reference skipped" in format_table(report)
+    path = tmp_path / "out" / "render.json"
+    write_json_atomic(path, report)
+    assert json.loads(path.read_text())["benchmark"] == "render"
+    assert [p.name for p in path.parent.iterdir()] == ["render.json"]
+    monkeypatch.undo()
+    job = {"kind": "memory", "config": asdict(configs[0]), "backend": "fast"}
+    assert "peak_mb" in bench._subprocess(job, timeout=300)
