@@ -14,8 +14,7 @@ and ``gmae data prepare`` stay fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gmae.data.archives import (
     ARCHIVES,
@@ -26,6 +25,7 @@ from gmae.data.archives import (
     shared_data_root,
     verify,
 )
+from gmae.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from gmae.data.datasets import (
@@ -75,14 +75,4 @@ __all__ = [
     "weizmann_horses",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # cache: later lookups skip this hook
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -9,8 +9,7 @@ Public API (imported lazily, so ``gmae --help`` stays fast)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gmae.lazy import lazy_exports
 
 _LAZY = {
     "Config": "gmae.train.config",
@@ -21,8 +20,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
