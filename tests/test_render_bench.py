@@ -7,7 +7,8 @@ from dataclasses import asdict
 
 import gmae.render.bench as bench
 from gmae.cli import build_parser
-from gmae.render.bench import Config, format_table, run_benchmark, write_json_atomic
+from gmae.io import write_json
+from gmae.render.bench import Config, format_table, run_benchmark
 
 
 def test_cli_registers_bench_render():
@@ -27,7 +28,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     assert row["speed"]["fast"]["images_per_s"] > 0
     assert "tiny big: reference skipped" in format_table(report)
     path = tmp_path / "out" / "render.json"
-    write_json_atomic(path, report)
+    write_json(path, report)
     assert json.loads(path.read_text())["benchmark"] == "render"
     assert [p.name for p in path.parent.iterdir()] == ["render.json"]
     monkeypatch.undo()

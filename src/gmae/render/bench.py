@@ -28,12 +28,11 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from gmae.errors import GmaeError
+from gmae.io import write_json
 
 
 @dataclass(frozen=True)
@@ -314,21 +313,6 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a results file should be world-readable
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(args) -> int:
     """Entry point of ``gmae bench render`` (args from the CLI parser)."""
     configs = QUICK if args.quick else CONFIGS
@@ -349,7 +333,7 @@ def main(args) -> int:
     report["quick"] = bool(args.quick)
     print(format_table(report))
     if args.json:
-        write_json_atomic(args.json, report)
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     errors = [r for r in report["results"] if "error" in json.dumps(r)]
     return 1 if errors else 0
