@@ -1,4 +1,4 @@
-"""ViT encoder, MAE and GMAE. Models take images in [0, 1] and normalise them inside.
+"""ViT encoder, MAE, GMAE and Latent MIM. Models take images in [0, 1] and normalise them inside.
 
 Example: ``create_model("gmae", encoder="base", img_size=224, patch_size=16)(imgs)`` returns a
 ``PretrainOutput(loss, mask, pred, latent, gaussians)``. See docs/models.md.
@@ -7,6 +7,7 @@ Example: ``create_model("gmae", encoder="base", img_size=224, patch_size=16)(img
 from gmae.models.base import MaskedImageModel
 from gmae.models.factory import ENCODER_PRESETS, MODELS, create_encoder, create_model
 from gmae.models.gmae import GMAE, GaussianHead, shoemake_quaternion
+from gmae.models.latent_mim import LatentMIM
 from gmae.models.mae import MAE
 from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, patch_mse
 from gmae.models.vit import (
@@ -29,6 +30,7 @@ __all__ = [
     "MODELS",
     "Gaussians",
     "GaussianHead",
+    "LatentMIM",
     "MaskedImageModel",
     "Normalize",
     "PretrainOutput",

@@ -9,6 +9,7 @@ from torch import nn
 
 from gmae.errors import GmaeError
 from gmae.models.gmae import GMAE
+from gmae.models.latent_mim import LatentMIM
 from gmae.models.mae import MAE
 from gmae.models.vit import ViTEncoder
 
@@ -20,7 +21,7 @@ ENCODER_PRESETS: dict[str, dict[str, int]] = {
     "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
 }
 
-MODELS: dict[str, type[nn.Module]] = {"mae": MAE, "gmae": GMAE}
+MODELS: dict[str, type[nn.Module]] = {"mae": MAE, "gmae": GMAE, "latent_mim": LatentMIM}
 
 
 def _encoder_args(preset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -40,12 +41,14 @@ def _check_keys(what: str, cls: type, kwargs: dict[str, Any]) -> None:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """MAE or GMAE by name ("mae" | "gmae").
+    """MAE, GMAE or Latent MIM by name ("mae" | "gmae" | "latent_mim").
 
     kwargs: img_size, patch_size, in_chans, encoder (preset name, default "base") and/or explicit
     embed_dim / depth / num_heads / mlp_ratio, decoder_dim, decoder_depth, decoder_num_heads,
     mask_ratio, pixel_mean, pixel_std, and the model's own knobs (MAE: norm_pix_loss; GMAE:
-    num_gaussians, scale_cap, rotation, camera, background, loss_on, norm_pix, render_backend).
+    num_gaussians, scale_cap, rotation, camera, background, loss_on, norm_pix, render_backend;
+    Latent MIM: patch_gap, proj_hidden_dim, proj_depth, temperature, momentum, visual_cues,
+    sim_coeff, sim_target_start, sim_target_end).
     """
     if name not in MODELS:
         raise GmaeError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")

@@ -1,10 +1,10 @@
 """Pretraining configuration: nested dataclasses, YAML presets and ``--set key=value`` overrides.
 
 A config is four sections. ``model`` is a free-form dict passed to ``gmae.models.create_model``
-(its ``name`` picks "mae" or "gmae"; the model checks its own keys). ``data``, ``optim`` and
-``run`` are dataclasses: every key is typed, and an unknown key or a value of the wrong type is a
-``GmaeError`` naming the key. Presets are the YAML files in ``gmae/configs`` (``configs/`` at the
-repository root); ``--config`` takes a preset name or a path to a YAML file.
+(its ``name`` picks "mae", "gmae" or "latent_mim"; the model checks its own keys). ``data``,
+``optim`` and ``run`` are dataclasses: every key is typed, and an unknown key or a value of the
+wrong type is a ``GmaeError`` naming the key. Presets are the YAML files in ``gmae/configs``
+(``configs/`` at the repository root); ``--config`` takes a preset name or a path to a YAML file.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+# gmae.models.MODELS, spelled out so that reading a config does not import torch.
+MODEL_NAMES = ("mae", "gmae", "latent_mim")
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -166,9 +168,10 @@ def config_from_dict(raw: dict) -> Config:
     if not isinstance(model, dict):
         raise GmaeError(f"config key 'model' must be a mapping, got {type(model).__name__}")
     model = dict(model)
-    if model.get("name") not in ("mae", "gmae"):
+    if model.get("name") not in MODEL_NAMES:
         raise GmaeError(
-            f"config key 'model.name' must be 'mae' or 'gmae', got {model.get('name')!r}"
+            f"config key 'model.name' must be one of {', '.join(MODEL_NAMES)}, got "
+            f"{model.get('name')!r}"
         )
     sections = {}
     for name, cls in SECTIONS.items():

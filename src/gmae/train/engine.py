@@ -277,7 +277,9 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack) -> di
     vis_images = None
     if dist.is_main and val_set is not None and r.vis_images:
         n = min(r.vis_images, len(val_set))
-        vis_images = torch.stack([val_set[i][0] for i in range(n)]).to(device)
+        # Evenly spaced over the (class-sorted) validation set: one picture per class or so.
+        picks = torch.linspace(0, len(val_set) - 1, n).round().long().tolist()
+        vis_images = torch.stack([val_set[i][0] for i in picks]).to(device)
     log.note(
         f"{cfg.model['name']}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
         f"{dist.world_size} process(es) on {device}, batch {batch} "
@@ -335,6 +337,11 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack) -> di
                 scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            # Models with a momentum target (Latent MIM's EMA encoder) update it once per
+            # optimizer step; its momentum is a function of (step, total_steps) and the target
+            # lives in the state dict, so a resumed run repeats this exactly.
+            if hasattr(model, "after_step"):
+                model.after_step(step, total_steps)
             step_in_epoch += 1
             window_steps += 1
             log.advance()

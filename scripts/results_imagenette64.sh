@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Reproduces the Imagenette-64 numbers in docs/results.md and docs/zeroshot.md from the
+# committed checkpoints (or any pair given as G=... M=...). Each result is a JSON file under
+# $OUT holding its own wall time ("seconds"). About 30-40 min on a 2-core CPU.
+#   bash scripts/results_imagenette64.sh            # everything
+#   LIMIT=500 bash scripts/results_imagenette64.sh  # a quick smoke run on 500 images per split
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GMAE=${GMAE:-.venv/bin/gmae}
+G=${G:-checkpoints/gmae_tiny_imagenette64.safetensors}
+M=${M:-checkpoints/mae_tiny_imagenette64.safetensors}
+OUT=${OUT:-results/imagenette64}
+LIMIT=${LIMIT:-0}
+DATA=imagenette-128
+mkdir -p "$OUT"
+lim=()
+[ "$LIMIT" != 0 ] && lim=(--limit "$LIMIT")
+
+for name in gmae mae random; do
+    case $name in
+        gmae) ck=(--ckpt "$G") ;;
+        mae) ck=(--ckpt "$M") ;;
+        random) ck=(--ckpt random --config gmae_tiny_imagenette64) ;;
+    esac
+    "$GMAE" eval knn "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" --json "$OUT/knn_$name.json"
+    "$GMAE" eval linprobe "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" \
+        --json "$OUT/linprobe_$name.json"
+    if [ $name != random ]; then
+        "$GMAE" eval recon "${ck[@]}" --data $DATA --img-size 64 --num-images 1000 \
+            --json "$OUT/recon_$name.json"
+    fi
+done
+
+# Zero-shot (GMAE): BSDS500 val edges scored with our BSDS benchmark, Weizmann horse
+# figure-ground, Gaussian statistics.
+BSDS=$(.venv/bin/python -c "from gmae.data import dataset_root; print(dataset_root('bsds500'))")
+HORSE=$(.venv/bin/python -c "from gmae.data import dataset_root; print(dataset_root('weizmann-horse'))")
+ZS="$OUT/zeroshot"
+zlim=()
+[ "$LIMIT" != 0 ] && zlim=(--limit 10)
+"$GMAE" zeroshot edges --ckpt "$G" --images "$BSDS/images/val" --out "$ZS/edges" \
+    --layers 4 8 16 32 --baselines canny sobel "${zlim[@]}"
+for method in gmae_L4 gmae_L8 gmae_L16 gmae_L32 gmae_combined canny sobel; do
+    "$GMAE" eval boundaries --pred "$ZS/edges/$method" --gt "$BSDS/groundTruth/val" \
+        --workers 2 --json "$OUT/boundaries_$method.json"
+done
+"$GMAE" zeroshot figure-ground --ckpt "$G" --mae-ckpt "$M" --images "$HORSE/images" \
+    --masks "$HORSE/masks" --out "$ZS/figure_ground" --json "$OUT/figure_ground.json"
+"$GMAE" zeroshot stats --ckpt "$G" --data $DATA --split val --json "$OUT/stats.json"
+echo "results in $OUT"
