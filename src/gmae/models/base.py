@@ -17,6 +17,9 @@ class MaskedImageModel(nn.Module):
     Images are always [B, in_chans, img_size, img_size] with values in [0, 1].
     """
 
+    # Whether ``reconstruct`` gives pictures (False for latent-space models such as Latent MIM).
+    pixel_output: bool = True
+
     def __init__(
         self,
         img_size: int,

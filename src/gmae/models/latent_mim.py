@@ -181,6 +181,8 @@ class LatentMIM(MaskedImageModel):
     ``after_step(step, total_steps)`` must run after every optimizer step (the engine calls it).
     """
 
+    pixel_output = False
+
     def __init__(
         self,
         img_size: int = 224,
@@ -401,5 +403,5 @@ class LatentMIM(MaskedImageModel):
         """Not applicable: Latent MIM predicts latent features, not pixels."""
         raise GmaeError(
             "Latent MIM predicts latent features, not pixels: it has no reconstructions "
-            "(train with run.vis_images=0; evaluate with linprobe / knn / finetune)"
+            "(evaluate it with linprobe / knn / finetune)"
         )
