@@ -51,31 +51,13 @@ COST_MULTIPLIER = 100  # match.cc: distances are rounded to 1/100 px for the int
 
 def load_gt_boundaries(mat_path: str | os.PathLike) -> list[np.ndarray]:
     """The annotators' boundary maps (bool, HxW) of a BSDS500 ``groundTruth`` ``.mat`` file."""
-    from scipy.io import loadmat
+    from gmae.data import load_bsds_ground_truth
 
-    path = Path(mat_path)
-    if not path.is_file():
-        raise GmaeError(f"ground-truth file {path} not found")
-    try:
-        mat = loadmat(str(path), simplify_cells=True)
-    except Exception as exc:  # scipy raises several types for corrupt / non-MAT files
-        raise GmaeError(f"cannot read ground truth {path}: {exc}") from exc
-    gt = mat.get("groundTruth")
-    if gt is None:
-        raise GmaeError(f"{path} has no 'groundTruth' variable (not a BSDS500 ground-truth file)")
-    annotators = [gt] if isinstance(gt, dict) else list(np.atleast_1d(gt))
-    out = []
-    for k, ann in enumerate(annotators):
-        if not isinstance(ann, dict) or "Boundaries" not in ann:
-            raise GmaeError(f"{path}: groundTruth entry {k + 1} has no 'Boundaries' field")
-        b = np.asarray(ann["Boundaries"])
-        if b.ndim != 2:
-            raise GmaeError(f"{path}: groundTruth entry {k + 1} Boundaries is not a 2-D map")
-        out.append(b.astype(bool))
+    out = [a["boundaries"] for a in load_bsds_ground_truth(mat_path)]
     if not out:
-        raise GmaeError(f"{path}: groundTruth is empty")
+        raise GmaeError(f"{mat_path}: groundTruth is empty")
     if len({b.shape for b in out}) != 1:
-        raise GmaeError(f"{path}: annotators' boundary maps differ in size")
+        raise GmaeError(f"{mat_path}: annotators' boundary maps differ in size")
     return out
 
 
