@@ -1,0 +1,72 @@
+"""Markdown tables from the JSON files that scripts/results_*.sh write.
+
+    python scripts/results_table.py results/imagenette64
+
+prints the evaluation table (kNN, 1-NN, linear probe, reconstruction PSNR; each cell with the
+wall time of the command that produced it) and, when present, the zero-shot tables. Missing
+files show as "-", so a partial run still prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def eval_table(d: Path) -> list[str]:
+    head = (
+        "| encoder | kNN cls | kNN avg | 1-NN cls | linear cls | linear avg | "
+        "PSNR masked (0.75) | PSNR whole (mask 0) | wall (kNN / linear / recon) |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for name in ("gmae", "mae", "random"):
+        knn, lin, rec = (load(d / f"{p}_{name}.json") for p in ("knn", "linprobe", "recon"))
+        k = knn["results"] if knn else {}
+        li = lin["results"] if lin else {}
+        r = {row["mask_ratio"]: row for row in rec["results"]} if rec else {}
+        masked = next((v["masked_psnr"] for m, v in r.items() if m > 0), None)
+        whole0 = r.get(0.0, {}).get("psnr")
+        walls = " / ".join(
+            fmt(x["seconds"] / 60, 1) + " min" if x else "-" for x in (knn, lin, rec)
+        )
+        lines.append(
+            f"| {name} | {fmt(k.get('cls', {}).get('knn_top1'))} "
+            f"| {fmt(k.get('mean', {}).get('knn_top1'))} "
+            f"| {fmt(k.get('cls', {}).get('nn1_loo_top1'))} "
+            f"| {fmt(li.get('cls', {}).get('top1'))} | {fmt(li.get('mean', {}).get('top1'))} "
+            f"| {fmt(masked, 2)} | {fmt(whole0, 2)} | {walls} |"
+        )
+    return lines
+
+
+def boundary_table(d: Path) -> list[str]:
+    lines = ["| edges | ODS | OIS | AP |", "|---|---|---|---|"]
+    for method in ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined", "canny", "sobel"):
+        r = load(d / f"boundaries_{method}.json")
+        if r:
+            lines.append(
+                f"| {method} | {r['ods']:.3f} | {r['ois']:.3f} | {r['ap']:.3f} |"
+            )
+    return lines if len(lines) > 2 else []
+
+
+def main() -> None:
+    d = Path(sys.argv[1] if len(sys.argv) > 1 else "results/imagenette64")
+    print("\n".join(eval_table(d)))
+    b = boundary_table(d)
+    if b:
+        print()
+        print("\n".join(b))
+
+
+if __name__ == "__main__":
+    main()
