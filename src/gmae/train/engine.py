@@ -275,7 +275,12 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack) -> di
     log = cleanup.enter_context(RunLog(out, step, total_steps, dist.is_main))
     signals = cleanup.enter_context(StopSignals())
     vis_images = None
-    if dist.is_main and val_set is not None and r.vis_images and model.pixel_output:
+    if (
+        dist.is_main
+        and val_set is not None
+        and r.vis_images
+        and getattr(model, "pixel_output", True)
+    ):
         n = min(r.vis_images, len(val_set))
         # Evenly spaced over the (class-sorted) validation set: one picture per class or so.
         picks = torch.linspace(0, len(val_set) - 1, n).round().long().tolist()
