@@ -2,8 +2,9 @@
 # Reproduces the Imagenette-64 numbers in docs/results.md and docs/zeroshot.md from the
 # committed checkpoints (or any pair given as G=... M=...). Each result is a JSON file under
 # $OUT holding its own wall time ("seconds"). About 30-40 min on a 2-core CPU.
-#   bash scripts/results_imagenette64.sh            # everything
-#   LIMIT=500 bash scripts/results_imagenette64.sh  # a quick smoke run on 500 images per split
+#   bash scripts/results_imagenette64.sh                 # everything
+#   bash scripts/results_imagenette64.sh mae random      # some parts: gmae mae random zeroshot
+#   LIMIT=500 bash scripts/results_imagenette64.sh       # a quick smoke run on 500 images per split
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GMAE=${GMAE:-.venv/bin/gmae}
@@ -16,7 +17,12 @@ mkdir -p "$OUT"
 lim=()
 [ "$LIMIT" != 0 ] && lim=(--limit "$LIMIT")
 
+PARTS=("$@")
+[ ${#PARTS[@]} = 0 ] && PARTS=(gmae mae random zeroshot)
+want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
+
 for name in gmae mae random; do
+    want $name || continue
     case $name in
         gmae) ck=(--ckpt "$G") ;;
         mae) ck=(--ckpt "$M") ;;
@@ -31,6 +37,7 @@ for name in gmae mae random; do
     fi
 done
 
+want zeroshot || exit 0
 # Zero-shot (GMAE): BSDS500 val edges scored with our BSDS benchmark, Weizmann horse
 # figure-ground, Gaussian statistics.
 BSDS=$(.venv/bin/python -c "from gmae.data import dataset_root; print(dataset_root('bsds500'))")
