@@ -3,7 +3,8 @@
     python scripts/publish_checkpoint.py runs/gmae_tiny_imagenette64 [--name NAME]
 
 writes checkpoints/NAME.safetensors (``gmae export checkpoint --fp16``), checkpoints/NAME.md
-(command, data, schedule, wall time, final loss) and checkpoints/NAME-loss.png. The wall time is
+(command, data, schedule, wall time, final loss), checkpoints/NAME-loss.png and the run's last
+reconstruction grid as checkpoints/NAME-recon.png. The wall time is
 the span between the run's config.yaml (written at start) and last.pt (written at the end).
 """
 
@@ -38,6 +39,9 @@ def main() -> None:
 
     info = export_checkpoint(last, args.out / f"{name}.safetensors", fp16=True)
     plot_loss_curves([(name, args.run / "metrics.jsonl")], args.out / f"{name}-loss.png")
+    grids = sorted((args.run / "vis").glob("recon-*.png"))
+    if grids:  # the last reconstruction grid of the run
+        gio.write_bytes(args.out / f"{name}-recon.png", grids[-1].read_bytes())
     m, d, o = cfg["model"], cfg["data"], cfg["optim"]
     command = args.command or f"gmae pretrain --config {name} --out runs/{name}"
     rows_md = [
@@ -77,6 +81,9 @@ def main() -> None:
             *(f"| {k} | {v} |" for k, v in rows_md),
             "",
             f"![loss curve]({name}-loss.png)",
+            "",
+            f"![reconstructions after {o['epochs']} epochs: input, masked input "
+            f"({m.get('mask_ratio', 0.75):.0%}), output]({name}-recon.png)",
             "",
         ]
     )

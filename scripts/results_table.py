@@ -53,9 +53,7 @@ def boundary_table(d: Path) -> list[str]:
     for method in ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined", "canny", "sobel"):
         r = load(d / f"boundaries_{method}.json")
         if r:
-            lines.append(
-                f"| {method} | {r['ods']:.3f} | {r['ois']:.3f} | {r['ap']:.3f} |"
-            )
+            lines.append(f"| {method} | {r['ods']:.3f} | {r['ois']:.3f} | {r['ap']:.3f} |")
     return lines if len(lines) > 2 else []
 
 
