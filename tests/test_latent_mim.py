@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from gmae.cli import main
 from gmae.errors import GmaeError
@@ -299,20 +298,6 @@ TINY_SETS = [
     "optim.epochs=2", "optim.batch_size=4", "optim.warmup_epochs=1",
     "run.log_every=1", "run.ckpt_every=1",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """imagefolder root with train/ (2 classes x 6) and val/ (2 classes x 2) 20 px images."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 2)):
-        for cls in ("cat", "dog"):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
-    return root
 
 
 def test_pretrain_cli_resumes_exactly_and_exports_the_online_encoder(tmp_path, folder):
