@@ -3,13 +3,14 @@
 # committed checkpoints (or any pair given as G=... M=...). Each result is a JSON file under
 # $OUT holding its own wall time ("seconds"). About 30-40 min on a 2-core CPU.
 #   bash scripts/results_imagenette64.sh                 # everything
-#   bash scripts/results_imagenette64.sh mae random      # some parts: gmae mae random zeroshot
+#   bash scripts/results_imagenette64.sh mae random      # some parts: gmae mae random lmim zeroshot
 #   LIMIT=500 bash scripts/results_imagenette64.sh       # a quick smoke run on 500 images per split
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GMAE=${GMAE:-.venv/bin/gmae}
 G=${G:-checkpoints/gmae_tiny_imagenette64.safetensors}
 M=${M:-checkpoints/mae_tiny_imagenette64.safetensors}
+L=${L:-checkpoints/lmim_tiny_imagenette64.safetensors}  # Latent MIM (part "lmim", not in the default set)
 OUT=${OUT:-results/imagenette64}
 LIMIT=${LIMIT:-0}
 DATA=imagenette-128
@@ -21,17 +22,18 @@ PARTS=("$@")
 [ ${#PARTS[@]} = 0 ] && PARTS=(gmae mae random zeroshot)
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
-for name in gmae mae random; do
+for name in gmae mae random lmim; do
     want $name || continue
     case $name in
         gmae) ck=(--ckpt "$G") ;;
         mae) ck=(--ckpt "$M") ;;
+        lmim) ck=(--ckpt "$L") ;;
         random) ck=(--ckpt random --config gmae_tiny_imagenette64) ;;
     esac
     "$GMAE" eval knn "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" --json "$OUT/knn_$name.json"
     "$GMAE" eval linprobe "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" \
         --json "$OUT/linprobe_$name.json"
-    if [ $name != random ]; then
+    if [ $name = gmae ] || [ $name = mae ]; then  # pixel reconstructions
         "$GMAE" eval recon "${ck[@]}" --data $DATA --img-size 64 --num-images 1000 \
             --json "$OUT/recon_$name.json"
     fi
