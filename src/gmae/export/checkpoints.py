@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from gmae.errors import GmaeError
+from gmae.train.checkpoint import load_state
 
 FORMAT = "gmae.checkpoint"
 FORMAT_VERSION = "1"
@@ -77,33 +78,6 @@ class LoadedModel:
             "mask_ratio": self.mask_ratio,
             **self.info,
         }
-
-
-def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
-    """Strict ``load_state_dict`` with a one-line error naming what does not fit."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = [
-        f"{what} {_few(keys)}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
-    if problems:
-        raise GmaeError(
-            f"checkpoint {source} does not fit {type(module).__name__}: {'; '.join(problems)}"
-        )
-    module.load_state_dict(state)
-
-
-def _few(items: list[str], n: int = 3) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,12 +56,31 @@ def check_compatible(ckpt_config: dict, config: dict, path: str | os.PathLike) -
         raise GmaeError(f"checkpoint {path} has a different model config ({what})")
 
 
-def load_state(module: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise GmaeError(f"checkpoint {path} does not fit the model: {first}") from exc
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
+    """Strict ``load_state_dict`` with a one-line error naming what does not fit."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{what} {_few(keys)}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if keys
+    ]
+    if problems:
+        raise GmaeError(
+            f"checkpoint {source} does not fit {type(module).__name__}: {'; '.join(problems)}"
+        )
+    module.load_state_dict(state)
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
 
 
 # --- RNG states -----------------------------------------------------------------------------

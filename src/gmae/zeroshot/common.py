@@ -8,7 +8,6 @@ back to the photo's aspect ratio, which undoes the squash pixel for pixel.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -49,14 +48,9 @@ def load_model(path: str | os.PathLike, kind: str | None = None, device: str = "
     path = Path(path)
     if not path.is_file():
         raise GmaeError(f"checkpoint {path} not found")
-    # Prefer the evaluation engineer's loader (.pt and .safetensors); fall back to the training
-    # checkpoint reader while it does not exist yet.
-    if importlib.util.find_spec("gmae.export.checkpoints") is not None:
-        from gmae.export.checkpoints import load_model as _load
-    else:
-        from gmae.train.checkpoint import load_pretrained as _load
-    out = _load(path)
-    model = out[0] if isinstance(out, tuple) else out
+    from gmae.export.checkpoints import load_model as load_checkpoint_model
+
+    model, _ = load_checkpoint_model(path)  # .pt training checkpoints and .safetensors
     wanted = {"gmae": GMAE, "mae": MAE}.get(kind or "", (GMAE, MAE))
     if not isinstance(model, wanted):
         need = kind.upper() if kind else "an MAE or GMAE"
