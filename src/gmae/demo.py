@@ -38,7 +38,7 @@ def register(subparsers, groups) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
+    p.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
     p.add_argument("--data", default="imagenette-128", help="dataset spec (default imagenette-128)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=cmd_demo)
