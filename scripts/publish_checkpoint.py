@@ -21,6 +21,8 @@ from gmae import io as gio
 from gmae.export.checkpoints import export_checkpoint
 from gmae.report.curves import plot_loss_curves, read_metrics
 
+METHOD_NAMES = {"gmae": "GMAE", "mae": "MAE", "latent_mim": "Latent MIM"}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,11 +66,12 @@ def main() -> None:
         ("skipped steps", str(rows[-1].get("skipped", 0))),
         ("file", f"`{name}.safetensors`, {info['bytes'] / 1e6:.1f} MB"),
     ]
+    method = METHOD_NAMES.get(m["name"], m["name"])
     card = "\n".join(
         [
             f"# {name}",
             "",
-            f"A {m['name'].upper()} pretrained with gmae ({dt.date.today().isoformat()}): ViT "
+            f"A {method} pretrained with gmae ({dt.date.today().isoformat()}): ViT "
             f"encoder `{m.get('encoder', '?')}` ({m['patch_size']} px patches at "
             f"{d['img_size']} px) with its pretraining decoder; fp16 weights, the resolved "
             "config in the safetensors metadata. Load it with "
@@ -82,11 +85,13 @@ def main() -> None:
             "",
             f"![loss curve]({name}-loss.png)",
             "",
-            f"![reconstructions after {o['epochs']} epochs: input, masked input "
-            f"({m.get('mask_ratio', 0.75):.0%}), output]({name}-recon.png)",
-            "",
         ]
     )
+    if grids:
+        card += (
+            f"\n![reconstructions after {o['epochs']} epochs: input, masked input "
+            f"({m.get('mask_ratio', 0.75):.0%}), output]({name}-recon.png)\n"
+        )
     gio.write_text(args.out / f"{name}.md", card)
     mb = info["bytes"] / 1e6
     print(f"published {name}: {info['out']} ({mb:.1f} MB), final loss {final_loss:.4f}")

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the Imagenette-64 numbers in docs/results.md and docs/zeroshot.md from the
 # committed checkpoints (or any pair given as G=... M=...). Each result is a JSON file under
-# $OUT holding its own wall time ("seconds"). About 30-40 min on a 2-core CPU.
+# $OUT holding its own wall time ("seconds"). About 30-40 min on a 2-core CPU, plus about
+# 17 min per fine-tune (parts ft-*).
 #   bash scripts/results_imagenette64.sh                 # everything
 #   bash scripts/results_imagenette64.sh mae random      # some parts: gmae mae random lmim zeroshot
+#                                                        #   ft-gmae ft-mae ft-random ft-lmim
 #   LIMIT=500 bash scripts/results_imagenette64.sh       # a quick smoke run on 500 images per split
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,17 +21,22 @@ lim=()
 [ "$LIMIT" != 0 ] && lim=(--limit "$LIMIT")
 
 PARTS=("$@")
-[ ${#PARTS[@]} = 0 ] && PARTS=(gmae mae random zeroshot)
+[ ${#PARTS[@]} = 0 ] && PARTS=(gmae mae random zeroshot ft-gmae ft-mae ft-random)
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
-for name in gmae mae random lmim; do
-    want $name || continue
-    case $name in
+# The encoder to evaluate: sets the array ck.
+encoder() {
+    case $1 in
         gmae) ck=(--ckpt "$G") ;;
         mae) ck=(--ckpt "$M") ;;
         lmim) ck=(--ckpt "$L") ;;
         random) ck=(--ckpt random --config gmae_tiny_imagenette64) ;;
     esac
+}
+
+for name in gmae mae random lmim; do
+    want $name || continue
+    encoder $name
     "$GMAE" eval knn "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" --json "$OUT/knn_$name.json"
     "$GMAE" eval linprobe "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" \
         --json "$OUT/linprobe_$name.json"
@@ -37,6 +44,14 @@ for name in gmae mae random lmim; do
         "$GMAE" eval recon "${ck[@]}" --data $DATA --img-size 64 --num-images 1000 \
             --json "$OUT/recon_$name.json"
     fi
+done
+
+# End-to-end fine-tuning, the CPU preset (3 epochs, MAE's recipe otherwise; docs/evaluation.md).
+for name in gmae mae random lmim; do
+    want ft-$name || continue
+    encoder $name
+    "$GMAE" eval finetune "${ck[@]}" --data $DATA --img-size 64 --preset cpu --num-workers 1 \
+        "${lim[@]}" --json "$OUT/finetune_$name.json"
 done
 
 want zeroshot || exit 0

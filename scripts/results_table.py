@@ -2,9 +2,9 @@
 
     python scripts/results_table.py results/imagenette64
 
-prints the evaluation table (kNN, 1-NN, linear probe, reconstruction PSNR; each cell with the
-wall time of the command that produced it) and, when present, the zero-shot tables. Missing
-files show as "-", so a partial run still prints.
+prints the evaluation table (kNN, 1-NN, linear probe, fine-tune, reconstruction PSNR; each row
+with the wall times of the commands that produced it) and, when present, the zero-shot tables.
+Missing files show as "-", so a partial run still prints; encoders with no result are left out.
 """
 
 from __future__ import annotations
@@ -24,26 +24,30 @@ def fmt(x, digits: int = 1) -> str:
 
 def eval_table(d: Path) -> list[str]:
     head = (
-        "| encoder | kNN cls | kNN avg | 1-NN cls | linear cls | linear avg | "
-        "PSNR masked (0.75) | PSNR whole (mask 0) | wall (kNN / linear / recon) |"
+        "| encoder | kNN cls | kNN avg | 1-NN cls | linear cls | linear avg | fine-tune | "
+        "PSNR masked (0.75) | PSNR whole (mask 0) | wall (kNN / linear / fine-tune / recon) |"
     )
-    lines = [head, "|" + "---|" * 9]
-    for name in ("gmae", "mae", "random"):
-        knn, lin, rec = (load(d / f"{p}_{name}.json") for p in ("knn", "linprobe", "recon"))
+    lines = [head, "|" + "---|" * 10]
+    for name in ("gmae", "mae", "lmim", "random"):
+        files = ("knn", "linprobe", "finetune", "recon")
+        knn, lin, ft, rec = (load(d / f"{p}_{name}.json") for p in files)
+        if not any((knn, lin, ft, rec)):
+            continue
         k = knn["results"] if knn else {}
         li = lin["results"] if lin else {}
+        f = ft["results"] if ft else {}
         r = {row["mask_ratio"]: row for row in rec["results"]} if rec else {}
         masked = next((v["masked_psnr"] for m, v in r.items() if m > 0), None)
         whole0 = r.get(0.0, {}).get("psnr")
         walls = " / ".join(
-            fmt(x["seconds"] / 60, 1) + " min" if x else "-" for x in (knn, lin, rec)
+            fmt(x["seconds"] / 60, 1) + " min" if x else "-" for x in (knn, lin, ft, rec)
         )
         lines.append(
             f"| {name} | {fmt(k.get('cls', {}).get('knn_top1'))} "
             f"| {fmt(k.get('mean', {}).get('knn_top1'))} "
             f"| {fmt(k.get('cls', {}).get('nn1_loo_top1'))} "
             f"| {fmt(li.get('cls', {}).get('top1'))} | {fmt(li.get('mean', {}).get('top1'))} "
-            f"| {fmt(masked, 2)} | {fmt(whole0, 2)} | {walls} |"
+            f"| {fmt(f.get('top1'))} | {fmt(masked, 2)} | {fmt(whole0, 2)} | {walls} |"
         )
     return lines
 
