@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the CIFAR-10 table in docs/results.md: a GMAE / MAE pair pretrained at one CPU budget
-# (the *_tiny_cifar10 presets shortened to the Imagenette-64 CPU settings: 3 epochs, batch 128,
+# (the *_tiny_cifar10 presets shortened to the Imagenette-64 CPU settings: 2 epochs, batch 128,
 # base lr 1e-3, 0.5 warmup epoch, decoder 128 wide with 4 heads), then kNN, linear probe,
 # reconstruction and fine-tuning for both and for a random encoder. Each result is a JSON file
 # under $OUT holding its own wall time ("seconds").
@@ -23,7 +23,7 @@ PARTS=("$@")
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 # The CPU budget, identical for both methods.
-CPU=(optim.epochs=3 optim.batch_size=128 optim.base_lr=1.0e-3 optim.warmup_epochs=0.5
+CPU=(optim.epochs=2 optim.batch_size=128 optim.base_lr=1.0e-3 optim.warmup_epochs=0.5
      model.decoder_dim=128 model.decoder_num_heads=4 data.num_workers=1 run.ckpt_every=1)
 for name in gmae mae; do
     want pretrain-$name || continue

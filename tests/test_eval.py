@@ -301,13 +301,14 @@ def test_finetune_cli_cpu_preset_with_ema(ckpts, colour_data, tmp_path, capsys):
     code, stdout, _ = _run(
         ["eval", "finetune", "--preset", "cpu", "--ckpt", str(ckpts["gmae"]), "--data",
          colour_data, "--batch-size", "8", "--max-steps", "2", "--ema-decay", "0.9",
-         "--num-workers", "0", "--json", str(out)], capsys,
+         "--mixup", "0.8", "--num-workers", "0", "--json", str(out)], capsys,
     )  # fmt: skip
     res = json.loads(out.read_text())
     assert code == 0 and res["results"]["steps"] == 2
     assert {"top1", "top5", "ema"} <= set(res["results"])
-    s = res["settings"]
-    assert s["layer_decay"] == 0.65 and s["drop_path"] == 0.1 and s["mixup"] == 0.8
+    s = res["settings"]  # the cpu preset, with mixup switched back on from the command line
+    assert s["layer_decay"] == 0.75 and s["drop_path"] == 0.1 and s["base_lr"] == 2e-3
+    assert s["mixup"] == 0.8 and s["cutmix"] == 0.0
     assert s["batch_size"] == 8 and s["epochs"] == 3
 
 
