@@ -1,0 +1,85 @@
+"""The results scripts: publishing a run (scripts/publish_checkpoint.py) and the markdown
+tables built from evaluation JSON (scripts/results_table.py)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmae.cli import main
+from gmae.export.checkpoints import load_model
+from gmae.train.checkpoint import load_pretrained
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TINY = [
+    "data.img_size=16", "data.num_workers=0", "model.patch_size=4", "model.embed_dim=32",
+    "model.depth=1", "model.num_heads=2", "model.decoder_dim=32", "model.decoder_depth=1",
+    "model.decoder_num_heads=2", "optim.epochs=1", "optim.batch_size=4",
+    "optim.warmup_epochs=0", "run.log_every=1", "run.vis_every=1",
+]  # fmt: skip
+
+
+def run_script(name: str, *args: str, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    runpy.run_path(str(SCRIPTS / name), run_name="__main__")
+
+
+@pytest.mark.parametrize("name, vis_images", [("gmae", 4), ("mae", 0)])
+def test_publish_checkpoint(tmp_path, folder, name, vis_images, monkeypatch, capsys):
+    run = tmp_path / "run"
+    extra = ["model.num_gaussians=8"] if name == "gmae" else []
+    sets = [f"data.spec=imagefolder:{folder}", *TINY, f"run.vis_images={vis_images}", *extra]
+    assert (
+        main(["pretrain", "--config", f"{name}_tiny_cifar10", "--set", *sets, "--out", str(run)])
+        == 0
+    )
+
+    out = tmp_path / "published"
+    run_script("publish_checkpoint.py", str(run), "--name", "tiny", "--out", str(out),
+               monkeypatch=monkeypatch)  # fmt: skip
+    assert "published tiny" in capsys.readouterr().out
+    card = (out / "tiny.md").read_text()
+    assert f"A {name.upper()} pretrained" in card and "3 steps" in card
+    assert (out / "tiny-loss.png").is_file()
+    # the recon grid is copied and linked only when the run drew one
+    assert (out / "tiny-recon.png").is_file() == (vis_images > 0)
+    assert ("tiny-recon.png" in card) == (vis_images > 0)
+
+    published, _ = load_model(out / "tiny.safetensors")  # fp16 weights of last.pt
+    trained, _ = load_pretrained(run / "last.pt")
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(published.state_dict()[key].float(), value.float(),
+                                   atol=1e-3, rtol=1e-3)  # fmt: skip
+
+
+def _result(path: Path, results, seconds: float = 60.0) -> None:
+    path.write_text(json.dumps({"results": results, "seconds": seconds}))
+
+
+def test_results_table_rows_and_missing_cells(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "res"
+    d.mkdir()
+    _result(d / "knn_gmae.json", {"cls": {"knn_top1": 37.94, "nn1_loo_top1": 28.4},
+                                  "mean": {"knn_top1": 38.3}})  # fmt: skip
+    _result(d / "linprobe_gmae.json", {"cls": {"top1": 48.66}, "mean": {"top1": 48.5}}, 120)
+    _result(d / "finetune_gmae.json", {"top1": 37.25})
+    recon = [
+        {"mask_ratio": 0.75, "masked_psnr": 14.7234, "psnr": 13.0},
+        {"mask_ratio": 0.0, "masked_psnr": None, "psnr": 14.24},
+    ]
+    _result(d / "recon_gmae.json", recon)
+    _result(d / "knn_random.json", {"cls": {"knn_top1": 33.8}, "mean": {"knn_top1": 34.0}})
+    run_script("results_table.py", str(d), monkeypatch=monkeypatch)
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines[2:] if line.startswith("| ")}
+    assert set(rows) == {"gmae", "random"}  # encoders without results are left out
+    cells = [c.strip() for c in rows["gmae"].split("|")[2:-1]]
+    assert cells[:8] == ["37.9", "38.3", "28.4", "48.7", "48.5", "37.2", "14.72", "14.24"]
+    assert cells[8] == "1.0 min / 2.0 min / 1.0 min / 1.0 min"
+    random_cells = [c.strip() for c in rows["random"].split("|")[2:-1]]
+    assert random_cells[3:8] == ["-"] * 5 and random_cells[8] == "1.0 min / - / - / -"
