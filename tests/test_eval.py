@@ -405,7 +405,8 @@ def test_errors_are_one_line(ckpts, colour_data, tmp_path, capsys):
     _one_line_error(["eval", "recon", "--ckpt", str(tmp_path / "other.pt"), *data], capsys,
                     "is not a gmae training checkpoint")  # fmt: skip
     _one_line_error(["eval", "finetune", "--ckpt", str(ckpts["mae"]), "--preset", "cpu",
-                     "--batch-size", "7", *data], capsys, "even --batch-size")  # fmt: skip
+                     "--mixup", "0.8", "--batch-size", "7", *data], capsys,
+                    "even --batch-size")  # fmt: skip
 
 
 def test_sanity_script_plumbing(ckpts, colour_data, capsys):
