@@ -56,7 +56,8 @@ for name in gmae mae random lmim; do
 done
 
 # Ablation for the GMAE-MAE gap (docs/results.md): MAE with GMAE's target, plain pixels instead
-# of per-patch normalised ones, pretrained at the same budget (about 45 min), then kNN + linear.
+# of per-patch normalised ones, pretrained at the same budget (about 45 min), then kNN, linear
+# and reconstruction PSNR (no borrowed patch statistics: comparable with GMAE's).
 if want mae-pix; then
     RUN=${RUNS:-runs}/mae_tiny_imagenette64_pix
     "$GMAE" pretrain --config mae_tiny_imagenette64 --set model.norm_pix_loss=false \
@@ -65,6 +66,8 @@ if want mae-pix; then
         --json "$OUT/knn_mae_pix.json"
     "$GMAE" eval linprobe --ckpt "$RUN/last.pt" --data $DATA --img-size 64 "${lim[@]}" \
         --json "$OUT/linprobe_mae_pix.json"
+    "$GMAE" eval recon --ckpt "$RUN/last.pt" --data $DATA --img-size 64 --num-images 1000 \
+        --json "$OUT/recon_mae_pix.json"
 fi
 
 want zeroshot || exit 0
