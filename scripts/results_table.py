@@ -28,7 +28,7 @@ def eval_table(d: Path) -> list[str]:
         "PSNR masked (0.75) | PSNR whole (mask 0) | wall (kNN / linear / fine-tune / recon) |"
     )
     lines = [head, "|" + "---|" * 10]
-    for name in ("gmae", "mae", "mae_pix", "lmim", "random"):
+    for name in ("gmae", "mae", "mae_pix", "lmim", "random", "gmae_e20", "mae_e20"):
         files = ("knn", "linprobe", "finetune", "recon")
         knn, lin, ft, rec = (load(d / f"{p}_{name}.json") for p in files)
         if not any((knn, lin, ft, rec)):

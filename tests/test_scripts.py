@@ -74,10 +74,12 @@ def test_results_table_rows_and_missing_cells(tmp_path, monkeypatch, capsys):
     ]
     _result(d / "recon_gmae.json", recon)
     _result(d / "knn_random.json", {"cls": {"knn_top1": 33.8}, "mean": {"knn_top1": 34.0}})
+    _result(d / "knn_gmae_e20.json", {"cls": {"knn_top1": 40.0}, "mean": {"knn_top1": 41.0}})
     run_script("results_table.py", str(d), monkeypatch=monkeypatch)
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split("|")[1].strip(): line for line in lines[2:] if line.startswith("| ")}
-    assert set(rows) == {"gmae", "random"}  # encoders without results are left out
+    assert set(rows) == {"gmae", "random", "gmae_e20"}  # encoders without results are left out
+    assert rows["gmae_e20"].split("|")[2].strip() == "40.0"
     cells = [c.strip() for c in rows["gmae"].split("|")[2:-1]]
     assert cells[:8] == ["37.9", "38.3", "28.4", "48.7", "48.5", "37.2", "14.72", "14.24"]
     assert cells[8] == "1.0 min / 2.0 min / 1.0 min / 1.0 min"
