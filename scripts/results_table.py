@@ -3,7 +3,8 @@
     python scripts/results_table.py results/imagenette64
 
 prints the evaluation table (kNN, 1-NN, linear probe, fine-tune, reconstruction PSNR; each row
-with the wall times of the commands that produced it) and, when present, the zero-shot tables.
+with the wall times of the commands that produced it) and, when present, the zero-shot tables
+(BSDS500 edges, figure-ground IoU, Gaussian statistics).
 Missing files show as "-", so a partial run still prints; encoders with no result are left out.
 """
 
@@ -61,13 +62,43 @@ def boundary_table(d: Path) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def figure_ground_table(d: Path) -> list[str]:
+    r = load(d / "figure_ground.json")
+    if not r:
+        return []
+    lines = [
+        f"| figure-ground ({r['n_images']} images) | IoU (figure) | mIoU (figure, ground) |",
+        "|---|---|---|",
+    ]
+    for method in r["methods"]:
+        sc = r["scores"][method]
+        lines.append(f"| {method} | {sc['iou_fg']:.3f} | {sc['miou']:.3f} |")
+    return lines
+
+
+def stats_table(d: Path) -> list[str]:
+    r = load(d / "stats.json")
+    if not r:
+        return []
+    lines = [
+        f"| Spearman(size, depth), {r['n_images']} images, {r['n_gaussians']} Gaussians "
+        "| pooled | per-image mean (std) |",
+        "|---|---|---|",
+    ]
+    hf = "hf_ratio (not a correlation: Sobel at centres / image mean)"
+    rows = [*r["spearman_size_vs_depth"].items(), (hf, r["hf_ratio"])]
+    for name, v in rows:
+        lines.append(
+            f"| {name} | {v['pooled']:.3f} | {v['per_image_mean']:.3f} ({v['per_image_std']:.3f}) |"
+        )
+    return lines
+
+
 def main() -> None:
     d = Path(sys.argv[1] if len(sys.argv) > 1 else "results/imagenette64")
-    print("\n".join(eval_table(d)))
-    b = boundary_table(d)
-    if b:
-        print()
-        print("\n".join(b))
+    tables = [eval_table(d), boundary_table(d), figure_ground_table(d), stats_table(d)]
+    # The evaluation table's header always prints (a partial run shows what is missing).
+    print("\n\n".join("\n".join(t) for t in tables if t))
 
 
 if __name__ == "__main__":

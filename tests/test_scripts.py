@@ -85,3 +85,26 @@ def test_results_table_rows_and_missing_cells(tmp_path, monkeypatch, capsys):
     assert cells[8] == "1.0 min / 2.0 min / 1.0 min / 1.0 min"
     random_cells = [c.strip() for c in rows["random"].split("|")[2:-1]]
     assert random_cells[3:8] == ["-"] * 5 and random_cells[8] == "1.0 min / - / - / -"
+
+
+def test_results_table_zeroshot_tables(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "res"
+    d.mkdir()
+    (d / "boundaries_canny.json").write_text(json.dumps({"ods": 0.5834, "ois": 0.62, "ap": 0.58}))
+    scores = {"gmae_near_alpha": {"iou_fg": 0.4151, "miou": 0.567},
+              "centre_prior": {"iou_fg": 0.421, "miou": 0.569}}  # fmt: skip
+    fg = {"methods": ["gmae_near_alpha", "centre_prior"], "n_images": 128, "scores": scores}
+    (d / "figure_ground.json").write_text(json.dumps(fg))
+    corr = {"pooled": -0.5724, "per_image_mean": -0.486, "per_image_std": 0.153}
+    hf = {"pooled": 1.065, "per_image_mean": 1.075, "per_image_std": 0.184}
+    spearman = {"scale_gmean": corr}
+    stats = {"n_images": 500, "n_gaussians": 48000, "hf_ratio": hf}
+    stats["spearman_size_vs_depth"] = spearman
+    (d / "stats.json").write_text(json.dumps(stats))
+    run_script("results_table.py", str(d), monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    assert "| canny | 0.583 | 0.620 | 0.580 |" in out
+    assert "| gmae_near_alpha | 0.415 | 0.567 |" in out  # methods in the file's order
+    assert out.index("gmae_near_alpha") < out.index("centre_prior")
+    assert "| scale_gmean | -0.572 | -0.486 (0.153) |" in out
+    assert "| hf_ratio (not a correlation: Sobel at centres / image mean) | 1.065 |" in out
