@@ -106,8 +106,8 @@ zlim=()
 if zs edges; then
     BSDS=$(.venv/bin/python -c "from gmae.data import dataset_root; print(dataset_root('bsds500'))")
     "$GMAE" zeroshot edges --ckpt "$ZG" --images "$BSDS/images/val" --out "$ZS/edges" \
-        --layers 4 8 16 32 --baselines canny sobel "${zlim[@]}"
-    for method in gmae_L4 gmae_L8 gmae_L16 gmae_L32 gmae_combined canny sobel; do
+        --layers 4 8 16 32 --baselines canny sobel shuffled "${zlim[@]}"
+    for method in gmae_L4 gmae_L8 gmae_L16 gmae_L32 gmae_combined canny sobel shuffled; do
         "$GMAE" eval boundaries --pred "$ZS/edges/$method" --gt "$BSDS/groundTruth/val" \
             --workers 2 --json "$OUT/boundaries_$method.json"
     done

@@ -55,7 +55,8 @@ def eval_table(d: Path) -> list[str]:
 
 def boundary_table(d: Path) -> list[str]:
     lines = ["| edges | ODS | OIS | AP |", "|---|---|---|---|"]
-    for method in ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined", "canny", "sobel"):
+    methods = ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined", "canny", "sobel")
+    for method in (*methods, "shuffled"):
         r = load(d / f"boundaries_{method}.json")
         if r:
             lines.append(f"| {method} | {r['ods']:.3f} | {r['ois']:.3f} | {r['ap']:.3f} |")
@@ -91,6 +92,20 @@ def stats_table(d: Path) -> list[str]:
         lines.append(
             f"| {name} | {v['pooled']:.3f} | {v['per_image_mean']:.3f} ({v['per_image_std']:.3f}) |"
         )
+    lay = r.get("layout")
+    if lay:  # stats.json files written before the layout diagnostic lack it
+        c, z = lay["centre_px"], lay["depth"]
+        lines += [
+            "",
+            "| layout: same Gaussian index across images | value |",
+            "|---|---|",
+            f"| depth-order agreement (mean Spearman over image pairs) "
+            f"| {lay['depth_order_agreement']:.3f} |",
+            f"| centre std across images / within an image (px) "
+            f"| {c['across_images']:.2f} / {c['within_image']:.2f} |",
+            f"| camera-depth std across images / within an image "
+            f"| {z['across_images']:.4f} / {z['within_image']:.4f} |",
+        ]
     return lines
 
 

@@ -100,6 +100,9 @@ def test_results_table_zeroshot_tables(tmp_path, monkeypatch, capsys):
     spearman = {"scale_gmean": corr}
     stats = {"n_images": 500, "n_gaussians": 48000, "hf_ratio": hf}
     stats["spearman_size_vs_depth"] = spearman
+    stats["layout"] = {"depth_order_agreement": 0.8493, "centre_px": {"across_images": 2.165,
+                       "within_image": 19.04}, "depth": {"across_images": 0.0111,
+                       "within_image": 0.0073}}  # fmt: skip
     (d / "stats.json").write_text(json.dumps(stats))
     run_script("results_table.py", str(d), monkeypatch=monkeypatch)
     out = capsys.readouterr().out
@@ -108,3 +111,5 @@ def test_results_table_zeroshot_tables(tmp_path, monkeypatch, capsys):
     assert out.index("gmae_near_alpha") < out.index("centre_prior")
     assert "| scale_gmean | -0.572 | -0.486 (0.153) |" in out
     assert "| hf_ratio (not a correlation: Sobel at centres / image mean) | 1.065 |" in out
+    assert "| depth-order agreement (mean Spearman over image pairs) | 0.849 |" in out
+    assert "| centre std across images / within an image (px) | 2.17 / 19.04 |" in out

@@ -24,7 +24,7 @@ from gmae.zeroshot import edges as E
 from gmae.zeroshot import figure_ground as FG
 from gmae.zeroshot import layers as LY
 from gmae.zeroshot.common import Photo, list_images, model_input
-from gmae.zeroshot.stats import GaussianStats, spearman
+from gmae.zeroshot.stats import GaussianStats, layout_dependence, spearman
 
 TINY = dict(
     img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
@@ -337,6 +337,29 @@ def test_gaussian_stats_constructed(model):
     assert rho["screen_size"]["pooled"] == pytest.approx(-1.0)
     assert out["hf_ratio"]["pooled"] > 5.0  # all centres sit on the edge
     assert out["n_gaussians"] == n
+    assert math.isnan(out["layout"]["depth_order_agreement"])  # one image: no pairs
+
+
+def test_layout_dependence_separates_fixed_from_image_driven_layouts():
+    rng = np.random.default_rng(0)
+    k, n = 32, 6
+    base = rng.normal(size=k)
+    grid = rng.uniform(0, 32, (k, 2))
+    # The same layout in every image, up to a tiny jitter: the depth order agrees fully.
+    fixed = layout_dependence(base + 1e-6 * rng.normal(size=(n, k)),
+                              grid + 1e-3 * rng.normal(size=(n, k, 2)))  # fmt: skip
+    assert fixed["depth_order_agreement"] == pytest.approx(1.0, abs=1e-6)
+    assert fixed["centre_px"]["across_images"] < 0.01 < 5 < fixed["centre_px"]["within_image"]
+    # Every image its own order: agreement near 0.
+    free = layout_dependence(rng.normal(size=(n, k)), rng.uniform(0, 32, (n, k, 2)))
+    assert abs(free["depth_order_agreement"]) < 0.2
+    assert free["centre_px"]["across_images"] > 5
+    # Reversed order in half the images: of the 15 pairs, 2 * C(3, 2) = 6 within a half agree
+    # (+1) and 9 across the halves disagree (-1): mean -0.2.
+    flip = np.stack([base if i % 2 else -base for i in range(n)])
+    assert layout_dependence(flip, np.zeros((n, k, 2)))["depth_order_agreement"] == (
+        pytest.approx(-0.2)
+    )
 
 
 # --- PLY ----------------------------------------------------------------------------------------
@@ -432,9 +455,10 @@ def test_cli_edges_writes_boundary_pngs(workspace, tmp_path):
     out = tmp_path / "edges"
     rc = main(["zeroshot", "edges", "--ckpt", str(workspace / "gmae.pt"),
                "--images", str(workspace / "images"), "--out", str(out), "--layers", "2", "4",
-               "--baselines", "canny", "sobel", "--batch-size", "2", "--no-progress"])  # fmt: skip
+               "--baselines", "canny", "sobel", "shuffled", "--batch-size", "2",
+               "--no-progress"])  # fmt: skip
     assert rc == 0
-    methods = {"gmae_L2", "gmae_L4", "gmae_combined", "canny", "sobel"}
+    methods = {"gmae_L2", "gmae_L4", "gmae_combined", "canny", "sobel", "shuffled"}
     assert {p.name for p in out.iterdir() if p.is_dir()} == methods
     for m in methods:
         assert sorted(p.name for p in (out / m).iterdir()) == ["im0.png", "im1.png", "im2.png"]
@@ -443,6 +467,13 @@ def test_cli_edges_writes_boundary_pngs(workspace, tmp_path):
         pred = load_prediction(out / m / "im0.png")  # what `gmae eval boundaries` reads
         assert pred.shape == (30, 44) and 0 <= pred.min() and pred.max() <= 1
     assert json.loads((out / "settings.json").read_text())["layers"] == [2, 4]
+    # The control: photo i carries photo i+1's GMAE map (same size here: unchanged), and the
+    # last photo the first one's, resized to its own size.
+    combined = {n: load_prediction(out / "gmae_combined" / f"{n}.png") for n in ("im0", "im1")}
+    np.testing.assert_allclose(load_prediction(out / "shuffled" / "im0.png"), combined["im1"],
+                               atol=1e-4)  # fmt: skip
+    assert not np.allclose(load_prediction(out / "shuffled" / "im1.png"), combined["im1"])
+    assert load_prediction(out / "shuffled" / "im2.png").shape == (36, 28)
 
 
 def test_cli_figure_ground_scores_every_method(workspace, tmp_path):

@@ -61,7 +61,8 @@ def register(subparsers, groups) -> None:
     p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
     p.add_argument("--rule", default="median", choices=["median", "argmax"],
                    help="which group a pixel takes (see docs/zeroshot.md)")  # fmt: skip
-    p.add_argument("--baselines", nargs="*", default=[], choices=["canny", "sobel"])
+    p.add_argument("--baselines", nargs="*", default=[], choices=["canny", "sobel", "shuffled"],
+                   help="shuffled: control, each photo gets the next photo's GMAE map")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
     p.set_defaults(func=cmd_edges)
 
@@ -216,7 +217,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rho = result["spearman_size_vs_depth"]["scale_gmean"]
     print(
         f"Spearman(scale, depth): pooled {rho['pooled']:.3f}, per image {rho['per_image_mean']:.3f}"
-        f"; hf_ratio {result['hf_ratio']['pooled']:.3f}  -> {args.json}"
+        f"; hf_ratio {result['hf_ratio']['pooled']:.3f}; depth-order agreement between "
+        f"images {result['layout']['depth_order_agreement']:.3f}  -> {args.json}"
     )
     return 0
 

@@ -11,6 +11,8 @@ import numpy as np
 from gmae import io as gio
 from gmae.zeroshot.common import Photo, save_gray16, save_png, size_batches
 
+SHUFFLED = "shuffled"  # edge control: another photo's GMAE map (see write_edges)
+
 
 def edge_maps(
     model,
@@ -23,7 +25,8 @@ def edge_maps(
 ) -> Iterator[tuple[Photo, dict[str, np.ndarray]]]:
     """(photo, {method: boundary map in [0, 1] at the photo's size}) for every photo.
 
-    Methods: ``gmae_L{L}`` per L, ``gmae_combined`` and each baseline name.
+    Methods: ``gmae_L{L}`` per L, ``gmae_combined`` and each photo-based baseline name
+    (``shuffled`` needs every photo's map first: ``write_edges`` adds it).
     """
     import torch
     from tqdm import tqdm
@@ -42,7 +45,8 @@ def edge_maps(
                 maps = {f"gmae_L{L}": e[i].cpu().numpy() for L, e in per_l.items()}
                 maps["gmae_combined"] = combined[i].cpu().numpy()
                 for name in baselines:
-                    maps[name] = baseline_edges(name, photo.pixels)
+                    if name != SHUFFLED:
+                        maps[name] = baseline_edges(name, photo.pixels)
                 yield photo, maps
             bar.update(len(batch))
     finally:
@@ -59,13 +63,31 @@ def write_edges(
     batch_size: int = 4,
     progress: bool = False,
 ) -> list[Path]:
-    """Write OUT/<method>/<photo>.png (16-bit) for every method; returns the method folders."""
+    """Write OUT/<method>/<photo>.png (16-bit) for every method; returns the method folders.
+
+    Baseline ``shuffled`` (a control): each photo gets the GMAE combined map of the next photo
+    (wrapping around), resized to its size. A map that ignores the image scores the same matched
+    or shuffled, so the gap between ``gmae_combined`` and ``shuffled`` is what the edges owe to
+    the photo itself.
+    """
     out = Path(out)
     dirs: set[Path] = set()
+    combined: list[np.ndarray] = []
     for photo, maps in edge_maps(model, photos, layers, rule, baselines, batch_size, progress):
         for method, m in maps.items():
             save_gray16(out / method / f"{photo.name}.png", m)
             dirs.add(out / method)
+        if SHUFFLED in baselines:
+            combined.append(maps["gmae_combined"].astype(np.float32))
+    if SHUFFLED in baselines:
+        from PIL import Image
+
+        for i, photo in enumerate(photos):
+            other = Image.fromarray(combined[(i + 1) % len(photos)])  # float32: mode "F"
+            h, w = photo.size
+            resized = np.asarray(other.resize((w, h), Image.Resampling.BILINEAR))
+            save_gray16(out / SHUFFLED / f"{photo.name}.png", resized)
+        dirs.add(out / SHUFFLED)
     gio.write_json(
         out / "settings.json",
         {"layers": list(layers), "rule": rule, "baselines": list(baselines),

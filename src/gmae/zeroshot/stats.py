@@ -14,6 +14,14 @@
 
 Only Gaussians the renderer would draw count: opacity >= 1/255 and centre inside the image
 (for hf_ratio).
+
+3. Image dependence of the layout [our diagnostic, not a paper claim]: Gaussian i comes from
+   decoder query i, so the same index can be compared across images. ``depth_order_agreement``:
+   the mean over image pairs of the Spearman correlation between their per-index camera depths
+   (1: every image gets the same depth order, so its layers and layer edges cannot depend on
+   the image; 0: unrelated orders). ``centre_px``: the std of a Gaussian's 2-D centre across
+   images vs the std of the centres within an image (pixels of the model's input; both
+   averaged over x and y), and the same for camera depth (``depth``). All k Gaussians count.
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ class GaussianStats:
         self._at_centres: list[np.ndarray] = []
         self._grad_mean: list[float] = []
         self._grad_pixels: list[int] = []
+        self._depth_all: list[np.ndarray] = []  # [k] per image, every Gaussian, index order
+        self._centres_all: list[np.ndarray] = []  # [k, 2]
 
     def add(self, model, imgs, g) -> None:
         """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
@@ -83,6 +93,8 @@ class GaussianStats:
         grad = gradient_magnitude(imgs.permute(0, 2, 3, 1).float().cpu().numpy())
         centres = proj.means2d.cpu().numpy()
         for i in range(depth.shape[0]):
+            self._depth_all.append(depth[i])
+            self._centres_all.append(centres[i])
             keep = alive[i] & np.isfinite(sizes["screen_size"][i])
             self._depth.append(depth[i][keep])
             for k in SIZES:
@@ -123,7 +135,39 @@ class GaussianStats:
                 "per_image_mean": _nanmean(ratios),
                 "per_image_std": _nanstd(ratios),
             },
+            "layout": layout_dependence(np.stack(self._depth_all), np.stack(self._centres_all)),
         }
+
+
+def layout_dependence(depth: np.ndarray, centres: np.ndarray) -> dict:
+    """How much the Gaussians' layout depends on the image (module docstring, item 3).
+
+    depth [N, k] camera depths, centres [N, k, 2] screen centres, Gaussian index = query index.
+    """
+    from scipy.stats import rankdata
+
+    n = depth.shape[0]
+    agreement = float("nan")
+    if n >= 2:
+        r = rankdata(depth, axis=1)
+        r = r - r.mean(1, keepdims=True)
+        norm = np.linalg.norm(r, axis=1)
+        ok = norm > 0  # an image whose Gaussians all share one depth has no order
+        r = r[ok] / norm[ok, None]
+        if len(r) >= 2:
+            c = r @ r.T
+            agreement = float((c.sum() - np.trace(c)) / (len(r) * (len(r) - 1)))
+    return {
+        "depth_order_agreement": agreement,
+        "centre_px": {
+            "across_images": float(centres.std(0).mean()),
+            "within_image": float(centres.std(1).mean()),
+        },
+        "depth": {
+            "across_images": float(depth.std(0).mean()),
+            "within_image": float(depth.std(1).mean()),
+        },
+    }
 
 
 def _nanmean(a: np.ndarray) -> float:
