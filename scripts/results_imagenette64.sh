@@ -75,7 +75,7 @@ if want mae-pix; then
         --json "$OUT/recon_mae_pix.json"
 fi
 
-# Budget: the GMAE / MAE pair pretrained twice as long (20 epochs, 1,460 steps; about 2 h each
+# Budget: the GMAE / MAE pair pretrained twice as long (20 epochs, 1,460 steps; about 1.1 h each
 # with one thread while both run), published to checkpoints/*_e20 and evaluated like the
 # 10-epoch pair. A finished run (checkpoint-0020.pt present) is not touched again.
 for name in gmae mae; do
