@@ -40,15 +40,28 @@ encoder() {
     esac
 }
 
+# Frozen-encoder protocols for one row: frozen ROW CKPT-ARGS... writes knn_ROW / linprobe_ROW;
+# recon ROW CKPT-ARGS... writes recon_ROW (pixel models only).
+frozen() {
+    local row=$1
+    shift
+    "$GMAE" eval knn "$@" --data $DATA --img-size 64 "${lim[@]}" --json "$OUT/knn_$row.json"
+    "$GMAE" eval linprobe "$@" --data $DATA --img-size 64 "${lim[@]}" \
+        --json "$OUT/linprobe_$row.json"
+}
+recon() {
+    local row=$1
+    shift
+    "$GMAE" eval recon "$@" --data $DATA --img-size 64 --num-images 1000 \
+        --json "$OUT/recon_$row.json"
+}
+
 for name in gmae mae random lmim; do
     want $name || continue
     encoder $name
-    "$GMAE" eval knn "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" --json "$OUT/knn_$name.json"
-    "$GMAE" eval linprobe "${ck[@]}" --data $DATA --img-size 64 "${lim[@]}" \
-        --json "$OUT/linprobe_$name.json"
+    frozen $name "${ck[@]}"
     if [ $name = gmae ] || [ $name = mae ]; then  # pixel reconstructions
-        "$GMAE" eval recon "${ck[@]}" --data $DATA --img-size 64 --num-images 1000 \
-            --json "$OUT/recon_$name.json"
+        recon $name "${ck[@]}"
     fi
 done
 
@@ -67,12 +80,8 @@ if want mae-pix; then
     RUN=${RUNS:-runs}/mae_tiny_imagenette64_pix
     "$GMAE" pretrain --config mae_tiny_imagenette64 --set model.norm_pix_loss=false \
         --out "$RUN" --resume
-    "$GMAE" eval knn --ckpt "$RUN/last.pt" --data $DATA --img-size 64 "${lim[@]}" \
-        --json "$OUT/knn_mae_pix.json"
-    "$GMAE" eval linprobe --ckpt "$RUN/last.pt" --data $DATA --img-size 64 "${lim[@]}" \
-        --json "$OUT/linprobe_mae_pix.json"
-    "$GMAE" eval recon --ckpt "$RUN/last.pt" --data $DATA --img-size 64 --num-images 1000 \
-        --json "$OUT/recon_mae_pix.json"
+    frozen mae_pix --ckpt "$RUN/last.pt"
+    recon mae_pix --ckpt "$RUN/last.pt"
 fi
 
 # Budget: the GMAE / MAE pair pretrained twice as long (20 epochs, 1,460 steps; about 1.1 h each
@@ -89,12 +98,8 @@ for name in gmae mae; do
         .venv/bin/python scripts/publish_checkpoint.py "$RUN" --command \
             "gmae pretrain --config ${name}_tiny_imagenette64 --set optim.epochs=20 --out $RUN"
     fi
-    "$GMAE" eval knn --ckpt "$CK" --data $DATA --img-size 64 "${lim[@]}" \
-        --json "$OUT/knn_${name}_e20.json"
-    "$GMAE" eval linprobe --ckpt "$CK" --data $DATA --img-size 64 "${lim[@]}" \
-        --json "$OUT/linprobe_${name}_e20.json"
-    "$GMAE" eval recon --ckpt "$CK" --data $DATA --img-size 64 --num-images 1000 \
-        --json "$OUT/recon_${name}_e20.json"
+    frozen ${name}_e20 --ckpt "$CK"
+    recon ${name}_e20 --ckpt "$CK"
 done
 
 # Zero-shot (GMAE), parts edges figure-ground stats (zeroshot = all three): BSDS500 val edges

@@ -55,8 +55,8 @@ def eval_table(d: Path) -> list[str]:
 
 def boundary_table(d: Path) -> list[str]:
     lines = ["| edges | ODS | OIS | AP |", "|---|---|---|---|"]
-    methods = ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined", "canny", "sobel")
-    for method in (*methods, "shuffled"):
+    methods = ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined")
+    for method in (*methods, "canny", "sobel", "shuffled"):
         r = load(d / f"boundaries_{method}.json")
         if r:
             lines.append(f"| {method} | {r['ods']:.3f} | {r['ois']:.3f} | {r['ap']:.3f} |")
