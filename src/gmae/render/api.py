@@ -86,7 +86,9 @@ def render(
         return_depth: also composite the expected depth map.
 
     Inputs are cast to float32 (float64 stays float64 on the PyTorch backends) with autocast
-    disabled, so this is safe to call inside mixed-precision training.
+    disabled, so this is safe to call inside mixed-precision training. A Gaussian with any
+    non-finite (NaN or inf) parameter is dropped as if ``keep`` excluded it: it adds nothing to
+    the image, alpha or depth, its radii are 0 and its gradients are 0.
     """
     B, K, C, dtype, device = _validate(means, scales, quats, colors, opacities, camera, keep)
     if mode not in RENDER_MODES:
@@ -103,8 +105,8 @@ def render(
     bg = _background(background, B, C, device, dtype)
 
     with _no_autocast(device):
-        means, scales, quats, colors, opacities = (
-            t.to(dtype) for t in (means, scales, quats, colors, opacities)
+        means, scales, quats, colors, opacities = _drop_nonfinite(
+            *(t.to(dtype) for t in (means, scales, quats, colors, opacities))
         )
         chosen = _choose_backend(
             backend, device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
@@ -283,6 +285,29 @@ def _validate(means, scales, quats, colors, opacities, camera, keep):
     camera._check_batch(B)
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in named.values()) else None
     return B, K, colors.shape[-1], dtype or torch.float32, means.device
+
+
+def _drop_nonfinite(means, scales, quats, colors, opacities):
+    """The non-finite contract: a Gaussian with any NaN or inf parameter (mean, scale, rotation,
+    colour or opacity) is dropped, exactly as if ``keep`` excluded it: it adds nothing to image,
+    alpha or depth, its radii are 0 and it gets no gradient. Its values are replaced by harmless
+    ones (opacity 0, which culls it) so no backend ever sees a NaN. No host sync."""
+    ok = (
+        means.isfinite().all(-1)
+        & scales.isfinite().all(-1)
+        & quats.isfinite().all(-1)
+        & colors.isfinite().all(-1)
+        & opacities.isfinite()
+    )
+    okv = ok[..., None]
+    identity = quats.new_tensor([1.0, 0.0, 0.0, 0.0])
+    return (
+        torch.where(okv, means, 0.0),
+        torch.where(okv, scales, 1.0),
+        torch.where(okv, quats, identity),
+        torch.where(okv, colors, 0.0),
+        torch.where(ok, opacities, 0.0),
+    )
 
 
 def _background(background, B: int, C: int, device, dtype) -> Tensor:
