@@ -89,13 +89,34 @@ def test_prepare_is_idempotent(tmp_data_dir, monkeypatch, capsys):
     assert (marker.stat().st_mtime_ns, target.stat().st_ino) == stamp
 
 
-def test_prepare_replaces_an_incomplete_copy(tmp_data_dir):
-    stale = tmp_data_dir / ARCHIVES[SMALL].top
-    stale.mkdir(parents=True)
-    (stale / "half-written.jpg").write_bytes(b"\xff\xd8")
-    target = prepare(SMALL)
-    assert not (target / "half-written.jpg").exists()
-    assert (target / ".gmae-complete").is_file()
+def test_prepare_never_deletes_a_directory_it_did_not_write(tmp_data_dir, capsys):
+    mine = tmp_data_dir / ARCHIVES[SMALL].top
+    mine.mkdir(parents=True)
+    (mine / "half-written.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(GmaeError, match="exists but is not a complete gmae extraction"):
+        prepare(SMALL)
+    assert main(["data", "prepare", SMALL, "--data-dir", str(tmp_data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(mine) in err
+    assert (mine / "half-written.jpg").read_bytes() == b"\xff\xd8"  # untouched
+    assert not (mine / ".gmae-complete").exists() and _leftovers(tmp_data_dir) == [mine.name]
+    (mine / "half-written.jpg").unlink()
+    mine.rmdir()  # the user moves it away: prepare works again
+    assert (prepare(SMALL) / ".gmae-complete").is_file()
+
+
+def test_prepare_removes_its_own_stale_temp_dirs_only(tmp_data_dir):
+    top = ARCHIVES[SMALL].top
+    tmp_data_dir.mkdir(parents=True)
+    ours = tmp_data_dir / f".{top}-abcd1234"  # what a killed prepare leaves
+    (ours / top).mkdir(parents=True)
+    (ours / ".gmae-partial").write_text("123\n")
+    theirs = tmp_data_dir / f".{top}-wxyz6789"  # same name pattern, no marker: not ours
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("keep")
+    prepare(SMALL)
+    assert not ours.exists()
+    assert (theirs / "keep.txt").read_text() == "keep"
 
 
 def test_concurrent_prepare_extracts_once(tmp_data_dir, monkeypatch):

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_outputs(args)  # --out / --json: a wrong path is found before any long work
         return int(args.func(args) or 0)
     except GmaeError as exc:
         print(f"gmae: error: {exc}", file=sys.stderr)
@@ -53,6 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gmae: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+
+    from gmae.io import check_outputs
+
+    # Past a file-size limit (ulimit -f), fail the write with EFBIG and a clear error instead
+    # of being killed by SIGXFSZ mid-checkpoint.
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    check_outputs(args)
 
 
 def command_group(

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -47,6 +48,7 @@ ARCHIVES: dict[str, Archive] = {
 }
 
 _DONE_MARKER = ".gmae-complete"  # written last inside an extracted data set
+_PARTIAL_MARKER = ".gmae-partial"  # written first inside our temporary extraction directory
 
 
 def shared_data_root() -> Path:
@@ -201,9 +203,17 @@ def prepare(
     with _lock(root / f".{arc.top}.lock"):
         if (target / _DONE_MARKER).is_file():  # another process finished while we waited
             return target
+        if target.exists() or target.is_symlink():
+            # Not ours (or not complete): never delete what gmae did not write.
+            raise GmaeError(
+                f"{target} exists but is not a complete gmae extraction (no {_DONE_MARKER}): "
+                f"move it away or delete it, then run gmae data prepare {name} again"
+            )
+        _remove_stale_extractions(root, arc.top)
         path = verify(name, shared)
         tmp = Path(tempfile.mkdtemp(prefix=f".{arc.top}-", dir=root))
         try:
+            (tmp / _PARTIAL_MARKER).write_text(f"{os.getpid()}\n")
             try:
                 _extract(path, tmp, f"extract {name}", progress)
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
@@ -212,12 +222,27 @@ def prepare(
             if not extracted.is_dir():
                 raise GmaeError(f"{path} does not contain the expected directory {arc.top}/")
             (extracted / _DONE_MARKER).write_text(f"{arc.filename}\n")
-            if target.exists():  # a stale, incomplete copy (no marker): replace it
-                shutil.rmtree(target)
             os.replace(extracted, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _remove_stale_extractions(root: Path, top: str) -> None:
+    """Delete temporary extraction directories that a killed ``prepare`` left behind.
+
+    Only gmae's own: ``.TOP-XXXXXXXX`` directories (``mkdtemp``'s name) holding the marker we
+    write first. Called under the data set's lock, so no live ``prepare`` is using them.
+    """
+    pattern = re.compile(rf"^\.{re.escape(top)}-[a-z0-9_]{{8}}$")
+    for entry in root.iterdir():
+        if (
+            pattern.match(entry.name)
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and (entry / _PARTIAL_MARKER).is_file()
+        ):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def dataset_root(name: str, data_root: str | os.PathLike | None = None) -> Path:

@@ -29,12 +29,31 @@ class UnreadableImageWarning(UserWarning):
     """A data set skipped one or more files that could not be decoded."""
 
 
+# 16-bit (and 32-bit integer) grayscale modes: PIL's convert("RGB") clips them at 255 (a
+# 16-bit PNG comes out almost white), so they are scaled to 8 bits first.
+_WIDE_GRAY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in _WIDE_GRAY:
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = _WIDE_GRAY[img.mode]
+        if img.mode == "I" and arr.size and arr.max() > top:  # a true 32-bit image
+            top = 2**32 - 1 if arr.min() >= 0 else 2**31 - 1
+        arr = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
 def _open_rgb(path: str | os.PathLike) -> Image.Image:
     # Open from a file object we close ourselves (PIL keeps lazy files open otherwise);
     # convert() forces the full decode, so truncation is detected here and not later.
     with open(path, "rb") as f:
         img = Image.open(f)
-        return img.convert("RGB")
+        img.load()
+        return _to_rgb(img)
 
 
 def _reason(exc: BaseException) -> str:

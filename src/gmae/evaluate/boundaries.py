@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -510,6 +511,37 @@ def _evaluate_one(job: tuple) -> tuple[str, np.ndarray]:
     return name, image_counts(pb, gts, thresholds, max_dist, thin, matcher)
 
 
+def die_with_parent(parent: int) -> None:
+    """Worker-process initializer: exit as soon as ``parent`` (the pool's owner) is gone.
+
+    On Linux the kernel delivers SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); elsewhere a
+    daemon thread polls the parent id. Without this, killing the owner leaves the workers (and
+    multiprocessing's resource tracker, which waits for them) orphaned and asleep forever.
+    """
+    import signal
+    import threading
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="gmae-parent-watch", daemon=True).start()
+
+
 def default_workers() -> int:
     """The CPUs this process may run on."""
     try:
@@ -562,9 +594,15 @@ def evaluate_boundaries(
             import multiprocessing as mp
             from concurrent.futures.process import BrokenProcessPool
 
-            # spawn: safe even if the parent holds threads (torch, BLAS); costs ~1 s per worker
+            # spawn: safe even if the parent holds threads (torch, BLAS); costs ~1 s per worker.
+            # Workers die with this process (SIGTERM, SIGKILL), so none is left behind.
             try:
-                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                with ProcessPoolExecutor(
+                    workers,
+                    mp_context=mp.get_context("spawn"),
+                    initializer=die_with_parent,
+                    initargs=(os.getpid(),),
+                ) as pool:
                     for name, c in pool.map(_evaluate_one, jobs, chunksize=1):
                         counts[name] = c
                         bar.update()

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from gmae.errors import GmaeError
-from gmae.train.checkpoint import load_state
+from gmae.train.checkpoint import check_shapes, load_state
 
 FORMAT = "gmae.checkpoint"
 FORMAT_VERSION = "1"
@@ -93,7 +93,7 @@ def save_compact(
     source: str = "",
 ) -> Path:
     """Write ``model``'s weights and its ``Config`` to ``path`` (``.safetensors``), atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from gmae import __version__
     from gmae import io as gio
@@ -116,8 +116,12 @@ def save_compact(
         "dtype": "float16" if fp16 else "float32",
         "source": source,
     }
-    with gio.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    # Serialised in memory and written by gmae's atomic writer: safetensors' own save_file
+    # leaves a hidden .tmpXXXXXX file behind when killed mid-write.
+    try:
+        gio.write_bytes(path, save(tensors, metadata=metadata))
+    except OSError as exc:
+        raise GmaeError(f"cannot write {path}: {gio.describe_os_error(exc)}") from exc
     return path
 
 
@@ -135,6 +139,22 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     except (SafetensorError, OSError, ValueError) as exc:
         raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
     return tensors, metadata
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """``(shapes, metadata)`` of a safetensors file: the header only, no tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
+    return shapes, metadata
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -188,14 +208,18 @@ def _build_from_config(cfg: Any, img_size: int | None) -> nn.Module:
 
     kwargs = model_kwargs(cfg)
     if img_size is not None:
+        from gmae.train.config import check_model
+
+        check_model(cfg.model, img_size)
         kwargs["img_size"] = img_size
     return create_model(**kwargs)
 
 
 def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
+    from gmae.train.checkpoint import check_metadata
     from gmae.train.config import config_from_dict
 
-    tensors, meta = read_safetensors(path)
+    shapes, meta = read_header(path)
     if meta.get("format") != FORMAT:
         if "timm_model" in meta:
             raise GmaeError(
@@ -212,7 +236,11 @@ def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
         raw = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise GmaeError(f"{path} has no readable config in its metadata") from exc
+    if not isinstance(raw, dict):
+        raise GmaeError(f"{path}: the config in its metadata is not a mapping")
     cfg = config_from_dict(raw)
+    check_metadata(cfg, shapes, path)  # before anything is allocated
+    tensors, _ = read_safetensors(path)
     model = _build_from_config(cfg, img_size)
     load_state(
         model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, path
@@ -225,12 +253,15 @@ def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
 def _load_training(
     path: Path, img_size: int | None, map_location: Any = "cpu", ckpt: dict | None = None
 ) -> LoadedModel:
-    from gmae.train.checkpoint import load_checkpoint
+    from gmae.train.checkpoint import check_metadata, load_checkpoint
     from gmae.train.config import config_from_dict
 
     if ckpt is None:
         ckpt = load_checkpoint(path, map_location=map_location)
+    if not isinstance(ckpt["model"], dict):
+        raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
     cfg = config_from_dict(ckpt["config"])
+    check_metadata(cfg, ckpt["model"], path)  # before anything is allocated
     model = _build_from_config(cfg, img_size)
     load_state(model, ckpt["model"], path)
     info = {"epoch": ckpt.get("epoch"), "step": ckpt.get("step")}
@@ -314,24 +345,26 @@ def load_mae_release(
         dec_depth = len(
             {m.group(1) for k in state if (m := re.match(r"decoder_blocks\.(\d+)\.", k))}
         )
-        model: nn.Module = MAE(
-            **common, decoder_dim=dec_dim, decoder_depth=dec_depth,
-            decoder_num_heads=decoder_num_heads, norm_pix_loss=False,
-        )  # fmt: skip
-    else:
-        model = MaskedImageModel(**common, mask_ratio=0.75, pixel_mean=None, pixel_std=None)
+        decoder = dict(
+            decoder_dim=dec_dim, decoder_depth=dec_depth, decoder_num_heads=decoder_num_heads
+        )
 
-    enc_keys = ("cls_token", "patch_embed.", "blocks.", "norm.")
-    mapped: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith(enc_keys):
-            mapped[f"encoder.{key}"] = value
-        elif (
-            has_decoder
-            and key.startswith(("decoder_", "mask_token"))
-            and key != "decoder_pos_embed"
-        ):
-            mapped[key] = value
+        def build() -> nn.Module:
+            return MAE(**common, **decoder, norm_pix_loss=False)
+    else:
+        decoder = {}
+
+        def build() -> nn.Module:
+            return MaskedImageModel(**common, mask_ratio=0.75, pixel_mean=None, pixel_std=None)
+
+    # The architecture read off the file must be sane and match the file's tensors exactly
+    # before the real model is allocated.
+    _check_release_sizes({**common, **decoder}, source)
+    mapped = _map_release_keys(state, has_decoder)
+    with torch.device("meta"):
+        expected = build().state_dict()
+    check_shapes(expected, mapped, source)
+    model = build()
     # Fixed sin-cos tables are recomputed; a learned table is loaded into the buffer.
     pos = state["pos_embed"].float()
     learned = not torch.allclose(pos, sincos_pos_embed_2d(embed_dim, grid), atol=1e-4)
@@ -346,6 +379,33 @@ def load_mae_release(
     return LoadedModel(
         model.eval(), "mae-release", source, "mae" if has_decoder else "vit", None, info
     )
+
+
+def _check_release_sizes(sizes: dict[str, Any], source: str) -> None:
+    from gmae.train.config import MODEL_INT_BOUNDS
+
+    for key, value in sizes.items():
+        if key in MODEL_INT_BOUNDS and isinstance(value, int):
+            lo, hi = MODEL_INT_BOUNDS[key]
+            if not lo <= value <= hi:
+                raise GmaeError(f"{source}: {key} {value} read off the weights is out of range")
+    if not 0 < sizes["mlp_ratio"] <= 64:
+        raise GmaeError(f"{source}: MLP ratio {sizes['mlp_ratio']} is out of range")
+
+
+def _map_release_keys(state: dict[str, torch.Tensor], has_decoder: bool) -> dict[str, Any]:
+    enc_keys = ("cls_token", "patch_embed.", "blocks.", "norm.")
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(enc_keys):
+            mapped[f"encoder.{key}"] = value
+        elif (
+            has_decoder
+            and key.startswith(("decoder_", "mask_token"))
+            and key != "decoder_pos_embed"
+        ):
+            mapped[key] = value
+    return mapped
 
 
 def random_like(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
@@ -403,7 +463,7 @@ def load_any(
     if path.suffix == ".safetensors":
         return _load_compact(path, img_size)
     obj = _torch_load(path)
-    if isinstance(obj, dict) and "config" in obj and "model" in obj:
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj:
         return _load_training(path, img_size, ckpt=obj)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if is_mae_release(state):

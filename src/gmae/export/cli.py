@@ -34,7 +34,7 @@ def register(subparsers, groups) -> None:
         help="timm pooling: cls token or mean of patch tokens (default token)",
     )
     p.add_argument("--img-size", type=int, help="export for this input size")
-    p.set_defaults(func=cmd_timm)
+    p.set_defaults(func=cmd_timm, out_kind="file")
 
     p = group.add_parser(
         "checkpoint",
@@ -46,7 +46,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--ckpt", required=True, help="training checkpoint (.pt)")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
     p.add_argument("--fp16", action="store_true", help="store floating-point weights as fp16")
-    p.set_defaults(func=cmd_checkpoint)
+    p.set_defaults(func=cmd_checkpoint, out_kind="file")
 
 
 def cmd_timm(args: argparse.Namespace) -> int:

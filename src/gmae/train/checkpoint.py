@@ -26,11 +26,23 @@ FORMAT = 1
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the old file intact."""
-    with gio.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the old file intact.
+
+    A failed write (disk full, file-size limit, I/O error) is a ``GmaeError`` saying so; the
+    temporary file is removed and the previous ``path`` (if any) is left as it was.
+    """
+    path = Path(path)
+    existed = path.exists()
+    try:
+        with gio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as exc:
+        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
+        raise GmaeError(
+            f"cannot save checkpoint {path}: {gio.describe_os_error(exc)} ({kept})"
+        ) from exc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -41,7 +53,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise GmaeError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("model"), dict)
+        or not isinstance(ckpt.get("config"), dict)
+    ):
         raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
     return ckpt
 
@@ -75,7 +91,75 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: 
         raise GmaeError(
             f"checkpoint {source} does not fit {type(module).__name__}: {'; '.join(problems)}"
         )
+    check_finite(state, source)
     module.load_state_dict(state)
+
+
+def check_finite(state: dict[str, torch.Tensor], source: Any) -> None:
+    """Refuse weights with NaN or inf values (a diverged or corrupted model scores garbage)."""
+    bad = [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor)
+        and (v.is_floating_point() or v.is_complex())
+        and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise GmaeError(
+            f"checkpoint {source} has non-finite (NaN or inf) weights in {len(bad)} tensor(s): "
+            f"{_few(bad)}"
+        )
+
+
+def check_metadata(cfg, tensors: dict[str, Any], source: Any) -> None:
+    """Check a file's stored model config against the tensors it actually holds, before the
+    model is built: the architecture the config describes is instantiated on the ``meta``
+    device (no memory) and its state dict must have exactly the file's keys and shapes.
+
+    ``tensors``: key -> tensor or shape (a safetensors header gives shapes without reading).
+    Sane bounds on the config itself are checked first (``config.check_model``), so a few-byte
+    file cannot ask for a ViT with a thousand blocks or a billion Gaussians.
+    """
+    from gmae.models import create_model
+    from gmae.train.config import check_model
+
+    check_model(cfg.model, cfg.data.img_size)
+    try:
+        with torch.device("meta"):
+            expected = create_model(**model_kwargs(cfg)).state_dict()
+    except GmaeError as exc:
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {first}") from exc
+
+    check_shapes(expected, tensors, source)
+
+
+def check_shapes(expected: dict[str, Any], tensors: dict[str, Any], source: Any) -> None:
+    """The file's tensors (or shapes) must be exactly the keys and shapes of ``expected`` (the
+    state dict of a model built on the ``meta`` device)."""
+
+    def shape(v: Any) -> tuple[int, ...]:
+        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
+
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    shapes = [
+        f"{k} {list(shape(tensors[k]))} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and shape(tensors[k]) != tuple(v.shape)
+    ]
+    problems = [
+        f"{what} {_few(keys)}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if keys
+    ]
+    if problems:
+        raise GmaeError(
+            f"checkpoint {source} does not fit the model it describes (its tensors do not match: "
+            f"{'; '.join(problems)})"
+        )
 
 
 def _few(items: list[str], n: int = 3) -> str:
@@ -121,11 +205,16 @@ def load_pretrained(path: str | os.PathLike, map_location: Any = "cpu"):
 
     ckpt = load_checkpoint(path, map_location=map_location)
     cfg = config_from_dict(ckpt["config"])
+    check_metadata(cfg, ckpt["model"], path)
     model = create_model(**model_kwargs(cfg))
     load_state(model, ckpt["model"], path)
     return model.eval(), cfg
 
 
 def model_kwargs(cfg) -> dict[str, Any]:
-    """``create_model`` arguments of a config: the model section plus the image size."""
+    """``create_model`` arguments of a config: the model section plus the image size (checked:
+    types from the model's signature, finite numbers, sane sizes)."""
+    from gmae.train.config import check_model
+
+    check_model(cfg.model, cfg.data.img_size)
     return {**cfg.model, "img_size": cfg.data.img_size}

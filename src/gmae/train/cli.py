@@ -45,6 +45,12 @@ def register(subparsers, groups) -> None:
         help="continue from PATH, or from OUT/last.pt if there is one (else start fresh)",
     )
     p.add_argument("--max-steps", type=int, help="stop (saving last.pt) after this many steps")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out that gmae did not create even if it holds files the run "
+        "replaces (config.yaml, metrics.jsonl, tb/, vis/, checkpoint-*.pt)",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     bench = command_group(subparsers, groups, "bench", "Speed and memory benchmarks")
@@ -75,22 +81,31 @@ def register(subparsers, groups) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from gmae.train.checkpoint import check_metadata, load_checkpoint, model_kwargs
     from gmae.train.config import apply_overrides, config_from_dict, load_config
-    from gmae.train.engine import LAST, pretrain
+    from gmae.train.engine import LAST, pretrain, resume_path
+    from gmae.train.outputs import check_run_dir
 
     if args.max_steps is not None and args.max_steps < 1:
         raise GmaeError("--max-steps must be at least 1")
+    # Everything a user can get wrong is checked here, before data or model are built.
     if args.config is not None:
         cfg = load_config(args.config, args.overrides)
     else:
         if args.resume is None:
             raise GmaeError("--config is required (unless resuming with --resume)")
-        from gmae.train.checkpoint import load_checkpoint
-
         path = args.out / LAST if args.resume is True else Path(args.resume)
-        raw = load_checkpoint(path)["config"]
-        cfg = config_from_dict(apply_overrides(raw, args.overrides))
-    summary = pretrain(cfg, args.out, resume=args.resume, max_steps=args.max_steps)
+        ckpt = load_checkpoint(path)
+        # The stored config is untrusted: check it against the checkpoint's own tensors.
+        check_metadata(config_from_dict(ckpt["config"]), ckpt["model"], path)
+        cfg = config_from_dict(apply_overrides(ckpt["config"], args.overrides))
+        del ckpt
+    model_kwargs(cfg)  # the model section against the model's signature and sane bounds
+    resume_path(args.out, args.resume)
+    check_run_dir(args.out, args.force)
+    summary = pretrain(
+        cfg, args.out, resume=args.resume, max_steps=args.max_steps, force=args.force
+    )
     if summary["interrupted"]:
         return 3  # stopped early by SIGTERM / SIGUSR1 / Ctrl-C, last.pt saved: resume later
     if summary["rank"] == 0:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
 import re
 import types
 import typing
@@ -74,6 +76,26 @@ class Config:
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "run": RunConfig}
 # gmae.models.MODELS, spelled out so that reading a config does not import torch.
 MODEL_NAMES = ("mae", "gmae", "latent_mim")
+INT_LIMIT = 2**63 - 1  # any int key (larger ones overflow torch / numpy)
+SEED_MAX = 2**31 - 1  # numpy seeds must fit 32 bits (seed + rank, seed + epoch)
+# Sane bounds on the model sizes a config (or a checkpoint's stored config) may ask for: far
+# above any ViT in use, far below what would exhaust memory while building the model.
+MODEL_INT_BOUNDS = {
+    "img_size": (1, 4096),
+    "patch_size": (1, 1024),
+    "in_chans": (1, 64),
+    "embed_dim": (1, 16384),
+    "depth": (0, 256),
+    "num_heads": (1, 1024),
+    "decoder_dim": (1, 16384),
+    "decoder_depth": (0, 256),
+    "decoder_num_heads": (1, 1024),
+    "num_gaussians": (1, 65536),
+    "proj_hidden_dim": (1, 65536),
+    "proj_depth": (0, 64),
+}
+MODEL_INT_DEFAULT_BOUNDS = (-(2**31), 2**31 - 1)  # other int model arguments
+MAX_PATCHES = 65536  # (img_size / patch_size)^2
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -126,9 +148,23 @@ def load_config(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) 
 
     path = resolve_config_path(name_or_path)
     try:
-        raw = _yaml_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GmaeError(f"config file {path} is not a text (UTF-8) YAML file") from exc
+    except OSError as exc:
+        raise GmaeError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if "\x00" in text:
+        raise GmaeError(f"config file {path} is not a text YAML file (it contains NUL bytes)")
+    try:
+        raw = _yaml_load(text)
     except yaml.YAMLError as exc:
-        raise GmaeError(f"{path} is not valid YAML: {exc}") from exc
+        first = " ".join(str(exc).split())
+        raise GmaeError(f"{path} is not valid YAML: {first}") from exc
+    if raw is None or raw == {}:
+        raise GmaeError(
+            f"config file {path} is empty: give at least the model section (or use a preset: "
+            f"{', '.join(preset_names())})"
+        )
     if not isinstance(raw, dict):
         raise GmaeError(f"{path}: expected a mapping of sections (model, data, optim, run)")
     apply_overrides(raw, overrides)
@@ -227,7 +263,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise GmaeError(
             f"config key {key!r} expects {tp.__name__}, got {value!r} ({type(value).__name__})"
         )
-    return float(value) if tp is float else value
+    if tp is float:
+        if not math.isfinite(float(value)):
+            raise GmaeError(f"config key {key!r} must be a finite number, got {value!r}")
+        return float(value)
+    if tp is int and not -INT_LIMIT <= value <= INT_LIMIT:
+        raise GmaeError(f"config key {key!r} is out of range, got {value!r}")
+    return value
 
 
 def validate(cfg: Config) -> None:
@@ -263,11 +305,122 @@ def validate(cfg: Config) -> None:
         raise GmaeError("config key 'optim.effective_batch' must be positive")
     if cfg.optim.clip_grad is not None and cfg.optim.clip_grad <= 0:
         raise GmaeError("config key 'optim.clip_grad' must be positive (or null for no clipping)")
+    if cfg.run.seed > SEED_MAX:
+        raise GmaeError(f"config key 'run.seed' must be at most {SEED_MAX}, got {cfg.run.seed}")
+    if cfg.data.img_size > MODEL_INT_BOUNDS["img_size"][1]:
+        raise GmaeError(
+            f"config key 'data.img_size' must be at most {MODEL_INT_BOUNDS['img_size'][1]}, "
+            f"got {cfg.data.img_size}"
+        )
+    if not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise GmaeError(
+            f"config key 'optim.betas' must both be in [0, 1), got {list(cfg.optim.betas)}"
+        )
     lo, hi = cfg.data.scale
     if not 0 < lo <= hi <= 1:
         raise GmaeError(f"config key 'data.scale' must satisfy 0 < min <= max <= 1, got {lo, hi}")
     if "img_size" in cfg.model and cfg.model["img_size"] != cfg.data.img_size:
         raise GmaeError("config key 'model.img_size' differs from data.img_size: set data.img_size")
+
+
+# --- the model section -------------------------------------------------------------------
+
+
+def check_model(model: dict[str, Any], img_size: int) -> None:
+    """Check the ``model`` section against the model's constructor before anything is built.
+
+    Keys must be arguments of the model's ``__init__`` (or ``encoder``, a preset name); values
+    must have the annotated type (ints for ints, finite numbers for floats, strings, bools,
+    lists of numbers); sizes must be within ``MODEL_INT_BOUNDS``. The constructor's signature
+    is read at run time, so new model arguments are checked without being listed here. Imports
+    the models (torch) on first use.
+    """
+    from gmae.models import MODELS
+
+    name = model.get("name")
+    if name not in MODELS:
+        raise GmaeError(f"config key 'model.name' must be one of {', '.join(MODELS)}, got {name!r}")
+    cls = MODELS[name]
+    params = inspect.signature(cls).parameters
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: check names only
+        hints = {}
+    for key, value in model.items():
+        if key == "name":
+            continue
+        where = f"model.{key}"
+        if key == "encoder":
+            if not isinstance(value, str):
+                raise GmaeError(f"config key {where!r} expects a preset name (str), got {value!r}")
+            continue
+        if key not in params:
+            raise GmaeError(_unknown_key(where, [f"model.{p}" for p in params if p != "self"]))
+        if key in hints and not _matches(value, hints[key]):
+            raise GmaeError(
+                f"config key {where!r} expects {_type_name(hints[key])}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        _check_numbers(value, where)
+        if isinstance(value, int) and not isinstance(value, bool):
+            lo, hi = MODEL_INT_BOUNDS.get(key, MODEL_INT_DEFAULT_BOUNDS)
+            if not lo <= value <= hi:
+                raise GmaeError(f"config key {where!r} must be between {lo} and {hi}, got {value}")
+    lo, hi = MODEL_INT_BOUNDS["img_size"]
+    if not isinstance(img_size, int) or not lo <= img_size <= hi:
+        raise GmaeError(f"config key 'data.img_size' must be between {lo} and {hi}, got {img_size}")
+    patch = model.get("patch_size", params["patch_size"].default if "patch_size" in params else 16)
+    if isinstance(patch, int) and patch > 0 and (img_size // patch) ** 2 > MAX_PATCHES:
+        raise GmaeError(
+            f"data.img_size {img_size} / model.patch_size {patch} gives more than {MAX_PATCHES} "
+            "patches"
+        )
+
+
+def _check_numbers(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise GmaeError(f"config key {where!r} must be a finite number, got {value!r}")
+    if isinstance(value, list | tuple):
+        for v in value:
+            _check_numbers(v, where)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether ``value`` (from YAML or JSON) fits the annotation ``tp``; unknown types pass."""
+    import collections.abc
+
+    if tp is Any or tp is inspect.Parameter.empty:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return all(_matches(v, inner) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    name = getattr(tp, "__name__", None)
+    if name and not typing.get_args(tp):
+        return name
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
 
 
 # --- saving ---------------------------------------------------------------------------------

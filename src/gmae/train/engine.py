@@ -34,7 +34,7 @@ from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
 from gmae.train.config import Config, config_to_dict, save_config
 from gmae.train.optim import build_optimizer, lr_at, set_lr
-from gmae.train.outputs import RunLog, recon_grid, save_png
+from gmae.train.outputs import RunLog, check_run_dir, claim_run_dir, recon_grid, save_png
 from gmae.train.sampling import ResumableSampler, SeededSamples, seed_worker
 
 LAST = "last.pt"
@@ -131,26 +131,31 @@ def pretrain(
     out_dir: str | Path,
     resume: bool | str | Path | None = None,
     max_steps: int | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train; write config, metrics, TensorBoard, pictures and checkpoints under ``out_dir``.
 
     ``resume``: None/False starts fresh (an existing ``last.pt`` is an error), True continues
     from ``out_dir/last.pt`` if there is one, a path continues from that checkpoint.
     ``max_steps`` stops (with ``last.pt`` saved) once that many optimizer steps are done.
+    ``force``: also write into a directory gmae did not create that holds files the run would
+    replace (config.yaml, metrics.jsonl, ...); without it that is an error.
     Returns a summary dict.
     """
     dist = distributed.init(cfg.run.device)
     try:
         with ExitStack() as cleanup:
-            return _pretrain(cfg, Path(out_dir), resume, max_steps, dist, cleanup)
+            return _pretrain(cfg, Path(out_dir), resume, max_steps, dist, cleanup, force)
     finally:
         distributed.cleanup()
 
 
-def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack) -> dict[str, Any]:
+def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force=False) -> dict:
     o, r = cfg.optim, cfg.run
     device = dist.device
     ckpt_path = resume_path(out, resume)
+    if dist.is_main:  # --out must be a run directory or hold nothing the run would replace
+        check_run_dir(out, force)
     ckpt = ckpt_io.load_checkpoint(ckpt_path) if ckpt_path else None
     if ckpt is not None:
         ckpt_io.check_compatible(ckpt["config"], config_to_dict(cfg), ckpt_path)
@@ -270,7 +275,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack) -> di
 
     # Outputs (rank 0): resolved config, metrics, TensorBoard, progress bar, picture batch.
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_run_dir(out, force)  # create, mark as a run, delete stale temp files of ours
         save_config(cfg, out / "config.yaml")
     log = cleanup.enter_context(RunLog(out, step, total_steps, dist.is_main))
     signals = cleanup.enter_context(StopSignals())

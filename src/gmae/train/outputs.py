@@ -13,8 +13,43 @@ from pathlib import Path
 import torch
 
 from gmae import io as gio
+from gmae.errors import GmaeError
 
 METRICS = "metrics.jsonl"
+RUN_MARKER = ".gmae-run"  # written into every run directory gmae pretrain creates or adopts
+# What a run writes into its directory: a fresh run refuses to replace any of them in a
+# directory gmae did not create (no RUN_MARKER, no last.pt), unless forced.
+RUN_FILES = ("config.yaml", METRICS, "last.pt", "tb", "vis")
+_CHECKPOINT = "checkpoint-*.pt"
+
+
+def check_run_dir(out: Path, force: bool = False) -> None:
+    """Refuse (one line, naming the path) to write a run into a directory that gmae did not
+    create and that holds files the run would replace: ``config.yaml``, ``metrics.jsonl``,
+    ``tb/``, ``vis/``, ``checkpoint-*.pt``. Other files in it are never touched. ``force``:
+    replace them anyway. Also refuses an ``out`` that is a file or cannot be written."""
+    gio.check_output_dir(out, "--out")
+    if not out.is_dir() or force or (out / RUN_MARKER).is_file() or (out / "last.pt").is_file():
+        return
+    clash = [out / n for n in RUN_FILES if (out / n).exists() or (out / n).is_symlink()]
+    clash += sorted(out.glob(_CHECKPOINT))
+    if clash:
+        raise GmaeError(
+            f"--out {out} is not a gmae run directory and already holds {clash[0]}, which the run "
+            "would replace: choose another --out (or pass --force to replace it)"
+        )
+
+
+def claim_run_dir(out: Path, force: bool = False) -> None:
+    """Create the run directory (checked by ``check_run_dir``), mark it as a gmae run, and
+    delete the temporary files a killed earlier run left in it (only gmae's own)."""
+    check_run_dir(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / RUN_MARKER
+    if not marker.is_file():
+        gio.write_text(marker, "a gmae pretrain run directory\n")
+    for folder in (out, out / "vis"):
+        gio.remove_stale_temps(folder)
 
 
 class RunLog:
@@ -43,7 +78,7 @@ class RunLog:
     def metrics(self, row: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(row) + "\n")
+        self.file.write(gio.dumps(row) + "\n")  # NaN / inf -> null: always valid JSON
         self.file.flush()
         for key, value in row.items():
             if key not in ("step", "epoch") and isinstance(value, int | float):

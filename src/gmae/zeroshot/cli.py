@@ -110,7 +110,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--out", required=True, type=Path, help="output .ply")
     p.add_argument("--frame", default="pinhole", choices=["pinhole", "gmae"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.set_defaults(func=cmd_export_gaussians)
+    p.set_defaults(func=cmd_export_gaussians, out_kind="file")
 
 
 # --- helpers ----------------------------------------------------------------------------------
