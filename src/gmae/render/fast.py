@@ -27,6 +27,7 @@ Memory is O(B H W F + intersections), independent of K x H x W.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gmae.errors import GmaeError
 from gmae.render.projection import Projection, project_tensors
 
 DEFAULT_GROUP_PIXELS = 1 << 15  # pixels per work unit of one worker thread
@@ -86,22 +88,18 @@ class _Tiles:
         return self.tile * self.tile
 
 
-@torch.no_grad()
-def build_tiles(
-    proj: Projection,
-    height: int,
-    width: int,
-    tile: int = 8,
-    group_tiles: int = 0,
-    alpha_threshold: float = 1.0 / 255.0,
-) -> _Tiles:
-    """List, for every tile of every image, the Gaussians whose box touches it, nearest first.
+def _take(t: Tensor, idx: Tensor) -> Tensor:
+    # 1-D index_select: advanced indexing is not vectorised on CPU and was 70 % of tiling.
+    return t.reshape(-1).index_select(0, idx)
 
-    Active tiles are sorted by decreasing Gaussian count and cut into groups of ``group_tiles``
-    (0: one group). Within a group, rows are slot-major: row ``offsets[l] + i`` holds the l-th
-    nearest Gaussian of the group's i-th tile, and the tiles that have an l-th Gaussian are always
-    the first ``counts[l]``.
-    """
+
+@torch.no_grad()
+def _intersections(
+    proj: Projection, height: int, width: int, tile: int, alpha_threshold: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every (Gaussian, tile) pair whose box touches the tile and whose alpha >= threshold
+    ellipse reaches one of its pixel centres, sorted by (image, tile, depth rank): flat Gaussian
+    index ``b * K + k``, tile x, tile y and tile-major tile id, ``[N]`` each."""
     means2d, radii, depths = proj.means2d.detach(), proj.radii, proj.depths.detach()
     B, K = depths.shape
     dev = depths.device
@@ -124,11 +122,9 @@ def build_tiles(
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(K, device=dev).expand(B, K))
 
-    # One entry per (Gaussian, tile of its box). 1-D index_select and float floor division:
-    # advanced indexing and int64 division are not vectorised on CPU and were 70 % of this.
-    def take(t: Tensor, idx: Tensor) -> Tensor:
-        return t.reshape(-1).index_select(0, idx)
-
+    # One entry per (Gaussian, tile of its box); float floor division, as int64 division is
+    # not vectorised on CPU.
+    take = _take
     gid = torch.repeat_interleave(torch.arange(B * K, device=dev), n_per)
     start = torch.cumsum(n_per, 0) - n_per
     local = torch.arange(gid.shape[0], device=dev) - take(start, gid)
@@ -144,6 +140,32 @@ def build_tiles(
     tile_id = image * per_image + ty * tx_n + tx
     _, perm = torch.sort(tile_id * K + take(rank, gid))
     gid, tx, ty, tile_id = (take(t, perm) for t in (gid, tx, ty, tile_id))
+
+    return gid, tx, ty, tile_id
+
+
+@torch.no_grad()
+def build_tiles(
+    proj: Projection,
+    height: int,
+    width: int,
+    tile: int = 8,
+    group_tiles: int = 0,
+    alpha_threshold: float = 1.0 / 255.0,
+) -> _Tiles:
+    """List, for every tile of every image, the Gaussians whose box touches it, nearest first.
+
+    Active tiles are sorted by decreasing Gaussian count and cut into groups of ``group_tiles``
+    (0: one group). Within a group, rows are slot-major: row ``offsets[l] + i`` holds the l-th
+    nearest Gaussian of the group's i-th tile, and the tiles that have an l-th Gaussian are always
+    the first ``counts[l]``.
+    """
+    B, K = proj.depths.shape
+    dev = proj.depths.device
+    ty_n, tx_n = math.ceil(height / tile), math.ceil(width / tile)
+    per_image = ty_n * tx_n
+    gid, tx, ty, tile_id = _intersections(proj, height, width, tile, alpha_threshold)
+    take = _take
 
     counts = torch.bincount(tile_id, minlength=B * per_image)
     busy = torch.sort(counts, descending=True, stable=True)
@@ -180,7 +202,7 @@ def build_tiles(
         s0, s1 = gi * size, min(n_active, (gi + 1) * size)
         groups.append(_Group(s0, s1, off_list[gi][: c_list[s0]], n_list[gi][: c_list[s0]]))
 
-    half, dt = tile / 2.0, means2d.dtype
+    half, dt = tile / 2.0, proj.means2d.dtype
     return _Tiles(
         tile=tile,
         n_images=B,
@@ -340,10 +362,11 @@ def _alpha(
     return a, unclamped
 
 
-def _row_grads(c: _Coeffs, momT: Tensor, g_featT: Tensor) -> Tensor:
-    """Per-row gradients [R, 6 + F] from the pixel moments of dL/d(-sigma)."""
+def _row_grads(cols: list[Tensor], momT: Tensor, g_featT: Tensor) -> Tensor:
+    """Per-row gradients [R, 6 + F] from the pixel moments of dL/d(-sigma); ``cols`` are the
+    rows' dx, dy, -a/2, -b, -c/2, o as [R] vectors."""
     s0, su, sv, suu, suv, svv = momT
-    dx, dy, na, nb, nc, o = c.columns()
+    dx, dy, na, nb, nc, o = cols
     # Sums over the tile's pixels of g * (dx, dy, dx^2, dx dy, dy^2) with dx = dx_centre - u.
     sx = dx * s0 - su
     sy = dy * s0 - sv
@@ -376,6 +399,7 @@ class _Settings:
     tile: int  # 0: pick from the median radius
     group_pixels: int
     workers: int
+    kernel: str = "torch"  # "c": the compiled loops (fast_kernel), "torch": PyTorch ops
 
     def project(self, means, scales, quats, opacities, intrinsics, viewmats) -> Projection:
         return project_tensors(
@@ -577,35 +601,269 @@ class _FastRender(torch.autograd.Function):
 
         def finish():
             g_prm = torch.zeros(B * K, 6 + Fd, device=dev, dtype=dt)
-            g_prm.index_add_(0, tl.row_gid, _row_grads(c, momT, g_featT))
+            g_prm.index_add_(0, tl.row_gid, _row_grads(c.columns(), momT, g_featT))
             g_prm = g_prm.view(B, K, -1)
             g_bg = None
             if needs[5] and gI is not None:
                 # sum over pixels of dL/dimage * T, with T = 1 on tiles no Gaussian touched
                 g_bg = gI.view(B, -1, C, P).sum((1, 3))
                 g_bg.index_add_(0, tl.tile_b, -g_bg_act)
-            g_col = g_prm[..., 6 : 6 + C] if needs[3] else None
-            outs = [proj.means2d, proj.conics, proj.opacities, proj.depths]
-            g_outs = [g_prm[..., 0:2], g_prm[..., 2:5], g_prm[..., 5], None]
-            if cfg.return_depth:
-                g_outs[3] = g_prm[..., 6 + C]
-            for i, g in enumerate((g_m2d, g_con, g_op, g_z)):
-                if g is not None:
-                    g_outs[i] = g if g_outs[i] is None else g_outs[i] + g
-            pairs = [(o, g) for o, g in zip(outs, g_outs) if g is not None and o.requires_grad]
-            targets = [x for x in xs if x.requires_grad]
-            got = iter(())
-            if pairs and targets:
-                got = iter(
-                    torch.autograd.grad(
-                        [o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True
-                    )
-                )
-            g_in = [next(got) if x.requires_grad else None for x in xs]
-            gm, gs, gq, go, gk, gv = g_in
-            return gm, gs, gq, g_col, go, g_bg, gk, gv
+            meta_grads = (g_m2d, g_con, g_op, g_z)
+            return _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg)
 
         return (*_in_worker(finish, workers), None)
+
+
+def _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg):
+    """Chain per-Gaussian gradients ``g_prm [B, K, 6 + F]`` (means2d, conics, opacity,
+    features) and the meta outputs' own gradients through the re-run projection; returns the
+    Function's input gradients."""
+    g_col = g_prm[..., 6 : 6 + C] if needs[3] else None
+    outs = [proj.means2d, proj.conics, proj.opacities, proj.depths]
+    g_outs = [g_prm[..., 0:2], g_prm[..., 2:5], g_prm[..., 5], None]
+    if cfg.return_depth:
+        g_outs[3] = g_prm[..., 6 + C]
+    for i, g in enumerate(meta_grads):
+        if g is not None:
+            g_outs[i] = g if g_outs[i] is None else g_outs[i] + g
+    pairs = [(o, g) for o, g in zip(outs, g_outs) if g is not None and o.requires_grad]
+    targets = [x for x in xs if x.requires_grad]
+    got = iter(())
+    if pairs and targets:
+        got = iter(
+            torch.autograd.grad(
+                [o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True
+            )
+        )
+    gm, gs, gq, go, gk, gv = [next(got) if x.requires_grad else None for x in xs]
+    return gm, gs, gq, g_col, go, g_bg, gk, gv
+
+
+# -- the compiled kernel's autograd Function --------------------------------------------------
+
+
+@dataclass
+class _TileLists:
+    """Tile-major intersection lists for the compiled kernel (all tensors, no grad)."""
+
+    tile: int
+    tiles_y: int
+    tiles_x: int
+    tile_id: Tensor  # [NA] int64 tile-major index (b * TY + y) * TX + x of each active tile
+    row_start: Tensor  # [NA + 1] int64: rows row_start[i] .. row_start[i + 1] are tile i's
+    row_gid: Tensor  # [R] flat Gaussian index b * K + k of each row, nearest first per tile
+    rows: Tensor  # [R, 6 + F]: mean - tile centre (x, y), -a/2, -b, -c/2, opacity, features
+
+    def chunks(self, n: int) -> list[tuple[int, int]]:
+        """``n`` runs of active tiles with about equal numbers of rows (work balance)."""
+        na = self.tile_id.shape[0]
+        if n <= 1 or na <= 1:
+            return [(0, na)]
+        total = int(self.row_start[-1])
+        cuts = torch.linspace(0, total, n + 1, dtype=torch.float64)[1:-1].to(torch.int64)
+        mid = torch.searchsorted(self.row_start, cuts).tolist()
+        bounds = sorted({0, na, *mid})
+        return list(zip(bounds[:-1], bounds[1:]))
+
+
+@torch.no_grad()
+def build_tile_lists(
+    lib, proj: Projection, prm: Tensor, height: int, width: int, tile: int, alpha_threshold: float
+) -> _TileLists:
+    """The compiled kernel's binning: for every tile, the Gaussians whose box touches it and
+    whose alpha >= threshold ellipse reaches one of its pixel centres (the same rule as
+    ``_intersections``), nearest first, as one run of rows. ``prm``: ``_params`` [B*K, 6+F]."""
+    B, K = proj.depths.shape
+    dt, S = prm.dtype, prm.shape[1]
+    ty_n, tx_n = math.ceil(height / tile), math.ceil(width / tile)
+    order = torch.sort(proj.depths.detach(), dim=1, stable=True).indices.contiguous()
+    radii = proj.radii.contiguous()
+    prm = prm.detach().contiguous()
+    fn = lib.gmae_bin_f64 if dt == torch.float64 else lib.gmae_bin_f32
+    args = (B, K, S - 6, _ptr(prm), _ptr(order), _ptr(radii), tile, ty_n, tx_n, alpha_threshold)
+    counts = torch.zeros(B * ty_n * tx_n, dtype=torch.int64)
+    fn(*args, _ptr(counts), None, None)  # pass 1: rows per tile
+    start = torch.cumsum(counts, 0) - counts
+    n_rows = int(counts.sum())
+    rows = torch.empty(n_rows, S, dtype=dt)
+    row_gid = torch.empty(n_rows, dtype=torch.int64)
+    cursor = start.clone()  # keep a reference: the kernel writes through its pointer
+    fn(*args, _ptr(cursor), _ptr(rows), _ptr(row_gid))  # pass 2: fill them
+    active = torch.nonzero(counts)[:, 0]
+    row_start = torch.cat([start.index_select(0, active), torch.tensor([n_rows])])
+    return _TileLists(tile, ty_n, tx_n, active.contiguous(), row_start, row_gid, rows)
+
+
+def _ptr(t: Tensor) -> int:
+    assert t.is_contiguous()
+    return t.data_ptr()
+
+
+class _CompiledRender(torch.autograd.Function):
+    """``_FastRender`` with the two compositing loops in the compiled kernel: same inputs,
+    outputs and semantics; per-pixel state is kept in image layout."""
+
+    @staticmethod
+    def forward(ctx, means, scales, quats, colors, opacities, bg, intrinsics, viewmats, cfg):
+        from gmae.render import fast_kernel
+
+        ctx.set_materialize_grads(False)
+        lib = fast_kernel.load()
+        B, K, C = colors.shape
+        H, W = cfg.height, cfg.width
+        dev, dt = means.device, means.dtype
+        workers = cfg.workers
+        inputs = (means, scales, quats, opacities, intrinsics, viewmats)
+
+        def setup():
+            proj = cfg.project(*inputs)
+            tile = cfg.tile or _KERNEL_TILE
+            prm = _params(proj, colors, cfg.return_depth)
+            tl = build_tile_lists(lib, proj, prm, H, W, tile, cfg.alpha_threshold)
+            Fd = prm.shape[1] - 6
+            acc = torch.zeros(B, Fd, H, W, device=dev, dtype=dt)
+            T = torch.ones(B, H, W, device=dev, dtype=dt)
+            count = torch.zeros(B, H, W, device=dev, dtype=torch.int32)
+            return proj, tl, acc, T, count
+
+        proj, tl, acc, T, count = _in_worker(setup, workers)
+        rows = tl.rows
+        Fd = rows.shape[1] - 6
+        fwd = lib.gmae_forward_f64 if dt == torch.float64 else lib.gmae_forward_f32
+        geometry = (Fd, tl.tile, tl.tiles_y, tl.tiles_x, H, W)
+        thresholds = (cfg.max_alpha, cfg.alpha_threshold, cfg.transmittance_threshold)
+        ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
+        outs_p = (_ptr(acc), _ptr(T), _ptr(count))
+        _run_chunks(lambda t0, t1: fwd(t0, t1, *ptrs, *geometry, *thresholds, *outs_p), tl, workers)
+
+        def finish():
+            image = acc[:, :C] + T[:, None] * bg[:, :, None, None]
+            alpha = 1.0 - T[:, None]
+            depth = None
+            if cfg.return_depth:
+                depth = torch.where(alpha > 0, acc[:, C : C + 1] / alpha.clamp(min=1e-12), 0.0)
+            return image, alpha, depth
+
+        image, alpha, depth = _in_worker(finish, workers)
+        ctx.save_for_backward(means, scales, quats, colors, opacities, bg, intrinsics, viewmats)
+        ctx.state = (cfg, tl, T, count, depth)
+        ctx.mark_non_differentiable(proj.radii)
+        if depth is None:
+            depth = torch.zeros(0, device=dev, dtype=dt)
+            ctx.mark_non_differentiable(depth)
+        meta = [x.clone() for x in (proj.means2d, proj.conics, proj.opacities, proj.depths)]
+        return (image, alpha, depth, *meta, proj.radii)
+
+    @staticmethod
+    def backward(ctx, g_image, g_alpha, g_depth, g_m2d, g_con, g_op, g_z, _g_radii):
+        from gmae.render import fast_kernel
+
+        lib = fast_kernel.load()
+        means, scales, quats, colors, opacities, bg, intrinsics, viewmats = ctx.saved_tensors
+        cfg, tl, T, count, depth = ctx.state
+        rows = tl.rows
+        B, K, C = colors.shape
+        H, W = cfg.height, cfg.width
+        dev, dt = means.device, means.dtype
+        workers = cfg.workers
+        needs = ctx.needs_input_grad
+        proj_in = (means, scales, quats, opacities, intrinsics, viewmats)
+        proj_needs = [needs[i] for i in (0, 1, 2, 4, 6, 7)]
+        Fd = rows.shape[1] - 6
+
+        def setup():
+            with torch.enable_grad():
+                xs = [x.detach().requires_grad_(r) for x, r in zip(proj_in, proj_needs)]
+                proj = cfg.project(*xs)
+            # Per pixel: dL/d(sum w f) per feature and dL/dT_final.
+            g_acc = torch.zeros(B, Fd, H, W, device=dev, dtype=dt)
+            gT = torch.zeros(B, H, W, device=dev, dtype=dt)
+            g_bg = None
+            if g_image is not None:  # image = acc + T bg
+                gI = g_image.to(dt)
+                g_acc[:, :C] = gI
+                gT += (gI * bg[:, :, None, None]).sum(1)
+                if needs[5]:
+                    g_bg = (gI * T[:, None]).sum((2, 3))
+            if g_alpha is not None:  # alpha = 1 - T
+                gT -= g_alpha.to(dt)[:, 0]
+            if g_depth is not None and cfg.return_depth:  # depth = acc_z / alpha, alpha > 0
+                a = 1.0 - T
+                inv = torch.where(a > 0, 1.0 / a.clamp(min=1e-12), 0.0)
+                gd = g_depth.to(dt)[:, 0]
+                g_acc[:, C] = gd * inv
+                gT += gd * depth[:, 0] * inv  # d depth / d T = depth / alpha
+            R0 = gT.mul_(T)  # dL/d(everything behind the last Gaussian)
+            g_rows = torch.zeros_like(rows)
+            return xs, proj, g_acc, R0, g_rows, g_bg
+
+        xs, proj, g_acc, R0, g_rows, g_bg = _in_worker(setup, workers)
+        bwd = lib.gmae_backward_f64 if dt == torch.float64 else lib.gmae_backward_f32
+        geometry = (Fd, tl.tile, tl.tiles_y, tl.tiles_x, H, W)
+        ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
+        state = (_ptr(T), _ptr(count), _ptr(g_acc), _ptr(R0), _ptr(g_rows))
+        thresholds = (cfg.max_alpha, cfg.alpha_threshold)
+        _run_chunks(lambda t0, t1: bwd(t0, t1, *ptrs, *geometry, *thresholds, *state), tl, workers)
+
+        def finish():
+            g_prm = torch.zeros(B * K, 6 + Fd, device=dev, dtype=dt)
+            grads = lib.gmae_row_grads_f64 if dt == torch.float64 else lib.gmae_row_grads_f32
+            R = rows.shape[0]
+            grads(R, Fd, _ptr(rows), _ptr(g_rows), _ptr(tl.row_gid), _ptr(g_prm))
+            g_prm = g_prm.view(B, K, -1)
+            meta_grads = (g_m2d, g_con, g_op, g_z)
+            return _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg)
+
+        return (*_in_worker(finish, workers), None)
+
+
+def _run_chunks(fn, tl: _TileLists, workers: int) -> None:
+    """Call ``fn(t0, t1)`` over runs of active tiles: inline, or a few runs per worker thread
+    (ctypes releases the GIL, so they run in parallel)."""
+    chunks = tl.chunks(4 * workers if workers > 1 else 1)
+    if workers <= 1 or len(chunks) <= 1:
+        for t0, t1 in chunks:
+            fn(t0, t1)
+        return
+    for _ in _get_pool(workers).map(lambda c: fn(*c), chunks):
+        pass
+
+
+# Tile edge for the compiled kernel. Its cost per pixel x Gaussian pair is small next to the
+# PyTorch loops', so the trade-off (wasted pairs vs rows to list) differs from ``_auto_tile``'s.
+_KERNEL_TILE = 8
+KERNELS = ("auto", "c", "torch")
+_kernel_override: str | None = None
+
+
+@contextlib.contextmanager
+def use_kernel(name: str):
+    """Force the fast path's compositing loops: ``"c"`` (the compiled kernel; an error if it
+    cannot be built), ``"torch"`` (PyTorch ops, the fallback) or ``"auto"`` (c where it
+    builds). Process-wide; for benchmarks and tests."""
+    global _kernel_override
+    if name not in KERNELS:
+        raise GmaeError(f"unknown fast kernel {name!r}; expected one of {', '.join(KERNELS)}")
+    before, _kernel_override = _kernel_override, name
+    try:
+        yield
+    finally:
+        _kernel_override = before
+
+
+def resolve_kernel(name: str, device: torch.device) -> str:
+    """``"c"`` or ``"torch"`` for a requested kernel name on ``device``."""
+    from gmae.render import fast_kernel
+
+    if name == "auto":
+        name = _kernel_override or os.environ.get("GMAE_RENDER_KERNEL", "auto").lower()
+    if name == "torch" or device.type != "cpu":
+        return "torch"
+    if fast_kernel.load() is not None:
+        return "c"
+    if name == "c":
+        raise GmaeError(f"the compiled render kernel is not available: {fast_kernel.error()}")
+    return "torch"
 
 
 def render_fast(
@@ -633,11 +891,14 @@ def render_fast(
     tile: int = 0,
     group_pixels: int = DEFAULT_GROUP_PIXELS,
     workers: int | None = None,
+    kernel: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor | None, Projection]:
     """Render with the fast path. Returns ``(image, alpha, depth or None, projection)``.
 
     ``workers`` threads (default: ``torch.get_num_threads()`` on CPU, 0 = run inline elsewhere)
-    each take whole groups of about ``group_pixels`` pixels.
+    each take whole groups of about ``group_pixels`` pixels (PyTorch loops) or runs of tiles
+    (compiled kernel). ``kernel``: ``"auto"`` (the compiled kernel on CPU where it builds, see
+    ``use_kernel`` and ``GMAE_RENDER_KERNEL``), ``"c"`` or ``"torch"``.
     """
     if workers is None:
         n = torch.get_num_threads()
@@ -658,10 +919,10 @@ def render_fast(
         tile=tile,
         group_pixels=group_pixels,
         workers=workers,
+        kernel=resolve_kernel(kernel, means.device),
     )
-    out = _FastRender.apply(
-        means, scales, quats, colors, opacities, background, intrinsics, viewmats, cfg
-    )
+    fn = _CompiledRender if cfg.kernel == "c" else _FastRender
+    out = fn.apply(means, scales, quats, colors, opacities, background, intrinsics, viewmats, cfg)
     image, alpha, depth, m2d, con, op, z, radii = out
     proj = Projection(means2d=m2d, conics=con, opacities=op, depths=z, radii=radii)
     return image, alpha, depth if return_depth else None, proj
