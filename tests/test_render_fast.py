@@ -350,3 +350,14 @@ def test_kernel_selection_and_fallback(monkeypatch):
         resolve_kernel("c", torch.device("cpu"))
     monkeypatch.setenv("GMAE_RENDER_KERNEL", "torch")
     assert fast_kernel.load() is None
+
+
+def test_backward_twice_with_retain_graph():
+    g = random_gaussians(2, 24, seed=17, requires_grad=True)
+    out = render(**g, camera=Camera(height=16, width=16), backend="fast")
+    loss = out.image.square().sum() + out.depth.sum()
+    loss.backward(retain_graph=True)
+    first = {k: v.grad.clone() for k, v in g.items()}
+    loss.backward()
+    for k, v in g.items():
+        torch.testing.assert_close(v.grad, 2 * first[k])

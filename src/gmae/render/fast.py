@@ -614,7 +614,7 @@ class _FastRender(torch.autograd.Function):
         return (*_in_worker(finish, workers), None)
 
 
-def _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg):
+def _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg, retain=False):
     """Chain per-Gaussian gradients ``g_prm [B, K, 6 + F]`` (means2d, conics, opacity,
     features) and the meta outputs' own gradients through the re-run projection; returns the
     Function's input gradients."""
@@ -632,7 +632,11 @@ def _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg):
     if pairs and targets:
         got = iter(
             torch.autograd.grad(
-                [o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True
+                [o for o, _ in pairs],
+                targets,
+                [g for _, g in pairs],
+                allow_unused=True,
+                retain_graph=retain,
             )
         )
     gm, gs, gq, go, gk, gv = [next(got) if x.requires_grad else None for x in xs]
@@ -714,19 +718,24 @@ class _CompiledRender(torch.autograd.Function):
         dev, dt = means.device, means.dtype
         workers = cfg.workers
         inputs = (means, scales, quats, opacities, intrinsics, viewmats)
+        needs = [ctx.needs_input_grad[i] for i in (0, 1, 2, 4, 6, 7)]
 
         def setup():
-            proj = cfg.project(*inputs)
+            # The projection's graph is built now and kept for the backward (B x K values):
+            # cheaper than re-running it there, as the PyTorch loops do.
+            with torch.enable_grad():
+                xs = [x.detach().requires_grad_(r) for x, r in zip(inputs, needs)]
+                proj = cfg.project(*xs)
             tile = cfg.tile or _KERNEL_TILE
-            prm = _params(proj, colors, cfg.return_depth)
+            prm = _params(proj, colors, cfg.return_depth).detach()
             tl = build_tile_lists(lib, proj, prm, H, W, tile, cfg.alpha_threshold)
             Fd = prm.shape[1] - 6
             acc = torch.zeros(B, Fd, H, W, device=dev, dtype=dt)
             T = torch.ones(B, H, W, device=dev, dtype=dt)
             count = torch.zeros(B, H, W, device=dev, dtype=torch.int32)
-            return proj, tl, acc, T, count
+            return xs, proj, tl, acc, T, count
 
-        proj, tl, acc, T, count = _in_worker(setup, workers)
+        xs, proj, tl, acc, T, count = _in_worker(setup, workers)
         rows = tl.rows
         Fd = rows.shape[1] - 6
         fwd = lib.gmae_forward_f64 if dt == torch.float64 else lib.gmae_forward_f32
@@ -745,13 +754,14 @@ class _CompiledRender(torch.autograd.Function):
             return image, alpha, depth
 
         image, alpha, depth = _in_worker(finish, workers)
-        ctx.save_for_backward(means, scales, quats, colors, opacities, bg, intrinsics, viewmats)
-        ctx.state = (cfg, tl, T, count, depth)
+        ctx.save_for_backward(colors, bg)
+        ctx.state = (cfg, tl, T, count, depth, xs, proj)
         ctx.mark_non_differentiable(proj.radii)
         if depth is None:
             depth = torch.zeros(0, device=dev, dtype=dt)
             ctx.mark_non_differentiable(depth)
-        meta = [x.clone() for x in (proj.means2d, proj.conics, proj.opacities, proj.depths)]
+        meta = (proj.means2d, proj.conics, proj.opacities, proj.depths)
+        meta = [x.detach().clone() for x in meta]
         return (image, alpha, depth, *meta, proj.radii)
 
     @staticmethod
@@ -759,22 +769,17 @@ class _CompiledRender(torch.autograd.Function):
         from gmae.render import fast_kernel
 
         lib = fast_kernel.load()
-        means, scales, quats, colors, opacities, bg, intrinsics, viewmats = ctx.saved_tensors
-        cfg, tl, T, count, depth = ctx.state
+        colors, bg = ctx.saved_tensors
+        cfg, tl, T, count, depth, xs, proj = ctx.state
         rows = tl.rows
         B, K, C = colors.shape
         H, W = cfg.height, cfg.width
-        dev, dt = means.device, means.dtype
+        dev, dt = colors.device, colors.dtype
         workers = cfg.workers
         needs = ctx.needs_input_grad
-        proj_in = (means, scales, quats, opacities, intrinsics, viewmats)
-        proj_needs = [needs[i] for i in (0, 1, 2, 4, 6, 7)]
         Fd = rows.shape[1] - 6
 
         def setup():
-            with torch.enable_grad():
-                xs = [x.detach().requires_grad_(r) for x, r in zip(proj_in, proj_needs)]
-                proj = cfg.project(*xs)
             # Per pixel: dL/d(sum w f) per feature and dL/dT_final.
             g_acc = torch.zeros(B, Fd, H, W, device=dev, dtype=dt)
             gT = torch.zeros(B, H, W, device=dev, dtype=dt)
@@ -795,9 +800,9 @@ class _CompiledRender(torch.autograd.Function):
                 gT += gd * depth[:, 0] * inv  # d depth / d T = depth / alpha
             R0 = gT.mul_(T)  # dL/d(everything behind the last Gaussian)
             g_rows = torch.zeros_like(rows)
-            return xs, proj, g_acc, R0, g_rows, g_bg
+            return g_acc, R0, g_rows, g_bg
 
-        xs, proj, g_acc, R0, g_rows, g_bg = _in_worker(setup, workers)
+        g_acc, R0, g_rows, g_bg = _in_worker(setup, workers)
         bwd = lib.gmae_backward_f64 if dt == torch.float64 else lib.gmae_backward_f32
         geometry = (Fd, tl.tile, tl.tiles_y, tl.tiles_x, H, W)
         ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
@@ -812,7 +817,8 @@ class _CompiledRender(torch.autograd.Function):
             grads(R, Fd, _ptr(rows), _ptr(g_rows), _ptr(tl.row_gid), _ptr(g_prm))
             g_prm = g_prm.view(B, K, -1)
             meta_grads = (g_m2d, g_con, g_op, g_z)
-            return _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg)
+            # retain: the graph was built in forward and a retain_graph backward may come again
+            return _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg, True)
 
         return (*_in_worker(finish, workers), None)
 

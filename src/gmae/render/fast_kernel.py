@@ -96,32 +96,34 @@ static void pixel_offsets_SUFFIX(int64_t tile, REAL *u, REAL *v) {
 }
 
 /* Can alpha reach the threshold at a pixel centre of tile (tx, ty)? The exact minimum of
-   sigma over the rectangle of pixel centres (0 inside, else the least of the four edge minima)
-   against log(o / threshold), with a generous margin: culling only saves work. */
-static int reaches_SUFFIX(double mx, double my, double a, double b, double c, double o,
-                          int64_t tx, int64_t ty, int64_t tile, double alpha_thr) {
+   sigma over the rectangle of pixel centres (0 inside, else the least of the four edge minima:
+   a convex 1-D quadratic each, minimiser clamped) against limit = log(o / threshold) with a
+   generous margin: culling only saves work, it never changes a pixel. */
+static int reaches_SUFFIX(double mx, double my, double a, double b, double c, double inv_a,
+                          double inv_c, double limit, int64_t tx, int64_t ty, int64_t tile) {
     const double x0 = (double)(tx * tile) + 0.5, y0 = (double)(ty * tile) + 0.5;
     const double x1 = x0 + (double)(tile - 1), y1 = y0 + (double)(tile - 1);
-    if (mx >= x0 && mx <= x1 && my >= y0 && my <= y1) return 1;
-    const double a_ = a > 1e-30 ? a : 1e-30, c_ = c > 1e-30 ? c : 1e-30;
+    /* quick accept: sigma at the rectangle's point nearest the mean bounds the minimum */
+    const double qx = mx < x0 ? x0 : (mx > x1 ? x1 : mx), qy = my < y0 ? y0 : (my > y1 ? y1 : my);
+    const double ex = mx - qx, ey = my - qy;
+    if (0.5 * (a * ex * ex + c * ey * ey) + b * ex * ey <= limit) return 1;
     double best = INFINITY;
     for (int i = 0; i < 4; i++) {
         double px, py;
         if (i < 2) {  /* on x = X the minimiser is py = my + b (mx - X) / c */
             px = i ? x1 : x0;
-            py = my + b * (mx - px) / c_;
+            py = my + b * (mx - px) * inv_c;
             py = py < y0 ? y0 : (py > y1 ? y1 : py);
         } else {
             py = i == 3 ? y1 : y0;
-            px = mx + b * (my - py) / a_;
+            px = mx + b * (my - py) * inv_a;
             px = px < x0 ? x0 : (px > x1 ? x1 : px);
         }
         const double dx = mx - px, dy = my - py;
         const double sg = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy;
         best = sg < best ? sg : best;
     }
-    const double limit = log((o > 1e-30 ? o : 1e-30) / alpha_thr);
-    return !(best > limit * 1.001 + 1e-3);  /* NaN-safe: keep unless surely out of reach */
+    return !(best > limit);  /* NaN-safe: keep unless surely out of reach */
 }
 
 /* Tile lists. prm [B * K, 6 + F]: mean x, y, conic a, b, c, opacity, features; order [B, K]:
@@ -140,7 +142,10 @@ void gmae_bin_SUFFIX(
             const int32_t rx = radii[2 * g], ry = radii[2 * g + 1];
             if (rx <= 0 && ry <= 0) continue;
             const REAL *q = prm + g * S;
-            const double mx = q[0], my = q[1];
+            const double mx = q[0], my = q[1], a = q[2], b_ = q[3], c = q[4], o = q[5];
+            const double inv_a = 1.0 / (a > 1e-30 ? a : 1e-30);
+            const double inv_c = 1.0 / (c > 1e-30 ? c : 1e-30);
+            const double limit = log((o > 1e-30 ? o : 1e-30) / alpha_thr) * 1.001 + 1e-3;
             /* gsplat's isect_tiles box */
             int64_t x0 = (int64_t)floor((mx - rx) / (double)tile);
             int64_t x1 = (int64_t)ceil((mx + rx) / (double)tile);
@@ -152,7 +157,7 @@ void gmae_bin_SUFFIX(
             y1 = y1 < 0 ? 0 : (y1 > TY ? TY : y1);
             for (int64_t ty = y0; ty < y1; ty++) {
                 for (int64_t tx = x0; tx < x1; tx++) {
-                    if (!reaches_SUFFIX(mx, my, q[2], q[3], q[4], q[5], tx, ty, tile, alpha_thr))
+                    if (!reaches_SUFFIX(mx, my, a, b_, c, inv_a, inv_c, limit, tx, ty, tile))
                         continue;
                     const int64_t t = (b * TY + ty) * TX + tx;
                     if (!rows) {
@@ -167,7 +172,7 @@ void gmae_bin_SUFFIX(
                     out[2] = (REAL)-0.5 * q[2];
                     out[3] = -q[3];
                     out[4] = (REAL)-0.5 * q[4];
-                    for (int64_t c = 5; c < S; c++) out[c] = q[c];
+                    for (int64_t j = 5; j < S; j++) out[j] = q[j];
                     row_gid[r] = g;
                 }
             }
