@@ -216,8 +216,7 @@ def _build_from_config(cfg: Any, img_size: int | None) -> nn.Module:
 
 
 def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
-    from gmae.train.checkpoint import check_metadata
-    from gmae.train.config import config_from_dict
+    from gmae.train.checkpoint import check_metadata, stored_config
 
     shapes, meta = read_header(path)
     if meta.get("format") != FORMAT:
@@ -236,9 +235,7 @@ def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
         raw = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise GmaeError(f"{path} has no readable config in its metadata") from exc
-    if not isinstance(raw, dict):
-        raise GmaeError(f"{path}: the config in its metadata is not a mapping")
-    cfg = config_from_dict(raw)
+    cfg = stored_config(raw, path)
     check_metadata(cfg, shapes, path)  # before anything is allocated
     tensors, _ = read_safetensors(path)
     model = _build_from_config(cfg, img_size)
@@ -253,14 +250,13 @@ def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
 def _load_training(
     path: Path, img_size: int | None, map_location: Any = "cpu", ckpt: dict | None = None
 ) -> LoadedModel:
-    from gmae.train.checkpoint import check_metadata, load_checkpoint
-    from gmae.train.config import config_from_dict
+    from gmae.train.checkpoint import check_metadata, load_checkpoint, stored_config
 
     if ckpt is None:
         ckpt = load_checkpoint(path, map_location=map_location)
     if not isinstance(ckpt["model"], dict):
         raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
-    cfg = config_from_dict(ckpt["config"])
+    cfg = stored_config(ckpt["config"], path)
     check_metadata(cfg, ckpt["model"], path)  # before anything is allocated
     model = _build_from_config(cfg, img_size)
     load_state(model, ckpt["model"], path)

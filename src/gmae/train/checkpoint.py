@@ -111,6 +111,18 @@ def check_finite(state: dict[str, torch.Tensor], source: Any) -> None:
         )
 
 
+def stored_config(raw: Any, source: Any):
+    """The ``Config`` stored in a checkpoint, with errors naming the file."""
+    from gmae.train.config import config_from_dict
+
+    if not isinstance(raw, dict):
+        raise GmaeError(f"checkpoint {source}: its stored config is not a mapping")
+    try:
+        return config_from_dict(raw)
+    except GmaeError as exc:
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
+
+
 def check_metadata(cfg, tensors: dict[str, Any], source: Any) -> None:
     """Check a file's stored model config against the tensors it actually holds, before the
     model is built: the architecture the config describes is instantiated on the ``meta``
@@ -123,7 +135,10 @@ def check_metadata(cfg, tensors: dict[str, Any], source: Any) -> None:
     from gmae.models import create_model
     from gmae.train.config import check_model
 
-    check_model(cfg.model, cfg.data.img_size)
+    try:
+        check_model(cfg.model, cfg.data.img_size)
+    except GmaeError as exc:
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
     try:
         with torch.device("meta"):
             expected = create_model(**model_kwargs(cfg)).state_dict()
@@ -201,10 +216,9 @@ def load_pretrained(path: str | os.PathLike, map_location: Any = "cpu"):
     The model is rebuilt from the config stored in the checkpoint, so no other file is needed.
     """
     from gmae.models import create_model
-    from gmae.train.config import config_from_dict
 
     ckpt = load_checkpoint(path, map_location=map_location)
-    cfg = config_from_dict(ckpt["config"])
+    cfg = stored_config(ckpt["config"], path)
     check_metadata(cfg, ckpt["model"], path)
     model = create_model(**model_kwargs(cfg))
     load_state(model, ckpt["model"], path)

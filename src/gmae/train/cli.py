@@ -81,7 +81,7 @@ def register(subparsers, groups) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from gmae.train.checkpoint import check_metadata, load_checkpoint, model_kwargs
+    from gmae.train.checkpoint import check_metadata, load_checkpoint, model_kwargs, stored_config
     from gmae.train.config import apply_overrides, config_from_dict, load_config
     from gmae.train.engine import LAST, pretrain, resume_path
     from gmae.train.outputs import check_run_dir
@@ -97,7 +97,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         path = args.out / LAST if args.resume is True else Path(args.resume)
         ckpt = load_checkpoint(path)
         # The stored config is untrusted: check it against the checkpoint's own tensors.
-        check_metadata(config_from_dict(ckpt["config"]), ckpt["model"], path)
+        check_metadata(stored_config(ckpt["config"], path), ckpt["model"], path)
         cfg = config_from_dict(apply_overrides(ckpt["config"], args.overrides))
         del ckpt
     model_kwargs(cfg)  # the model section against the model's signature and sane bounds
