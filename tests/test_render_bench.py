@@ -12,18 +12,22 @@ from gmae.render.bench import Config, format_table, run_benchmark
 
 
 def test_cli_registers_bench_render():
-    args = build_parser().parse_args(["bench", "render", "--quick", "--json", "x.json"])
-    assert args.quick and args.json == "x.json" and callable(args.func)
+    argv = ["bench", "render", "--quick", "--json", "x.json", "--threads", "1"]
+    args = build_parser().parse_args(argv)
+    assert args.quick and args.json == "x.json" and args.threads == 1 and callable(args.func)
 
 
 def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     """The driver with its measurements run in-process (subprocess start-up is slow on a busy
     machine; `gmae bench render` itself spawns one per measurement), then one real subprocess."""
     monkeypatch.setattr(bench, "_subprocess", lambda job, timeout: bench.run_job(job))
-    configs = [Config("tiny", 2, 8, 16, 16), Config("tiny big", 2, 8, 32, 32)]
-    report = run_benchmark(configs, 2, max_ref_pairs=4096, log=lambda m: None)
+    configs = [Config("tiny", 2, 8, 16, 16), Config("tiny big", 2, 8, 32, 32, scale_max=2.0)]
+    report = run_benchmark(configs, 2, max_ref_pairs=4096, log=lambda m: None, threads=1)
     row, skipped = report["results"]
     assert row["speedup"] > 0 and row["memory"]["reference"]["peak_mb"] >= 0
+    # the old fast path (PyTorch loops) is measured side by side with the new one
+    assert row["speedup_vs_torch"] > 0 and skipped["speedup_vs_torch"] > 0
+    assert len(row["speed"]["fast-torch"]["times_s"]) == 2
     assert "reference_skipped" in skipped and "reference" not in skipped["speed"]
     assert row["speed"]["fast"]["images_per_s"] > 0
     assert "tiny big: reference skipped" in format_table(report)

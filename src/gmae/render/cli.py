@@ -1,6 +1,6 @@
 """Command-line entry points of gmae.render (registered by gmae.cli).
 
-gmae bench render [--json FILE] [--quick] [--repeats N] [--max-ref-pairs N]
+gmae bench render [--json FILE] [--quick] [--repeats N] [--max-ref-pairs N] [--threads N]
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ def register(subparsers, groups) -> None:
     bench = command_group(subparsers, groups, "bench", "Speed and memory benchmarks")
     p = bench.add_parser(
         "render",
-        help="renderer speed and memory: fast path vs dense reference",
+        help="renderer speed and memory: fast path, its PyTorch loops, dense reference",
         description="Forward + backward of the Gaussian renderer on GMAE-like inputs (float32, "
-        "gmae camera): images/s (median of repeated runs, both backends side by side in one "
-        "subprocess per configuration) and peak memory (fresh subprocess per backend).",
+        "gmae camera): images/s (median of repeated runs, the backends side by side in one "
+        "subprocess per configuration) and peak memory (fresh subprocess per backend). "
+        "'fast' is the fast path with its compiled kernel, 'fast-torch' the same path with "
+        "its PyTorch loops (the fallback, and the fast path before the kernel).",
     )
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE (atomically)")
     p.add_argument("--quick", action="store_true", help="small configurations, 3 repeats")
@@ -28,6 +30,13 @@ def register(subparsers, groups) -> None:
         type=float,
         default=7e7,
         help="skip the dense reference above this many pixel x Gaussian pairs (default 7e7)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in every measurement (default: torch's); 1 with `taskset` gives "
+        "the steadiest numbers on a shared machine",
     )
     p.set_defaults(func=_bench_render)
 
