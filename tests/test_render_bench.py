@@ -38,3 +38,27 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     monkeypatch.undo()
     job = {"kind": "memory", "config": asdict(configs[0]), "backend": "fast"}
     assert "peak_mb" in bench._subprocess(job, timeout=300)
+
+
+def test_train_k_curve_tiny(tmp_path):
+    """`gmae bench train --k-curve`: both kernels timed on the same model, shares, goals."""
+    import pytest
+
+    from gmae.errors import GmaeError
+    from gmae.train.bench import bench_train, parse_points
+
+    assert parse_points(["64:2", "96"]) == [(64, 2.0), (96, None)]
+    with pytest.raises(GmaeError, match="K or K:SCALE_CAP"):
+        parse_points(["many"])
+    args = build_parser().parse_args(["bench", "train", "--k-curve", "8:2", "12"])
+    assert args.k_curve == ["8:2", "12"]
+    path = tmp_path / "k.json"
+    report = bench_train(
+        ["imagenette64"], batch_size=2, repeats=2, warmup=0, json_path=path, k_curve=["8:2"]
+    )
+    (row,) = report["results"]
+    assert (row["k"], row["scale_cap"]) == (8, 2.0)
+    for label in ("fast", "fast-torch"):
+        assert len(row[label]["step_s_all"]) == 2 and 0 < row[label]["render_share"] < 1
+    assert row["step_speedup_bound_render_free"] > 1
+    assert json.loads(path.read_text())["results"][0]["k"] == 8

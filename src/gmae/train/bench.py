@@ -5,6 +5,11 @@ training steps (forward, backward, clipping, AdamW) on random images: median of 
 after ``warmup`` untimed steps. The renderer is timed by wrapping the ``render`` function GMAE
 calls: in place (forward, inside the step, also marked for torch.profiler) and on its own with
 the captured inputs (forward + backward, the share reported).
+
+With ``k_curve`` (``gmae bench train --k-curve 64:2 96:2 ...``) it times the GMAE step of the
+first preset at each number of Gaussians k (and scale cap c) instead, once with the fast
+path's compiled kernel and once with its PyTorch loops (the fallback, and the fast path before
+the kernel), alternating step by step on the same model so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -79,27 +84,40 @@ class RenderTimer:
         return times, cpu_times
 
 
+class _Stepper:
+    """Training steps (forward, backward, clip, AdamW) of one model on fixed random images."""
+
+    def __init__(self, model, cfg, batch: int, device) -> None:
+        gen = torch.Generator().manual_seed(0)
+        size = cfg.data.img_size
+        self.imgs = torch.rand(batch, 3, size, size, generator=gen).to(device)
+        self.noise = torch.rand(batch, model.encoder.num_patches, generator=gen).to(device)
+        self.opt = build_optimizer(model, 1e-4, 0.05, (0.9, 0.95), model.no_weight_decay())
+        self.model, self.clip, self.device = model, cfg.optim.clip_grad or float("inf"), device
+        model.train()
+
+    def step(self) -> tuple[float, float]:
+        """One step: (wall s, process CPU s)."""
+        _sync(self.device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        self.opt.zero_grad(set_to_none=True)
+        self.model(self.imgs, noise=self.noise).loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def time_steps(model, cfg, batch: int, repeats: int, warmup: int, device):
     """Wall and process-CPU seconds per training step (forward, backward, clip, AdamW) on random
     images. CPU time is the steadier number on a shared machine."""
-    gen = torch.Generator().manual_seed(0)
-    size = cfg.data.img_size
-    imgs = torch.rand(batch, 3, size, size, generator=gen).to(device)
-    noise = torch.rand(batch, model.encoder.num_patches, generator=gen).to(device)
-    opt = build_optimizer(model, 1e-4, 0.05, (0.9, 0.95), model.no_weight_decay())
-    model.train()
+    stepper = _Stepper(model, cfg, batch, device)
     times, cpu_times = [], []
     for i in range(warmup + repeats):
-        _sync(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        opt.zero_grad(set_to_none=True)
-        model(imgs, noise=noise).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad or float("inf"))
-        opt.step()
-        _sync(device)
+        wall, cpu = stepper.step()
         if i >= warmup:
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
+            times.append(wall)
+            cpu_times.append(cpu)
     return times, cpu_times
 
 
@@ -111,11 +129,16 @@ def bench_train(
     device: str = "auto",
     threads: int | None = None,
     json_path: Path | None = None,
+    k_curve: list[str] | None = None,
 ) -> dict[str, Any]:
     from gmae.models import create_model
 
     if threads:
         torch.set_num_threads(threads)
+    if k_curve:
+        return bench_k_curve(
+            presets[0], k_curve, batch_size, repeats, warmup, device, json_path=json_path
+        )
     dev = pick_device(device)
     rows = []
     for suffix in presets:
@@ -192,4 +215,179 @@ def format_table(report: dict[str, Any]) -> str:
             f"{'':<14} GMAE step / MAE step: {row['gmae_over_mae']:.2f} (wall), "
             f"{row['gmae_over_mae_cpu']:.2f} (cpu)"
         )
+    return "\n".join(lines)
+
+
+# -- the k-curve: compiled kernel vs PyTorch loops -------------------------------------------
+
+KERNELS = {"fast": "auto", "fast-torch": "torch"}  # label -> gmae.render.fast kernel
+
+
+def parse_points(points: list[str]) -> list[tuple[int, float | None]]:
+    """``["64:2", "96"]`` -> ``[(64, 2.0), (96, None)]`` (None: the preset's scale cap)."""
+    from gmae.errors import GmaeError
+
+    out = []
+    for p in points:
+        k, _, c = str(p).partition(":")
+        try:
+            out.append((int(k), float(c) if c else None))
+        except ValueError:
+            raise GmaeError(f"--k-curve expects K or K:SCALE_CAP, got {p!r}") from None
+        if out[-1][0] < 1 or (out[-1][1] is not None and not out[-1][1] > 0):
+            raise GmaeError(f"--k-curve: k must be >= 1 and the scale cap > 0, got {p!r}")
+    return out
+
+
+def bench_k_curve(
+    preset: str,
+    points: list[str],
+    batch_size: int | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str = "auto",
+    json_path: Path | None = None,
+) -> dict[str, Any]:
+    """GMAE step time and render share at each (k, scale cap), both fast-path kernels side by
+    side: each round runs one step with each (rotating which goes first) on the same model, then
+    the render alone (forward + backward, inputs captured from the last step) with each."""
+    from gmae.models import create_model
+    from gmae.render import fast_kernel
+    from gmae.render.fast import use_kernel
+
+    dev = pick_device(device)
+    rows = []
+    base = load_config(f"mae_tiny_{preset}")
+    batch = batch_size or base.optim.batch_size
+    torch.manual_seed(0)
+    mae = create_model(**model_kwargs(base)).to(dev)
+    mae_times = time_steps(mae, base, batch, repeats, warmup, dev)[0]
+    del mae
+    for k, cap in parse_points(points):
+        overrides = [f"model.num_gaussians={k}"] + ([f"model.scale_cap={cap}"] if cap else [])
+        cfg = load_config(f"gmae_tiny_{preset}", overrides)
+        torch.manual_seed(0)
+        model = create_model(**model_kwargs(cfg)).to(dev)
+        stepper = _Stepper(model, cfg, batch, dev)
+        labels = list(KERNELS)
+        steps: dict[str, list[float]] = {x: [] for x in labels}
+        cpu: dict[str, list[float]] = {x: [] for x in labels}
+        timer = RenderTimer(dev)
+        with timer.installed():
+            for i in range(warmup + repeats):
+                j = i % len(labels)
+                for label in labels[j:] + labels[:j]:
+                    with use_kernel(KERNELS[label]):
+                        wall, c = stepper.step()
+                    if i >= warmup:
+                        steps[label].append(wall)
+                        cpu[label].append(c)
+        row: dict[str, Any] = {"k": k, "scale_cap": model.head.scale_cap, "batch": batch}
+        alone = {x: ([], []) for x in labels}
+        for i in range(repeats):  # the render alone, alternating too
+            for label in labels if i % 2 == 0 else labels[::-1]:
+                with use_kernel(KERNELS[label]):
+                    w, c = timer.time_alone(1, 1 if i == 0 else 0)
+                alone[label][0].extend(w)
+                alone[label][1].extend(c)
+        for label in labels:
+            step = statistics.median(steps[label])
+            render = statistics.median(alone[label][0])
+            row[label] = {
+                "step_s": step,
+                "step_s_all": steps[label],
+                "step_cpu_s": statistics.median(cpu[label]),
+                "images_per_s": batch / step,
+                "render_forward_backward_s": render,
+                "render_forward_backward_cpu_s": statistics.median(alone[label][1]),
+                "render_share": render / step,
+            }
+        row["step_speedup"] = row["fast-torch"]["step_s"] / row["fast"]["step_s"]
+        row["render_speedup"] = (
+            row["fast-torch"]["render_forward_backward_s"]
+            / row["fast"]["render_forward_backward_s"]
+        )
+        # Amdahl: the most any renderer could give, the step with the old render time removed
+        rest = row["fast-torch"]["step_s"] - row["fast-torch"]["render_forward_backward_s"]
+        row["step_speedup_bound_render_free"] = row["fast-torch"]["step_s"] / rest
+        rows.append(row)
+        del model, stepper, timer
+
+    report = {
+        "benchmark": "train k-curve",
+        "preset": preset,
+        "device": str(dev),
+        "cpu": _cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fast_kernel": "compiled" if fast_kernel.load() is not None else fast_kernel.error(),
+        "repeats": repeats,
+        "warmup": warmup,
+        "mae": {
+            "step_s": statistics.median(mae_times),
+            "images_per_s": batch / statistics.median(mae_times),
+        },
+        "results": rows,
+        "goals": _k_curve_goals(rows),
+    }
+    print(format_k_curve(report))
+    if json_path is not None:
+        from gmae import io as gio
+
+        gio.write_text(json_path, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _k_curve_goals(rows: list[dict]) -> dict[str, Any]:
+    """Issue 12's goals, where the curve has their points."""
+    goals: dict[str, Any] = {}
+    by = {(r["k"], r["scale_cap"]): r for r in rows}
+    r = by.get((256, 2.0))
+    if r:
+        share = r["fast"]["render_share"]
+        goals["render_share_k256_c2"] = {"value": share, "goal": "<= 0.15", "met": share <= 0.15}
+        sp = r["step_speedup"]
+        goals["step_speedup_k256_c2"] = {
+            "value": sp,
+            "goal": ">= 1.5 (images/s, fast over fast-torch)",
+            "met": sp >= 1.5,
+            "bound_if_render_were_free": r["step_speedup_bound_render_free"],
+        }
+    r = by.get((96, 1.0))
+    if r:
+        sp = r["step_speedup"]
+        goals["no_slowdown_k96_c1"] = {"value": sp, "goal": ">= 1", "met": sp >= 1}
+    return goals
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_k_curve(report: dict[str, Any]) -> str:
+    lines = [
+        f"gmae bench train --k-curve: {report['preset']} on {report['device']} "
+        f"({report['torch_threads']} threads); MAE {report['mae']['images_per_s']:.1f} img/s",
+        f"{'k':>4} {'c':>4} {'kernel':<11} {'step ms':>9} {'img/s':>7} {'render ms':>10} "
+        f"{'share':>7} {'step x':>7} {'render x':>9}",
+    ]
+    for r in report["results"]:
+        for label in KERNELS:
+            x = r[label]
+            new = label == "fast"
+            lines.append(
+                f"{r['k']:>4} {r['scale_cap']:>4g} {label:<11} {1e3 * x['step_s']:>9.0f} "
+                f"{x['images_per_s']:>7.1f} {1e3 * x['render_forward_backward_s']:>10.0f} "
+                f"{100 * x['render_share']:>6.1f}% "
+                + (f"{r['step_speedup']:>7.2f} {r['render_speedup']:>9.2f}" if new else "")
+            )
+    for name, goal in report["goals"].items():
+        lines.append(f"  goal {name}: {json.dumps(goal)}")
     return "\n".join(lines)

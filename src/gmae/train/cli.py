@@ -77,6 +77,13 @@ def register(subparsers, groups) -> None:
         "shared machine",
     )
     b.add_argument("--json", type=Path, help="write the results here")
+    b.add_argument(
+        "--k-curve",
+        nargs="+",
+        metavar="K[:C]",
+        help="instead: the GMAE step of the first preset at these k (scale cap C), the "
+        "renderer's compiled kernel vs its PyTorch loops side by side, with the render share",
+    )
     b.set_defaults(func=cmd_bench_train)
 
 
@@ -124,5 +131,6 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         json_path=args.json,
+        k_curve=args.k_curve,
     )
     return 0
