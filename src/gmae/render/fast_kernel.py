@@ -326,10 +326,11 @@ void gmae_backward_SUFFIX(
                 const REAL raw = o * EXP(e);
                 REAL a = raw < max_alpha ? raw : max_alpha;
                 a = ((a >= thr) & (e <= 0) & (cnt[p] > jr)) ? a : 0;
-                const REAL one_m = 1 - a, Tb = T[p] / one_m;  /* T in front of this one */
+                const REAL inv = 1 / (1 - a);  /* one division, two uses */
+                const REAL Tb = T[p] * inv;  /* T in front of this Gaussian */
                 T[p] = Tb;
                 const REAL wp = a * Tb;
-                const REAL g_a = gfd[p] * Tb - R[p] / one_m;
+                const REAL g_a = gfd[p] * Tb - R[p] * inv;
                 R[p] += gfd[p] * wp;
                 w[p] = wp;
                 const REAL ge = raw < max_alpha ? g_a * a : 0;  /* clamped: no gradient */
