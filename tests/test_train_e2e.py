@@ -41,6 +41,14 @@ def test_pretrain_cli_end_to_end(tmp_path, folder, name, capsys):
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
+    # Validation loss on the fixed held-out batch, and GMAE's Gaussian health, every log step;
+    # the resumed run logs exactly what the uninterrupted one would have (fixed batch and mask).
+    assert all(np.isfinite(r["val_loss"]) for r in rows)
+    if name == "gmae":
+        assert all(0 <= r["health/pinned_size"] <= 1 for r in rows)
+        assert {"health/sat_scale", "health/z_std_within", "health/masked_fraction"} <= set(rows[0])
+    else:
+        assert not any(k.startswith("health/") for k in rows[0])
     for f in ("config.yaml", "last.pt", "checkpoint-0001.pt", "checkpoint-0002.pt"):
         assert (out / f).is_file(), f
     png = Image.open(out / "vis" / "recon-0002.png")

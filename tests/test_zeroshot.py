@@ -432,6 +432,22 @@ def workspace(tmp_path_factory):
     return root
 
 
+def test_cli_inspect_reports_health(workspace, tmp_path, capsys):
+    path = tmp_path / "health.json"
+    data = f"imagefolder:{workspace / 'ds'}"
+    rc = main(["inspect", "--ckpt", str(workspace / "gmae.pt"), "--data", data,
+               "--num-images", "3", "--json", str(path)])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Gaussian health:" in out and "saturated raw outputs" in out
+    result = json.loads(path.read_text())
+    assert result["masked"]["n_images"] == 3 and result["unmasked"]["mask_ratio"] == 0.0
+    assert result["masked"]["verdict"] in ("healthy", "degraded", "degenerate")
+    assert main(["inspect", "--ckpt", str(workspace / "mae.pt"), "--data",
+                 f"imagefolder:{workspace / 'ds'}"]) == 2  # fmt: skip
+    assert "needs a GMAE" in capsys.readouterr().err
+
+
 def test_cli_layers(workspace, tmp_path):
     out = tmp_path / "layers"
     rc = main(["zeroshot", "layers", "--ckpt", str(workspace / "gmae.pt"),

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gmae.export.cli",  # gmae export timm | checkpoint
     "gmae.zeroshot.cli",  # gmae zeroshot layers | edges | figure-ground, gmae export gaussians
     "gmae.report.cli",  # gmae report
+    "gmae.inspect",  # gmae inspect
     "gmae.demo",  # gmae demo
 )
 

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
+HEAD_INITS = ("xavier", "torch")
+# Raw channels the saturation guard watches: z (depth) and the three scales.
+GUARDED_CHANNELS = (2, 3, 4, 5)
 
 
 def shoemake_quaternion(a: Tensor) -> Tensor:
@@ -60,17 +63,33 @@ class GaussianHead(nn.Module):
     """
 
     def __init__(
-        self, dim: int, color_channels: int = 3, scale_cap: float = 1.0, rotation: str = "shoemake"
+        self,
+        dim: int,
+        color_channels: int = 3,
+        scale_cap: float = 1.0,
+        rotation: str = "shoemake",
+        init: str = "xavier",
     ):
         super().__init__()
         if rotation not in ROTATIONS:
             raise GmaeError(f"unknown rotation {rotation!r}; choose from {', '.join(ROTATIONS)}")
         if not scale_cap > 0:
             raise GmaeError(f"scale_cap must be positive, got {scale_cap}")
+        if init not in HEAD_INITS:
+            raise GmaeError(f"unknown head_init {init!r}; choose from {', '.join(HEAD_INITS)}")
         self.color_channels = color_channels
         self.scale_cap = scale_cap
         self.rotation = rotation
+        self.init = init
+        # ``torch``: nn.Linear's own init (kaiming-uniform, a = sqrt 5), as in the authors' code;
+        # its raw outputs start about 2.3x smaller than xavier's, further from the sigmoid tails.
         self.proj = nn.Linear(dim, 11 + color_channels, bias=False)
+
+    def init_weights(self) -> None:
+        if self.init == "xavier":
+            nn.init.xavier_uniform_(self.proj.weight)
+        else:
+            self.proj.reset_parameters()
 
     def activate(self, raw: Tensor) -> Gaussians:
         """Raw head output [B, K, 11 + C] -> activated Gaussians (computed in fp32)."""
@@ -92,13 +111,28 @@ class GaussianHead(nn.Module):
         return self.activate(self.proj(tokens))
 
 
+def saturation_penalty(raw: Tensor, bound: float) -> Tensor:
+    """Mean of relu(|u| - bound)^2 over the guarded raw channels (z and scale).
+
+    A restoring force, not a clamp: past ``bound`` the sigmoid's own gradient is nearly gone, and
+    Adam's constant-size steps would otherwise carry u to |u| ~ 9 where nothing brings it back
+    (the saturation collapse, docs/models.md). Zero inside the bound, so it leaves a healthy
+    model's loss untouched.
+    """
+    u = raw[..., list(GUARDED_CHANNELS)].float()
+    return F.relu(u.abs() - bound).square().mean()
+
+
 class GMAE(MaskedImageModel):
     """GMAE: images in [0, 1] -> masked ViT -> k Gaussians -> render -> masked-patch MSE.
 
     Knobs: num_gaussians (k), scale_cap, rotation, camera (renderer mode: gmae | pinhole |
     ortho), background (white 1.0, or one value per channel), loss_on (masked | all), norm_pix
     (loss on per-patch-normalised render and target: the paper's failing ablation),
-    render_backend (passed to ``gmae.render.render``).
+    render_backend (passed to ``gmae.render.render``), head_init (``xavier``: MAE's init, our
+    old default; ``torch``: nn.Linear's default, as the authors' code), raw_penalty / raw_bound
+    (the saturation guard: ``raw_penalty * mean relu(|u| - raw_bound)^2`` over the raw z and scale
+    outputs is added to the loss; 0 = off).
     """
 
     def __init__(
@@ -122,6 +156,9 @@ class GMAE(MaskedImageModel):
         loss_on: str = "masked",
         norm_pix: bool = False,
         render_backend: str = "auto",
+        head_init: str = "xavier",
+        raw_bound: float = 4.0,
+        raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
     ):
@@ -135,6 +172,10 @@ class GMAE(MaskedImageModel):
             raise GmaeError(f"num_gaussians must be a positive integer, got {num_gaussians!r}")
         if not isinstance(background, int | float) and len(background) != in_chans:
             raise GmaeError(f"background needs one value or {in_chans}, got {list(background)}")
+        if not raw_bound > 0:
+            raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
+        if not raw_penalty >= 0:
+            raise GmaeError(f"raw_penalty must be >= 0, got {raw_penalty}")
         Camera(mode=camera, height=img_size, width=img_size)  # let the renderer validate the mode
         self.num_gaussians = num_gaussians
         self.camera = camera
@@ -144,6 +185,8 @@ class GMAE(MaskedImageModel):
         self.loss_on = loss_on
         self.norm_pix = norm_pix
         self.render_backend = render_backend
+        self.raw_bound = float(raw_bound)
+        self.raw_penalty = float(raw_penalty)
 
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.register_buffer(
@@ -163,12 +206,13 @@ class GMAE(MaskedImageModel):
             ]
         )
         self.decoder_norm = norm_layer(decoder_dim)
-        self.head = GaussianHead(decoder_dim, in_chans, scale_cap, rotation)
+        self.head = GaussianHead(decoder_dim, in_chans, scale_cap, rotation, head_init)
 
         nn.init.normal_(self.query_token, std=0.02)
         nn.init.uniform_(self.query_embed, 0.0, 1.0)
-        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.head):
+        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm):
             module.apply(init_vit_weights)
+        self.head.init_weights()
 
     def no_weight_decay(self) -> set[str]:
         """Token, query and position-embedding names (the pos-embeds are fixed buffers)."""
@@ -195,13 +239,21 @@ class GMAE(MaskedImageModel):
         queries = (self.query_token + self.query_embed).expand(b, -1, -1)
         return torch.cat([cls, visible, queries], dim=1)
 
-    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Gaussians:
-        """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image."""
+    def forward_decoder_raw(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """Latent [B, 1 + N_vis, D] -> raw head outputs [B, k, 11 + C] (before activation)."""
         x = self.decoder_tokens(latent, ids_restore)
         for block in self.decoder_blocks:
             x = block(x)
         x = self.decoder_norm(x)
-        return self.head(x[:, -self.num_gaussians :])
+        return self.head.proj(x[:, -self.num_gaussians :])
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Gaussians:
+        """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image."""
+        return self.head.activate(self.forward_decoder_raw(latent, ids_restore))
+
+    def camera_at(self, height: int, width: int) -> Camera:
+        """This model's fixed camera for an image of ``height x width`` (intrinsics scale)."""
+        return Camera(mode=self.camera, height=height, width=width)
 
     def render_gaussians(
         self,
@@ -222,7 +274,7 @@ class GMAE(MaskedImageModel):
             gaussians.quats,
             gaussians.colors,
             gaussians.opacities,
-            camera=Camera(mode=self.camera, height=height, width=width),
+            camera=self.camera_at(height, width),
             background=background,
             keep=keep,
             backend=self.render_backend,
@@ -241,10 +293,15 @@ class GMAE(MaskedImageModel):
         self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
     ) -> PretrainOutput:
         latent, mask, ids_restore = self.encode(imgs, mask_ratio, noise)
-        gaussians = self.forward_decoder(latent, ids_restore)
+        raw = self.forward_decoder_raw(latent, ids_restore)
+        gaussians = self.head.activate(raw)
         image = self.render_gaussians(gaussians, self.img_size, self.img_size).image
         loss = self.forward_loss(imgs, image, mask)
-        return PretrainOutput(loss=loss, mask=mask, pred=image, latent=latent, gaussians=gaussians)
+        if self.raw_penalty > 0:
+            loss = loss + self.raw_penalty * saturation_penalty(raw, self.raw_bound)
+        return PretrainOutput(
+            loss=loss, mask=mask, pred=image, latent=latent, gaussians=gaussians, raw=raw
+        )
 
     def predict_gaussians(
         self, imgs: Tensor, mask_ratio: float = 0.0, noise: Tensor | None = None

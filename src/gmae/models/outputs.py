@@ -46,7 +46,8 @@ class PretrainOutput:
 
     loss: scalar. mask: [B, N], 1 = masked. pred: MAE patch predictions [B, N, p*p*C] (in the
     loss's target space); GMAE the rendered image [B, C, H, W] in [0, 1]. latent: encoder output
-    [B, 1 + N_vis, D] (cls first). gaussians: GMAE's activated Gaussians, None for MAE.
+    [B, 1 + N_vis, D] (cls first). gaussians: GMAE's activated Gaussians, None for MAE. raw:
+    GMAE's raw head outputs.
     """
 
     loss: Tensor
@@ -54,6 +55,7 @@ class PretrainOutput:
     pred: Tensor
     latent: Tensor
     gaussians: Gaussians | None = None
+    raw: Tensor | None = None  # GMAE: the head's raw outputs [B, K, 11 + C] (health statistics)
 
 
 def normalize_patches(x: Tensor, eps: float = 1e-6) -> Tensor:

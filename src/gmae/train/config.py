@@ -60,6 +60,10 @@ class RunConfig:
     ckpt_every_steps: int = 0  # also refresh last.pt every N steps mid-epoch (0: off)
     vis_every: int = 10  # epochs between reconstruction grids (and after the last epoch)
     vis_images: int = 8
+    # Validation loss and (GMAE) Gaussian health on a fixed validation batch with a fixed mask,
+    # every `health_every` optimizer steps (0: at every log step; -1: never).
+    health_every: int = 0
+    health_images: int = 64
     max_nonfinite: int = 5  # consecutive non-finite losses before training stops
     online_probe: bool = False  # BatchNorm + Linear on detached features, for monitoring
     probe_classes: int | None = None  # default: the number of classes of the data set
@@ -294,11 +298,14 @@ def validate(cfg: Config) -> None:
         "optim.weight_decay": cfg.optim.weight_decay,
         "run.ckpt_every_steps": cfg.run.ckpt_every_steps,
         "run.vis_images": cfg.run.vis_images,
+        "run.health_images": cfg.run.health_images,
         "run.seed": cfg.run.seed,
     }
     for key, value in nonneg.items():
         if value < 0:
             raise GmaeError(f"config key {key!r} must be >= 0, got {value}")
+    if cfg.run.health_every < -1:
+        raise GmaeError("config key 'run.health_every' must be >= -1 (0: every log step, -1: off)")
     if not 0 <= cfg.optim.warmup_epochs <= cfg.optim.epochs:
         raise GmaeError("config key 'optim.warmup_epochs' must be between 0 and optim.epochs")
     if cfg.optim.effective_batch is not None and cfg.optim.effective_batch <= 0:

@@ -33,6 +33,7 @@ from gmae.errors import GmaeError
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
 from gmae.train.config import Config, config_to_dict, save_config
+from gmae.train.monitor import ValidationMonitor
 from gmae.train.optim import build_optimizer, lr_at, set_lr
 from gmae.train.outputs import RunLog, check_run_dir, claim_run_dir, recon_grid, save_png
 from gmae.train.sampling import ResumableSampler, SeededSamples, seed_worker
@@ -290,6 +291,12 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
         # Evenly spaced over the (class-sorted) validation set: one picture per class or so.
         picks = torch.linspace(0, len(val_set) - 1, n).round().long().tolist()
         vis_images = torch.stack([val_set[i][0] for i in picks]).to(device)
+    monitor = None
+    if dist.is_main and val_set is not None and r.health_every >= 0 and r.health_images > 0:
+        monitor = ValidationMonitor(
+            val_set, r.health_images, model.encoder.num_patches, r.seed, device
+        )
+    health_every = r.health_every or r.log_every
     log.note(
         f"{cfg.model['name']}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
         f"{dist.world_size} process(es) on {device}, batch {batch} "
@@ -370,6 +377,8 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
                 }
                 if probe is not None:
                     row.update(probe_loss=stats[2] / n, probe_acc=stats[3] / n)
+                if monitor is not None and (step % health_every == 0 or step == total_steps):
+                    row.update(monitor(model))
                 log.metrics(row)
                 window_start, window_steps = time.perf_counter(), 0
             if bad:

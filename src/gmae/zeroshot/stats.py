@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from gmae.errors import GmaeError
+from gmae.models.health import layout_dependence
 
 MIN_OPACITY = 1.0 / 255.0
 SIZES = ("scale_gmean", "scale_max", "screen_size")
@@ -137,37 +138,6 @@ class GaussianStats:
             },
             "layout": layout_dependence(np.stack(self._depth_all), np.stack(self._centres_all)),
         }
-
-
-def layout_dependence(depth: np.ndarray, centres: np.ndarray) -> dict:
-    """How much the Gaussians' layout depends on the image (module docstring, item 3).
-
-    depth [N, k] camera depths, centres [N, k, 2] screen centres, Gaussian index = query index.
-    """
-    from scipy.stats import rankdata
-
-    n = depth.shape[0]
-    agreement = float("nan")
-    if n >= 2:
-        r = rankdata(depth, axis=1)
-        r = r - r.mean(1, keepdims=True)
-        norm = np.linalg.norm(r, axis=1)
-        ok = norm > 0  # an image whose Gaussians all share one depth has no order
-        r = r[ok] / norm[ok, None]
-        if len(r) >= 2:
-            c = r @ r.T
-            agreement = float((c.sum() - np.trace(c)) / (len(r) * (len(r) - 1)))
-    return {
-        "depth_order_agreement": agreement,
-        "centre_px": {
-            "across_images": float(centres.std(0).mean()),
-            "within_image": float(centres.std(1).mean()),
-        },
-        "depth": {
-            "across_images": float(depth.std(0).mean()),
-            "within_image": float(depth.std(1).mean()),
-        },
-    }
 
 
 def _nanmean(a: np.ndarray) -> float:

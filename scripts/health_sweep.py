@@ -1,0 +1,221 @@
+"""The "Gaussians that live" sweep: short GMAE runs scored by Gaussian health and masked PSNR.
+
+Each variant is the CPU preset ``gmae_tiny_imagenette64`` (or an MAE preset) plus ``--set``
+overrides. Runs go side by side (``--parallel``), each ``gmae pretrain`` in its own process; a
+run still going at ``--time-limit`` seconds gets SIGTERM, saves ``last.pt`` and is scored where
+it stopped (the table says so). Then, per run: a compact checkpoint, ``gmae inspect`` on the
+validation split (health) and ``gmae eval recon`` (masked PSNR at the training mask ratio).
+
+    python scripts/health_sweep.py --out runs/sweep --epochs 10 --variants all
+    python scripts/health_sweep.py --out runs/flagship --epochs 40 --pick runs/sweep/sweep.json \\
+        --variants mae mae_pix
+
+``--pick SWEEP_JSON`` adds the winner of an earlier sweep (healthy first, then most checks
+passed, then masked PSNR). Writes OUT/sweep.json and OUT/sweep.md. docs/results.md has the
+table and the exact commands that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+GMAE = "gmae_tiny_imagenette64"
+MAE = "mae_tiny_imagenette64"
+GUARD = ["model.head_init=torch", "model.raw_penalty=1.0", "model.raw_bound=4.0"]
+GREY_C2 = ["model.scale_cap=2.0", "model.background=0.45"]
+
+# name -> (preset, overrides). The preset itself is the control (it collapses).
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "preset": (GMAE, []),
+    "c2_grey": (GMAE, GREY_C2),
+    "c2_grey_torchinit": (GMAE, [*GREY_C2, "model.head_init=torch"]),
+    "c2_grey_guard": (GMAE, [*GREY_C2, *GUARD]),
+    "c2_grey_guard_lr5e-4": (GMAE, [*GREY_C2, *GUARD, "optim.base_lr=5.0e-4"]),
+    "k256_c2_grey_guard": (GMAE, [*GREY_C2, *GUARD, "model.num_gaussians=256"]),
+    "k256_c1_white_guard": (GMAE, [*GUARD, "model.num_gaussians=256"]),
+    "k256_c2_white_guard": (GMAE, [*GUARD, "model.num_gaussians=256", "model.scale_cap=2.0"]),
+    "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
+    "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
+}
+SWEEP = [v for v in VARIANTS if not v.startswith("mae")] + ["mae_pix"]
+
+
+def gmae_cmd() -> list[str]:
+    return [sys.executable, "-m", "gmae"]
+
+
+def launch(
+    name: str, out: Path, epochs: int, extra: list[str], gmae_extra: list[str]
+) -> subprocess.Popen:
+    preset, sets = VARIANTS[name]
+    if preset == GMAE:
+        extra = [*extra, *gmae_extra]
+    run = out / name
+    run.mkdir(parents=True, exist_ok=True)
+    cmd = [*gmae_cmd(), "pretrain", "--config", preset, "--out", str(run)]
+    for s in [*sets, f"optim.epochs={epochs}", *extra]:
+        cmd += ["--set", s]
+    log = open(run / "train.log", "w")  # noqa: SIM115 (closed by the child's exit)
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def score(name: str, out: Path, data: str, device: str, images: int) -> dict:
+    """Compact checkpoint, health (inspect) and masked PSNR (eval recon) of one finished run."""
+    run = out / name
+    ckpt = run / f"{name}.safetensors"
+    row: dict = {"name": name, "preset": VARIANTS[name][0], "overrides": VARIANTS[name][1]}
+    last = run / "last.pt"
+    if not last.exists():
+        return {**row, "error": "no checkpoint (see train.log)"}
+    subprocess.run([*gmae_cmd(), "export", "checkpoint", "--ckpt", str(last), "--out", str(ckpt),
+                    "--fp16"], check=True)  # fmt: skip
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    row["steps"] = metrics[-1]["step"] if metrics else 0
+    row["trend"] = [
+        {k: m.get(k) for k in ("step", "loss", "val_loss", "health/pinned_size",
+                               "health/pinned_z", "health/z_std_within", "health/centre_ratio",
+                               "health/depth_order_agreement", "health/masked_fraction",
+                               "health/screen_p90_p10")}
+        for m in metrics if "val_loss" in m
+    ]  # fmt: skip
+    common = ["--device", device]
+    recon = run / "recon.json"
+    subprocess.run([*gmae_cmd(), "eval", "recon", "--ckpt", str(ckpt), "--data", data,
+                    "--val-split", "val", "--num-images", str(images), "--json", str(recon),
+                    "--mask-ratios", "0.75", *common], check=True)  # fmt: skip
+    rec = json.loads(recon.read_text())
+    row["masked_psnr"] = _find_masked_psnr(rec)
+    if VARIANTS[name][0] == GMAE:
+        health = run / "health.json"
+        subprocess.run([*gmae_cmd(), "inspect", "--ckpt", str(ckpt), "--data", data,
+                        "--num-images", str(images), "--json", str(health), *common],
+                       check=True)  # fmt: skip
+        h = json.loads(health.read_text())["masked"]
+        row["health"] = h
+    return row
+
+
+def _find_masked_psnr(rec: dict) -> float | None:
+    rows = rec.get("results", rec if isinstance(rec, list) else [])
+    for r in rows:
+        if abs(r.get("mask_ratio", -1) - 0.75) < 1e-9:
+            return r.get("masked_psnr")
+    return None
+
+
+def rank_key(row: dict) -> tuple:
+    h = row.get("health")
+    if not h:
+        return (3, 0, 0.0)
+    order = {"healthy": 0, "degraded": 1, "degenerate": 2}[h["verdict"]]
+    return (order, len(h["failed"]), -(row.get("masked_psnr") or 0.0))
+
+
+def pick(sweep_json: Path) -> str:
+    rows = [r for r in json.loads(sweep_json.read_text())["runs"] if r.get("health")]
+    if not rows:
+        raise SystemExit(f"{sweep_json}: no scored GMAE run to pick from")
+    return min(rows, key=rank_key)["name"]
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| run | steps | verdict | size pinned | z pinned | size p90/p10 | z std | centre ratio "
+        "| in masked (z) | order agreement | coverage | masked PSNR |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        h = r.get("health")
+        psnr = f"{r['masked_psnr']:.2f}" if r.get("masked_psnr") is not None else "-"
+        if not h:
+            lines.append(f"| {r['name']} | {r.get('steps', '-')} | - |" + " - |" * 8 + f" {psnr} |")
+            continue
+        m = h["masked_centres"]
+        lines.append(
+            f"| {r['name']} | {r['steps']} | {h['verdict']} | {h['pinned_size']:.1%} | "
+            f"{h['pinned_z']:.1%} | {h['screen_p90_p10']:.2f} | {h['z_std_within']:.3f} | "
+            f"{h['layout']['centre_ratio']:.2f} | {m['fraction']:.3f} ({m['z']:+.1f}) | "
+            f"{h['layout']['depth_order_agreement']:.2f} | {h['alpha_coverage']['mean']:.2f} | "
+            f"{psnr} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variants", nargs="*", default=[], help=f"'all' or of: {', '.join(VARIANTS)}")
+    ap.add_argument("--pick", type=Path, help="also run the winner of this earlier sweep.json")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    ap.add_argument("--time-limit", type=float, default=0, help="seconds, then SIGTERM (0: none)")
+    ap.add_argument("--data", default="imagenette-128", help="data spec for training and scoring")
+    ap.add_argument("--score-data", help="data spec for scoring (default: --data)")
+    ap.add_argument("--score-images", type=int, default=256)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="extra override for every run (e.g. data.num_workers=2)")  # fmt: skip
+    ap.add_argument(
+        "--gmae-set",
+        dest="gmae_sets",
+        action="append",
+        default=[],
+        help="extra override for GMAE runs (e.g. model.render_backend=reference)",
+    )
+    args = ap.parse_args()
+    names = SWEEP if args.variants == ["all"] else list(args.variants)
+    if args.pick:
+        names.insert(0, pick(args.pick))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise SystemExit(f"unknown or no variants: {unknown}; choose from {', '.join(VARIANTS)}")
+    extra = [f"data.spec={args.data}", *args.sets]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    start = time.monotonic()
+    pending, running, stopped = list(names), {}, set()
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            n = pending.pop(0)
+            running[n] = launch(n, args.out, args.epochs, extra, args.gmae_sets)
+        time.sleep(2)
+        for n, p in list(running.items()):
+            if p.poll() is not None:
+                print(
+                    f"{n}: exit {p.returncode} after {time.monotonic() - start:.0f} s", flush=True
+                )
+                del running[n]
+            elif (
+                args.time_limit and time.monotonic() - start > args.time_limit and n not in stopped
+            ):
+                os.killpg(p.pid, signal.SIGTERM)  # the engine saves last.pt and exits
+                stopped.add(n)
+
+    def scored(n: str) -> dict:
+        try:
+            row = score(n, args.out, args.score_data or args.data, args.device, args.score_images)
+        except subprocess.CalledProcessError as exc:
+            row = {"name": n, "error": str(exc)}
+        return {**row, "stopped_early": n in stopped}
+
+    with ThreadPoolExecutor(max(args.parallel, 1)) as pool:  # each score runs subprocesses
+        rows = list(pool.map(scored, names))
+    result = {"epochs": args.epochs, "data": args.data, "runs": rows,
+              "wall_s": time.monotonic() - start}  # fmt: skip
+    (args.out / "sweep.json").write_text(json.dumps(result, indent=1))
+    (args.out / "sweep.md").write_text(table(rows))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Gaussian health statistics, the saturation guard, the head init and ``gmae inspect``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from gmae.errors import GmaeError
+from gmae.models import create_model
+from gmae.models.gmae import saturation_penalty
+from gmae.models.health import CHECKS, flat_scalars, gaussian_health, verdict
+
+TINY = dict(
+    encoder="tiny", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+    decoder_dim=32, decoder_depth=1, decoder_num_heads=2, num_gaussians=16,
+)  # fmt: skip
+
+
+def tiny_gmae(**kw):
+    torch.manual_seed(0)
+    return create_model("gmae", **{**TINY, **kw}).eval()
+
+
+def collapse(model) -> None:
+    """Every query token identical, raw scale +10 and raw z -10: the saturation collapse."""
+    with torch.no_grad():
+        model.decoder_norm.weight.zero_()
+        model.decoder_norm.bias.fill_(1.0)
+        w = model.head.proj.weight
+        w.zero_()
+        d = w.shape[1]
+        w[3:6] = 10.0 / d  # scales at the cap
+        w[2] = -10.0 / d  # z at the near bound
+        w[13] = 3.0 / d  # opaque
+
+
+def test_saturation_penalty_is_zero_inside_the_bound_and_pulls_back_outside():
+    raw = torch.zeros(2, 5, 14)
+    raw[..., 2] = 3.9  # z inside the bound
+    raw[..., 0] = 50.0  # centre x: not guarded
+    assert saturation_penalty(raw, 4.0) == 0
+    raw = raw.clone().requires_grad_(True)
+    with torch.no_grad():
+        raw[0, 0, 4] = 6.0  # one scale 2 past the bound
+        raw[1, 1, 2] = -7.0  # one z 3 past the bound, on the negative side
+    loss = saturation_penalty(raw, 4.0)
+    assert loss.item() == pytest.approx((2.0**2 + 3.0**2) / (2 * 5 * 4))
+    loss.backward()
+    assert raw.grad[0, 0, 4] > 0 and raw.grad[1, 1, 2] < 0  # gradient descent moves them inwards
+    assert raw.grad[..., 0].abs().sum() == 0
+
+
+def test_guard_enters_the_loss_only_when_on():
+    imgs = torch.rand(2, 3, 32, 32)
+    noise = torch.rand(2, 16)
+    off, on = tiny_gmae(), tiny_gmae(raw_penalty=1.0, raw_bound=0.5)
+    a, b = off(imgs, noise=noise), on(imgs, noise=noise)
+    assert torch.equal(a.raw, b.raw)
+    extra = saturation_penalty(b.raw, 0.5)
+    assert extra > 0 and b.loss.item() == pytest.approx(a.loss.item() + extra.item(), rel=1e-5)
+
+
+def test_head_init_torch_starts_further_from_the_tails():
+    x = torch.randn(4096, 128)
+    raw = {}
+    for init in ("xavier", "torch"):
+        m = create_model("gmae", **{**TINY, "decoder_dim": 128, "decoder_num_heads": 4,
+                                    "head_init": init})  # fmt: skip
+        raw[init] = m.head.proj(x).std().item()
+    # xavier std sqrt(2 / (128 + 14)) vs kaiming-uniform(a=sqrt 5) 1 / sqrt(3 * 128)
+    assert raw["xavier"] == pytest.approx(math.sqrt(128 * 2 / 142), rel=0.1)
+    assert raw["torch"] == pytest.approx(math.sqrt(128 / (3 * 128)), rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(head_init="zeros"), "head_init"),
+        (dict(raw_bound=0.0), "raw_bound"),
+        (dict(raw_penalty=-1.0), "raw_penalty"),
+    ],
+)
+def test_guard_options_are_checked(kw, match):
+    with pytest.raises(GmaeError, match=match):
+        tiny_gmae(**kw)
+
+
+def test_health_of_a_collapsed_model_is_degenerate():
+    m = tiny_gmae()
+    collapse(m)
+    h = gaussian_health(m, torch.rand(6, 3, 32, 32))
+    assert h["saturation"]["scale"] == 1.0 and h["saturation"]["z"] == 1.0
+    assert h["saturation"]["colour"] == 0.0
+    assert h["pinned_size"] == 1.0 and h["pinned_z"] == 1.0
+    assert h["z_std_within"] < 1e-6
+    assert h["screen_std_px"]["median"] == pytest.approx(h["screen_std_px"]["cap"], rel=0.02)
+    assert h["layout"]["centre_px"]["across_images"] < 1e-4  # the same layout in every image
+    assert h["verdict"] == "degenerate"
+    assert any(f.startswith("sizes pinned") for f in h["failed"])
+    scalars = flat_scalars(h)
+    assert scalars["health/pinned_size"] == 1.0 and scalars["health/healthy"] == 0.0
+
+
+def test_health_of_a_fresh_model_and_its_statistics():
+    m = tiny_gmae(head_init="torch")
+    imgs = torch.rand(8, 3, 32, 32)
+    h = gaussian_health(m, imgs)
+    assert h["n_images"] == 8 and h["n_gaussians"] == 16
+    assert h["mask_ratio"] == pytest.approx(0.75)
+    assert h["pinned_size"] == 0.0 and h["pinned_z"] == 0.0
+    assert 0 < h["alpha_coverage"]["mean"] < 1
+    m_c = h["masked_centres"]
+    assert 0 <= m_c["fraction"] <= 1 and m_c["stderr"] > 0
+    assert h["verdict"] != "degenerate"
+    # At mask ratio 0 no patch is masked: the masked-fraction check cannot apply.
+    h0 = gaussian_health(m, imgs, mask_ratio=0.0)
+    assert h0["masked_centres"]["chance"] == 0.0
+    assert not any("mask" in f for f in h0["failed"])
+
+
+def test_verdict_thresholds():
+    good = {
+        "pinned_size": 0.0, "pinned_z": 0.01, "screen_p90_p10": 2.0, "z_std_within": 0.2,
+        "layout": {"centre_ratio": 0.5},
+        "masked_centres": {"fraction": 0.6, "chance": 0.75, "z": -8.0},
+    }  # fmt: skip
+    assert verdict(good) == ("healthy", [])
+    for check in CHECKS:  # each acceptance check fails on its own
+        bad = json.loads(json.dumps(good))
+        target = bad
+        *path, last = check.key.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = check.bound + (0.01 if check.op == "<" else -0.01)
+        state, failed = verdict(bad)
+        assert state in ("degraded", "degenerate") and failed, check.name
+    chance = {**good, "masked_centres": {"fraction": 0.74, "chance": 0.75, "z": -1.0}}
+    assert verdict(chance)[0] == "degraded"
+    one_image = {**good, "layout": {"centre_ratio": float("nan")}}  # not measured: no verdict
+    assert verdict(one_image)[0] == "healthy"
