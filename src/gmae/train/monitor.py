@@ -38,6 +38,6 @@ class ValidationMonitor:
 
 def _task_loss(model: nn.Module, imgs: torch.Tensor, out) -> torch.Tensor:
     """The reconstruction loss alone (GMAE's training loss may add the saturation guard)."""
-    if out.gaussians is not None:
+    if getattr(out, "gaussians", None) is not None:
         return model.forward_loss(imgs, out.pred, out.mask)
     return out.loss
