@@ -141,3 +141,17 @@ def test_verdict_thresholds():
     assert verdict(chance)[0] == "degraded"
     one_image = {**good, "layout": {"centre_ratio": float("nan")}}  # not measured: no verdict
     assert verdict(one_image)[0] == "healthy"
+
+
+def test_zero_shot_commands_warn_about_a_degenerate_checkpoint(tmp_path, capsys):
+    import numpy as np
+
+    from gmae.zeroshot.common import Photo, check_health
+
+    m = tiny_gmae()
+    collapse(m)
+    rng = np.random.default_rng(0)
+    photos = [Photo(str(i), rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)) for i in range(4)]
+    assert check_health(m, photos)["verdict"] == "degenerate"
+    err = capsys.readouterr().err
+    assert "WARNING: this checkpoint is degenerate" in err and "sizes pinned" in err

@@ -171,6 +171,10 @@ def test_report_numbers(report):
     fg = numbers["figure_ground"]
     assert fg["all_ground"]["iou_fg"] == 0.0 and fg["gmae_depth_otsu"]["n_images"] == 1
     assert "pooled" in numbers["stats"]["spearman_size_vs_depth"]["scale_gmean"]
+    health = numbers["health"]
+    assert health["verdict"] in ("healthy", "degraded", "degenerate")
+    html = (report / "index.html").read_text()
+    assert f'class="banner {health["verdict"]}"' in html  # the verdict is shown at the top
 
 
 def test_report_in_headless_chromium(report, tmp_path):

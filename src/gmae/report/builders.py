@@ -201,7 +201,7 @@ def build_report(
     """
     from gmae.evaluate.boundaries import evaluate_boundaries
     from gmae.models import GMAE
-    from gmae.zeroshot.common import strip
+    from gmae.zeroshot.common import check_health, strip
     from gmae.zeroshot.layers import layer_set
     from gmae.zeroshot.pipelines import edge_maps, run_figure_ground
     from gmae.zeroshot.stats import gaussian_stats, photo_batches
@@ -232,9 +232,35 @@ def build_report(
         ],
     )
 
+    # 0. Gaussian health: whether anything below can be believed.
+    photos = [p for p, _ in bsds] + [p for p, _ in horses]
+    health = check_health(model, photos)
+    numbers["health"] = health
+    verdict_text = {
+        "degenerate": "DEGENERATE MODEL: its Gaussians collapsed (saturation). The layers, depth "
+        "order, edges and figure-ground below are artefacts of the query index, not of the "
+        "image. ",
+        "degraded": "Some Gaussian health checks fail; read the zero-shot results with care. ",
+        "healthy": "Gaussian health: every check passes. ",
+    }[health["verdict"]]
+    rep.banner(verdict_text + "; ".join(health["failed"]), health["verdict"])
+    rep.table(
+        ["Gaussian health (report photos, training mask ratio)", "value"],
+        [
+            ["verdict", health["verdict"]],
+            ["sizes pinned at the cap", f"{health['pinned_size']:.1%}"],
+            ["z at a depth bound", f"{health['pinned_z']:.1%}"],
+            ["on-screen size p90 / p10", health["screen_p90_p10"]],
+            ["within-image std of z", health["z_std_within"]],
+            ["centre spread across / within images", health["layout"]["centre_ratio"]],
+            ["depth-order agreement between images", health["layout"]["depth_order_agreement"]],
+            ["centres in masked patches (chance)", "{fraction:.3f} ({chance:.2f})".format(
+                **health["masked_centres"])],
+        ],
+    )  # fmt: skip
+
     # 1. Reconstructions
     rep.heading("Reconstructions")
-    photos = [p for p, _ in bsds] + [p for p, _ in horses]
     grid, titles = _recon_grid(model, mae_model, photos)
     rep.image(
         "reconstructions",

@@ -27,6 +27,10 @@ table { border-collapse: collapse; margin: 0.8em 0; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 code, pre { background: #f6f6f6; padding: 0.1em 0.3em; }
+.banner { padding: 0.8em 1em; margin: 1em 0; border-radius: 4px; font-weight: 600; }
+.banner.degenerate { background: #b00020; color: #fff; font-size: 1.15em; }
+.banner.degraded { background: #fff3cd; color: #664d03; border: 1px solid #e0c060; }
+.banner.healthy { background: #e8f5e9; color: #1b5e20; border: 1px solid #a5d6a7; }
 """
 
 
@@ -57,6 +61,10 @@ class HtmlReport:
         self.title = title
         self._parts: list[str] = []
         self._files: dict[str, bytes] = {}
+
+    def banner(self, text: str, kind: str) -> None:
+        """A coloured box: ``kind`` is degenerate (loud red), degraded (amber) or healthy."""
+        self._parts.append(f'<div class="banner {html.escape(kind)}">{html.escape(text)}</div>')
 
     def heading(self, text: str, level: int = 2) -> None:
         self._parts.append(f"<h{level}>{html.escape(text)}</h{level}>")

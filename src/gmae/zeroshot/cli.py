@@ -155,15 +155,18 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     if any(k < 0 for k in args.ks):
         raise GmaeError("--ks must be non-negative")
+    from gmae.zeroshot.common import check_health
+
     photo = _shrink(load_photo(args.image), args.max_side)
     model = load_model(args.ckpt, "gmae", args.device)
     page = layers_page(model, photo, args.out, ks=args.ks, groups=args.groups)
     print(f"wrote {page}")
+    check_health(model, [photo])  # last, so that the warning is the last thing people see
     return 0
 
 
 def cmd_edges(args: argparse.Namespace) -> int:
-    from gmae.zeroshot.common import load_model
+    from gmae.zeroshot.common import check_health, load_model
     from gmae.zeroshot.pipelines import write_edges
 
     photos = _photos(args.images, args.limit)
@@ -173,12 +176,13 @@ def cmd_edges(args: argparse.Namespace) -> int:
         baselines=args.baselines, batch_size=args.batch_size, progress=not args.no_progress,
     )  # fmt: skip
     print(f"wrote {len(photos)} maps to each of: {', '.join(str(d) for d in dirs)}")
+    check_health(model, photos)
     return 0
 
 
 def cmd_figure_ground(args: argparse.Namespace) -> int:
     from gmae import io as gio
-    from gmae.zeroshot.common import load_model
+    from gmae.zeroshot.common import check_health, load_model
     from gmae.zeroshot.pipelines import run_figure_ground
 
     photos = _photos(args.images, args.limit)
@@ -193,6 +197,7 @@ def cmd_figure_ground(args: argparse.Namespace) -> int:
     for method, s in result.get("scores", {}).items():
         print(f"{method:18s} IoU(fg) {s['iou_fg']:.3f}  mIoU {s['miou']:.3f}")
     print(f"wrote masks to {args.out} and {path}")
+    check_health(model, photos)
     return 0
 
 
@@ -213,6 +218,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
         source = {"images": str(args.images)}
     result = gaussian_stats(model, batches, total, progress=not args.no_progress)
     result = {"source": source, "ckpt": str(args.ckpt), **result}
+    if result["n_images"] >= 2:  # the health check compares images: re-read a few of them
+        from gmae.zeroshot.common import Photo, check_health
+
+        if args.data:
+            batches, _ = dataset_batches(args.data, args.split, model.img_size, 32, 32)
+            x = next(iter(batches))
+            pix = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+            few = [Photo(str(i), p) for i, p in enumerate(pix)]
+        else:
+            few = photos[:32]
+        result["health"] = check_health(model, few)
     gio.write_json(args.json, result)
     rho = result["spearman_size_vs_depth"]["scale_gmean"]
     print(

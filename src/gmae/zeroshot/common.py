@@ -62,6 +62,35 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
+    """Gaussian health on (up to ``max_images`` of) the photos a command works on, at the
+    model's training mask ratio with a fixed mask; prints a warning to stderr unless healthy.
+
+    Zero-shot results of a degenerate model (saturation collapse) are artefacts of the query
+    index, not of the image: docs/models.md, "Gaussian health".
+    """
+    import sys
+
+    import torch
+
+    from gmae.models.health import describe, gaussian_health
+
+    imgs = model_input(list(photos[:max_images]), model.img_size, model_device(model))
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(imgs.shape[0], model.encoder.num_patches, generator=gen).to(imgs.device)
+    health = gaussian_health(model, imgs, noise=noise)
+    if health["verdict"] == "degenerate":
+        print(
+            f"gmae: WARNING: this checkpoint is degenerate ({describe(health)}). Its layers, "
+            "depth order and edges are artefacts of the query index, not of the image. Check "
+            "with `gmae inspect`.",
+            file=sys.stderr,
+        )
+    elif health["verdict"] == "degraded":
+        print(f"gmae: warning: {describe(health)}", file=sys.stderr)
+    return health
+
+
 # --- photos -----------------------------------------------------------------------------------
 
 
