@@ -29,19 +29,27 @@ from pathlib import Path
 
 GMAE = "gmae_tiny_imagenette64"
 MAE = "mae_tiny_imagenette64"
+# The sweep started from the preset as it was before it (k = 96, c = 1, white, xavier head, no
+# guard; the committed gmae_tiny_imagenette64{,_e20} checkpoints). Today's preset is the winner,
+# k256_c2_grey_guard, so every variant spells out what it changes from that old base.
+OLD = [
+    "model.num_gaussians=96", "model.scale_cap=1.0", "model.background=1.0",
+    "model.head_init=xavier", "model.raw_penalty=0.0",
+]  # fmt: skip
 GUARD = ["model.head_init=torch", "model.raw_penalty=1.0", "model.raw_bound=4.0"]
 GREY_C2 = ["model.scale_cap=2.0", "model.background=0.45"]
+K256 = ["model.num_gaussians=256"]
 
-# name -> (preset, overrides). The preset itself is the control (it collapses).
+# name -> (preset, overrides). "preset" (the old base) is the control: it collapses.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "preset": (GMAE, []),
-    "c2_grey": (GMAE, GREY_C2),
-    "c2_grey_torchinit": (GMAE, [*GREY_C2, "model.head_init=torch"]),
-    "c2_grey_guard": (GMAE, [*GREY_C2, *GUARD]),
-    "c2_grey_guard_lr5e-4": (GMAE, [*GREY_C2, *GUARD, "optim.base_lr=5.0e-4"]),
-    "k256_c2_grey_guard": (GMAE, [*GREY_C2, *GUARD, "model.num_gaussians=256"]),
-    "k256_c1_white_guard": (GMAE, [*GUARD, "model.num_gaussians=256"]),
-    "k256_c2_white_guard": (GMAE, [*GUARD, "model.num_gaussians=256", "model.scale_cap=2.0"]),
+    "preset": (GMAE, OLD),
+    "c2_grey": (GMAE, [*OLD, *GREY_C2]),
+    "c2_grey_torchinit": (GMAE, [*OLD, *GREY_C2, "model.head_init=torch"]),
+    "c2_grey_guard": (GMAE, [*OLD, *GREY_C2, *GUARD]),
+    "c2_grey_guard_lr5e-4": (GMAE, [*OLD, *GREY_C2, *GUARD, "optim.base_lr=5.0e-4"]),
+    "k256_c2_grey_guard": (GMAE, [*OLD, *GREY_C2, *GUARD, *K256]),
+    "k256_c1_white_guard": (GMAE, [*OLD, *GUARD, *K256]),
+    "k256_c2_white_guard": (GMAE, [*OLD, *GUARD, *K256, "model.scale_cap=2.0"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }

@@ -30,16 +30,34 @@ def main() -> None:
     ap.add_argument("--name", default=None)
     ap.add_argument("--out", type=Path, default=Path("checkpoints"))
     ap.add_argument("--command", default=None, help="the command that trained it (for the card)")
+    ap.add_argument(
+        "--weights",
+        type=Path,
+        help="an exported .safetensors of the run (when last.pt stayed elsewhere)",
+    )
+    ap.add_argument(
+        "--where",
+        default="on a 2-core CPU (shared with a second run)",
+        help="where it trained, for the card",
+    )
+    ap.add_argument("--health", type=Path, help="`gmae inspect --json` output for the card")
     args = ap.parse_args()
     name = args.name or args.run.name
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
     rows = read_metrics(args.run / "metrics.jsonl")
     last = args.run / "last.pt"
-    seconds = last.stat().st_mtime - (args.run / "config.yaml").stat().st_mtime
+    clock = args.weights if args.weights else last
+    seconds = clock.stat().st_mtime - (args.run / "config.yaml").stat().st_mtime
     tail = rows[-10:]
     final_loss = sum(r["loss"] for r in tail) / len(tail)
 
-    info = export_checkpoint(last, args.out / f"{name}.safetensors", fp16=True)
+    target = args.out / f"{name}.safetensors"
+    if args.weights:
+        if args.weights.resolve() != target.resolve():
+            gio.write_bytes(target, args.weights.read_bytes())
+        info = {"bytes": target.stat().st_size, "out": str(target)}
+    else:
+        info = export_checkpoint(last, target, fp16=True)
     plot_loss_curves([(name, args.run / "metrics.jsonl")], args.out / f"{name}-loss.png")
     grids = sorted((args.run / "vis").glob("recon-*.png"))
     if grids:  # the last reconstruction grid of the run
@@ -61,11 +79,27 @@ def main() -> None:
             f"clip {o['clip_grad']}",
         ),
         ("model", f"`{json.dumps(m)}`"),
-        ("wall time", f"{seconds / 3600:.2f} h on a 2-core CPU (shared with a second run)"),
+        ("wall time", f"{seconds / 3600:.2f} h {args.where}"),
         ("final loss", f"{final_loss:.4f} (mean of the last {len(tail)} logged steps)"),
         ("skipped steps", str(rows[-1].get("skipped", 0))),
         ("file", f"`{name}.safetensors`, {info['bytes'] / 1e6:.1f} MB"),
     ]
+    if args.health:
+        h = json.loads(args.health.read_text())["masked"]
+        rows_md += [
+            ("Gaussian health", f"**{h['verdict']}**" + (f": {'; '.join(h['failed'])}"
+                                                         if h["failed"] else "")),
+            ("sizes / z pinned at a bound", f"{h['pinned_size']:.1%} / {h['pinned_z']:.1%}"),
+            ("on-screen size p90 / p10", f"{h['screen_p90_p10']:.2f}"),
+            ("within-image std of z", f"{h['z_std_within']:.3f}"),
+            ("centre spread across / within images", f"{h['layout']['centre_ratio']:.3f}"),
+            ("centres in masked patches (chance)",
+             f"{h['masked_centres']['fraction']:.3f} ({h['masked_centres']['chance']:.2f})"),
+            ("depth-order agreement between images",
+             f"{h['layout']['depth_order_agreement']:.3f}"),
+            ("health measured by", f"`gmae inspect --ckpt {target} --num-images "
+                                   f"{h['n_images']}` (imagenette-128 val)"),
+        ]  # fmt: skip
     method = METHOD_NAMES.get(m["name"], m["name"])
     card = "\n".join(
         [
