@@ -743,7 +743,11 @@ class _CompiledRender(torch.autograd.Function):
         thresholds = (cfg.max_alpha, cfg.alpha_threshold, cfg.transmittance_threshold)
         ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
         outs_p = (_ptr(acc), _ptr(T), _ptr(count))
-        _run_chunks(lambda t0, t1: fwd(t0, t1, *ptrs, *geometry, *thresholds, *outs_p), tl, workers)
+
+        def forward_kernel(t0: int, t1: int) -> None:  # named: profiles show it as a phase
+            fwd(t0, t1, *ptrs, *geometry, *thresholds, *outs_p)
+
+        _run_chunks(forward_kernel, tl, workers)
 
         def finish():
             image = acc[:, :C] + T[:, None] * bg[:, :, None, None]
@@ -808,19 +812,28 @@ class _CompiledRender(torch.autograd.Function):
         ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
         state = (_ptr(T), _ptr(count), _ptr(g_acc), _ptr(R0), _ptr(g_rows))
         thresholds = (cfg.max_alpha, cfg.alpha_threshold)
-        _run_chunks(lambda t0, t1: bwd(t0, t1, *ptrs, *geometry, *thresholds, *state), tl, workers)
+
+        def backward_kernel(t0: int, t1: int) -> None:
+            bwd(t0, t1, *ptrs, *geometry, *thresholds, *state)
+
+        _run_chunks(backward_kernel, tl, workers)
 
         def finish():
             g_prm = torch.zeros(B * K, 6 + Fd, device=dev, dtype=dt)
-            grads = lib.gmae_row_grads_f64 if dt == torch.float64 else lib.gmae_row_grads_f32
-            R = rows.shape[0]
-            grads(R, Fd, _ptr(rows), _ptr(g_rows), _ptr(tl.row_gid), _ptr(g_prm))
+            _row_grads_kernel(lib, rows, g_rows, tl.row_gid, g_prm)
             g_prm = g_prm.view(B, K, -1)
             meta_grads = (g_m2d, g_con, g_op, g_z)
             # retain: the graph was built in forward and a retain_graph backward may come again
             return _through_projection(cfg, needs, xs, proj, g_prm, meta_grads, C, g_bg, True)
 
         return (*_in_worker(finish, workers), None)
+
+
+def _row_grads_kernel(lib, rows: Tensor, g_rows: Tensor, row_gid: Tensor, g_prm: Tensor) -> None:
+    """Per-row sums -> per-Gaussian gradients, accumulated into ``g_prm`` (one thread: rows of
+    one Gaussian come from many tiles)."""
+    fn = lib.gmae_row_grads_f64 if rows.dtype == torch.float64 else lib.gmae_row_grads_f32
+    fn(rows.shape[0], rows.shape[1] - 6, _ptr(rows), _ptr(g_rows), _ptr(row_gid), _ptr(g_prm))
 
 
 def _run_chunks(fn, tl: _TileLists, workers: int) -> None:
