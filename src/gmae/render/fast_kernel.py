@@ -9,8 +9,8 @@ pixels are opaque.
 
 It is plain C99 with no Python or torch headers: it builds in about a second with the system
 C compiler and is loaded with ``ctypes`` (calls release the GIL, so the fast path's worker
-threads run tiles in parallel). The shared library is cached under
-``$XDG_CACHE_HOME/gmae/kernels`` (default ``~/.cache``), keyed by a hash of the source, the
+threads run tiles in parallel). The shared library is cached under ``$GMAE_KERNEL_DIR`` or
+``$XDG_CACHE_HOME/gmae-kernels`` (default ``~/.cache``), keyed by a hash of the source, the
 flags and the compiler, and written atomically, so concurrent first uses are safe. Where no
 compiler works, ``load()`` returns None and the fast path keeps its pure-PyTorch loops, which
 have identical semantics (``GMAE_RENDER_KERNEL=torch`` forces them).
@@ -379,8 +379,12 @@ def source() -> str:
 
 
 def _cache_dir() -> Path:
+    """``$GMAE_KERNEL_DIR``, else ``$XDG_CACHE_HOME/gmae-kernels`` (default ``~/.cache``): not
+    inside ``~/.cache/gmae``, which is the data sets' directory."""
+    if os.environ.get("GMAE_KERNEL_DIR"):
+        return Path(os.environ["GMAE_KERNEL_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gmae" / "kernels"
+    return Path(base) / "gmae-kernels"
 
 
 def _cpu_id() -> str:
