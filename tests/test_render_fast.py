@@ -326,7 +326,7 @@ def test_kernels_agree_and_layouts(kernel):
     )  # fmt: skip
     args = (*(g[k] for k in INPUTS), torch.ones(3, 3, dtype=F64))
     args += (cam.intrinsics(3, dtype=F64), cam.viewmats(3, dtype=F64))
-    for tile, workers in [(0, 0), (4, 2), (16, 3)]:
+    for tile, workers in [(0, 0), (4, 2), (16, 3), (32, 0)]:  # 32: beyond the kernel's tiles
         out = render_fast(*args, **kw, tile=tile, workers=workers, kernel=kernel)
         for a, b in zip(out[:3], (base.image, base.alpha, base.depth)):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

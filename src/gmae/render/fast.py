@@ -28,6 +28,7 @@ Memory is O(B H W F + intersections), independent of K x H x W.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import threading
@@ -870,6 +871,12 @@ def use_kernel(name: str):
         _kernel_override = before
 
 
+def _kernel_max_tile() -> int:
+    from gmae.render import fast_kernel
+
+    return fast_kernel.MAX_TILE
+
+
 def resolve_kernel(name: str, device: torch.device) -> str:
     """``"c"`` or ``"torch"`` for a requested kernel name on ``device``."""
     from gmae.render import fast_kernel
@@ -940,6 +947,8 @@ def render_fast(
         workers=workers,
         kernel=resolve_kernel(kernel, means.device),
     )
+    if cfg.kernel == "c" and tile > _kernel_max_tile():  # the kernel's buffers hold 16 x 16
+        cfg = dataclasses.replace(cfg, kernel="torch")
     fn = _CompiledRender if cfg.kernel == "c" else _FastRender
     out = fn.apply(means, scales, quats, colors, opacities, background, intrinsics, viewmats, cfg)
     image, alpha, depth, m2d, con, op, z, radii = out
