@@ -264,6 +264,7 @@ def run_benchmark(
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
         "cpu": _cpu_name(),
         "threads": torch.get_num_threads(),
+        "cpu_affinity": _affinity(),
         "fast_kernel": "compiled" if fast_kernel.load() is not None else fast_kernel.error(),
         "repeats": repeats,
         "max_ref_pairs": max_ref_pairs,
@@ -271,6 +272,14 @@ def run_benchmark(
         "results": results,
         "goals": _goals(results),
     }
+
+
+def _affinity() -> list[int] | None:
+    """The CPUs this process may run on (``taskset``), as the numbers' context."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpu_name() -> str:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -315,11 +317,13 @@ def bench_k_curve(
 
     report = {
         "benchmark": "train k-curve",
+        "command": " ".join(["gmae", *sys.argv[1:]]),
         "preset": preset,
         "device": str(dev),
         "cpu": _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_affinity": _affinity(),
         "fast_kernel": "compiled" if fast_kernel.load() is not None else fast_kernel.error(),
         "repeats": repeats,
         "warmup": warmup,
@@ -358,6 +362,14 @@ def _k_curve_goals(rows: list[dict]) -> dict[str, Any]:
         sp = r["step_speedup"]
         goals["no_slowdown_k96_c1"] = {"value": sp, "goal": ">= 1", "met": sp >= 1}
     return goals
+
+
+def _affinity() -> list[int] | None:
+    """The CPUs this process may run on (``taskset``), as the numbers' context."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpu_name() -> str:
