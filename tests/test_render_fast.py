@@ -350,6 +350,9 @@ def test_kernel_selection_and_fallback(monkeypatch):
         resolve_kernel("c", torch.device("cpu"))
     monkeypatch.setenv("GMAE_RENDER_KERNEL", "torch")
     assert fast_kernel.load() is None
+    monkeypatch.setattr(fast_kernel, "_error", None)
+    with pytest.raises(GmaeError, match="GMAE_RENDER_KERNEL=torch"):
+        resolve_kernel("c", torch.device("cpu"))
 
 
 def test_backward_twice_with_retain_graph():

@@ -897,7 +897,8 @@ def resolve_kernel(name: str, device: torch.device) -> str:
     if fast_kernel.load() is not None:
         return "c"
     if name == "c":
-        raise GmaeError(f"the compiled render kernel is not available: {fast_kernel.error()}")
+        why = fast_kernel.error() or "GMAE_RENDER_KERNEL=torch is set"
+        raise GmaeError(f"the compiled render kernel is not available: {why}")
     return "torch"
 
 
