@@ -39,6 +39,7 @@ OLD = [
 GUARD = ["model.head_init=torch", "model.raw_penalty=1.0", "model.raw_bound=4.0"]
 GREY_C2 = ["model.scale_cap=2.0", "model.background=0.45"]
 K256 = ["model.num_gaussians=256"]
+DEC256X8 = ["model.decoder_dim=256", "model.decoder_depth=8", "model.decoder_num_heads=8"]
 
 # name -> (preset, overrides). "preset" (the old base) is the control: it collapses.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -50,10 +51,22 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "k256_c2_grey_guard": (GMAE, [*OLD, *GREY_C2, *GUARD, *K256]),
     "k256_c1_white_guard": (GMAE, [*OLD, *GUARD, *K256]),
     "k256_c2_white_guard": (GMAE, [*OLD, *GUARD, *K256, "model.scale_cap=2.0"]),
+    # Second sweep: today's preset (the winner above) against ideas for a layout that follows
+    # the image (the centre-ratio criterion): weaker query identity, a wider and deeper decoder,
+    # a lower peak lr, smaller Gaussians, the loss on every patch, a lower mask ratio.
+    "centre_control": (GMAE, []),
+    "centre_query_normal": (GMAE, ["model.query_init=normal"]),
+    "centre_dec256x8": (GMAE, DEC256X8),
+    "centre_lr5e-4": (GMAE, ["optim.base_lr=5.0e-4"]),
+    "centre_c1": (GMAE, ["model.scale_cap=1.0"]),
+    "centre_loss_all": (GMAE, ["model.loss_on=all"]),
+    "centre_mask50": (GMAE, ["model.mask_ratio=0.5"]),
+    "centre_combo": (GMAE, ["model.query_init=normal", *DEC256X8, "optim.base_lr=5.0e-4"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }
-SWEEP = [v for v in VARIANTS if not v.startswith("mae")] + ["mae_pix"]
+SWEEP = [v for v in VARIANTS if not v.startswith(("mae", "centre_"))] + ["mae_pix"]
+CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]
 
 
 def gmae_cmd() -> list[str]:
@@ -161,7 +174,12 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--variants", nargs="*", default=[], help=f"'all' or of: {', '.join(VARIANTS)}")
+    ap.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        help=f"'all' (first sweep), 'centre' (second) or of: {', '.join(VARIANTS)}",
+    )
     ap.add_argument("--pick", type=Path, help="also run the winner of this earlier sweep.json")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
@@ -180,7 +198,8 @@ def main() -> int:
         help="extra override for GMAE runs (e.g. model.render_backend=reference)",
     )
     args = ap.parse_args()
-    names = SWEEP if args.variants == ["all"] else list(args.variants)
+    groups = {"all": SWEEP, "centre": CENTRE_SWEEP}
+    names = [n for v in args.variants for n in groups.get(v, [v])]
     if args.pick:
         names.insert(0, pick(args.pick))
     unknown = [n for n in names if n not in VARIANTS]

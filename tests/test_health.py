@@ -75,12 +75,22 @@ def test_head_init_torch_starts_further_from_the_tails():
     assert raw["torch"] == pytest.approx(math.sqrt(128 / (3 * 128)), rel=0.1)
 
 
+def test_query_init_sets_the_strength_of_each_querys_identity():
+    uniform, normal = tiny_gmae(), tiny_gmae(query_init="normal")
+    assert uniform.query_embed.min() >= 0 and uniform.query_embed.mean().item() == pytest.approx(
+        0.5, abs=0.05
+    )
+    assert normal.query_embed.std().item() == pytest.approx(0.02, rel=0.15)
+    assert normal.query_embed.mean().abs().item() < 0.005
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
         (dict(head_init="zeros"), "head_init"),
         (dict(raw_bound=0.0), "raw_bound"),
         (dict(raw_penalty=-1.0), "raw_penalty"),
+        (dict(query_init="zeros"), "query_init"),
     ],
 )
 def test_guard_options_are_checked(kw, match):

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
+QUERY_INITS = ("uniform", "normal")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
 
@@ -132,7 +133,8 @@ class GMAE(MaskedImageModel):
     render_backend (passed to ``gmae.render.render``), head_init (``xavier``: MAE's init, our
     old default; ``torch``: nn.Linear's default, as the authors' code), raw_penalty / raw_bound
     (the saturation guard: ``raw_penalty * mean relu(|u| - raw_bound)^2`` over the raw z and scale
-    outputs is added to the loss; 0 = off).
+    outputs is added to the loss; 0 = off), query_init (``uniform`` [0, 1): the authors' code;
+    ``normal``: N(0, 0.02), like the shared query token).
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class GMAE(MaskedImageModel):
         norm_pix: bool = False,
         render_backend: str = "auto",
         head_init: str = "xavier",
+        query_init: str = "uniform",
         raw_bound: float = 4.0,
         raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
@@ -172,6 +175,10 @@ class GMAE(MaskedImageModel):
             raise GmaeError(f"num_gaussians must be a positive integer, got {num_gaussians!r}")
         if not isinstance(background, int | float) and len(background) != in_chans:
             raise GmaeError(f"background needs one value or {in_chans}, got {list(background)}")
+        if query_init not in QUERY_INITS:
+            raise GmaeError(
+                f"unknown query_init {query_init!r}; choose from {', '.join(QUERY_INITS)}"
+            )
         if not raw_bound > 0:
             raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
         if not raw_penalty >= 0:
@@ -209,7 +216,10 @@ class GMAE(MaskedImageModel):
         self.head = GaussianHead(decoder_dim, in_chans, scale_cap, rotation, head_init)
 
         nn.init.normal_(self.query_token, std=0.02)
-        nn.init.uniform_(self.query_embed, 0.0, 1.0)
+        if query_init == "uniform":  # [authors' code]: a strong, fixed identity per query
+            nn.init.uniform_(self.query_embed, 0.0, 1.0)
+        else:  # [choice] as small as the shared token: the image, not the index, must place it
+            nn.init.normal_(self.query_embed, std=0.02)
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm):
             module.apply(init_vit_weights)
         self.head.init_weights()
