@@ -11,3 +11,7 @@ Subpackages:
 """
 
 __version__ = "0.1.0"
+
+from gmae.hub import from_pretrained  # noqa: E402  (light: imports torch only when called)
+
+__all__ = ["__version__", "from_pretrained"]

@@ -176,7 +176,10 @@ def check_outputs(args: Any) -> None:
         check_output_file(json_path, "--json")
     out = getattr(args, "out", None)
     if out is not None:
-        if getattr(args, "out_kind", "dir") == "file":
+        kind = getattr(args, "out_kind", "dir")
+        if kind == "file-or-dir":  # gmae export timm: a .safetensors name is a file
+            kind = "file" if Path(out).suffix == ".safetensors" else "dir"
+        if kind == "file":
             check_output_file(out, "--out")
         else:
             check_output_dir(out, "--out")

@@ -49,7 +49,9 @@ class LoadedModel:
     """
 
     model: nn.Module
-    kind: str  # "training" | "compact" | "mae-release" | "random"
+    kind: (
+        str  # "training" | "compact" | "pretrained-dir" | "mae-release" | "timm" | "hf" | "random"
+    )
     source: str
     name: str  # "mae" | "gmae" | "vit" (encoder only)
     config: Any = None
@@ -223,7 +225,7 @@ def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
         if "timm_model" in meta:
             raise GmaeError(
                 f"{path} is a timm export (gmae export timm), not a gmae checkpoint: load it with "
-                "gmae.export.create_timm_model"
+                "gmae.export.create_timm_model or gmae.export.load_any"
             )
         raise GmaeError(f"{path} is not a gmae compact checkpoint (no 'format: {FORMAT}' metadata)")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -292,6 +294,7 @@ def load_mae_release(
     img_size: int | None = None,
     num_heads: int | None = None,
     decoder_num_heads: int = 16,
+    norm_pix_loss: bool = False,
 ) -> LoadedModel:
     """An MAE-release (timm-style) state dict -> our encoder (+ MAE decoder if present).
 
@@ -346,7 +349,7 @@ def load_mae_release(
         )
 
         def build() -> nn.Module:
-            return MAE(**common, **decoder, norm_pix_loss=False)
+            return MAE(**common, **decoder, norm_pix_loss=norm_pix_loss)
     else:
         decoder = {}
 
@@ -437,7 +440,9 @@ def load_any(
     """``--ckpt`` -> :class:`LoadedModel`.
 
     ``ckpt`` is a training checkpoint (``.pt``), a compact checkpoint (``.safetensors``), an MAE
-    release checkpoint, or ``"random"``: a freshly initialised model (``seed``) built from
+    release checkpoint, plain timm or Hugging Face ViT ``.safetensors`` weights, a directory
+    (``save_pretrained``, ``gmae export timm`` / ``hf`` or their timm / HF equivalents), or
+    ``"random"``: a freshly initialised model (``seed``) built from
     ``config`` (a preset name or YAML file), the baseline for every protocol.
     """
     from gmae.train.config import load_config
@@ -454,10 +459,15 @@ def load_any(
     if config is not None:
         raise GmaeError("--config is only used with --ckpt random (checkpoints carry their own)")
     path = Path(ckpt).expanduser()
+    if path.is_dir():
+        return _load_dir(path, img_size)
     if not path.is_file():
         raise GmaeError(f"checkpoint {path} not found")
     if path.suffix == ".safetensors":
-        return _load_compact(path, img_size)
+        meta = read_metadata(path)
+        if meta.get("format") == FORMAT:
+            return _load_compact(path, img_size)
+        return _load_vit_safetensors(path, meta, img_size)
     obj = _torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj:
         return _load_training(path, img_size, ckpt=obj)
@@ -468,3 +478,67 @@ def load_any(
         f"{path} is not a gmae training checkpoint, a compact .safetensors checkpoint or an MAE "
         "release checkpoint"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Plain timm and Hugging Face ViT weights (encoders), files or directories
+# --------------------------------------------------------------------------------------------
+
+
+def _sibling_config(path: Path) -> dict[str, Any]:
+    """The ``config.json`` beside a weights file (timm and HF directories have one), or {}."""
+    cfg = path.parent / "config.json"
+    try:
+        raw = json.loads(cfg.read_text()) if cfg.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise GmaeError(f"cannot read {cfg}: not valid JSON ({exc})") from exc
+    return raw if isinstance(raw, dict) else {}
+
+
+def _load_vit_safetensors(path: Path, meta: dict[str, str], img_size: int | None) -> LoadedModel:
+    """timm ``VisionTransformer`` or HF ``ViTModel`` / ``ViTMAE*`` weights -> encoder (+ MAE
+    decoder for ``ViTMAEForPreTraining``). Head counts come from the export's metadata or the
+    ``config.json`` beside the file, else the standard one for the width."""
+    from gmae.export.hf import hf_to_timm, is_hf_vit
+    from gmae.export.timm import FORMAT as TIMM_FORMAT
+
+    shapes, _ = read_header(path)
+    side = _sibling_config(path)
+    kwargs: dict[str, Any] = {}
+    if is_hf_vit(shapes):
+        kind = "hf"
+        tensors, _ = read_safetensors(path)
+        state = hf_to_timm(tensors, str(path))
+        if "num_attention_heads" in side:
+            kwargs["num_heads"] = int(side["num_attention_heads"])
+        if "decoder_num_attention_heads" in side:
+            kwargs["decoder_num_heads"] = int(side["decoder_num_attention_heads"])
+        if "norm_pix_loss" in side:
+            kwargs["norm_pix_loss"] = bool(side["norm_pix_loss"])
+    elif is_mae_release(shapes):
+        kind = "timm"
+        state, _ = read_safetensors(path)
+        if meta.get("format") == TIMM_FORMAT:
+            kwargs["num_heads"] = int(json.loads(meta["timm_kwargs"])["num_heads"])
+        elif isinstance(side.get("model_args"), dict) and "num_heads" in side["model_args"]:
+            kwargs["num_heads"] = int(side["model_args"]["num_heads"])
+    else:
+        raise GmaeError(
+            f"{path} is not a gmae compact checkpoint (no 'format: {FORMAT}' metadata), nor timm "
+            "or Hugging Face ViT weights"
+        )
+    loaded = load_mae_release(state, str(path), img_size=img_size, **kwargs)
+    loaded.kind = kind
+    return loaded
+
+
+def _load_dir(path: Path, img_size: int | None) -> LoadedModel:
+    """A ``save_pretrained`` directory, or a timm / HF directory with ``model.safetensors``."""
+    from gmae.hub import WEIGHTS_NAME, is_pretrained_dir, load_dir
+
+    if is_pretrained_dir(path):
+        return load_dir(path, **({} if img_size is None else {"img_size": img_size}))
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise GmaeError(f"{path} is a directory without {WEIGHTS_NAME}: not a model directory")
+    return _load_vit_safetensors(weights, read_metadata(weights), img_size)

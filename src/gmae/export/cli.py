@@ -1,10 +1,15 @@
 """Command-line entry points of gmae.export (registered by gmae.cli):
-``gmae export timm`` and ``gmae export checkpoint``."""
+``gmae export timm``, ``gmae export hf`` and ``gmae export checkpoint``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+CKPT_HELP = (
+    "checkpoint: training .pt, compact .safetensors, save_pretrained / timm / HF directory, "
+    "timm or HF .safetensors, MAE release .pth, or 'random' (with --config)"
+)
 
 
 def register(subparsers, groups) -> None:
@@ -15,26 +20,54 @@ def register(subparsers, groups) -> None:
 
     p = group.add_parser(
         "timm",
-        help="the encoder as a timm VisionTransformer state dict (.safetensors)",
-        description="Write the encoder as a timm VisionTransformer state dict with the timm "
-        "model name and kwargs in the safetensors metadata. The timm model expects normalised "
-        "images: (x - mean) / std with the stored mean / std (ImageNet's by default). Load with "
-        "gmae.export.create_timm_model(path) or timm.create_model (see docs/evaluation.md).",
+        help="the encoder as a timm VisionTransformer (directory, or one .safetensors file)",
+        description="Write the encoder as a timm VisionTransformer. --out DIR writes config.json "
+        "(architecture, model_args, pretrained_cfg with our input size, mean / std and crop) and "
+        "model.safetensors: timm.create_model('local-dir:DIR', pretrained=True) loads it and "
+        "timm.data.resolve_data_config gives our eval preprocessing. --out FILE.safetensors "
+        "writes one file with the timm name and kwargs in its metadata (load with "
+        "gmae.export.create_timm_model). See docs/evaluation.md.",
+    )
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--config", help="with --ckpt random: preset name or YAML file")
+    p.add_argument(
+        "--out", required=True, type=Path, help="output directory, or a .safetensors file"
     )
     p.add_argument(
-        "--ckpt", required=True, help="training .pt, compact .safetensors, MAE release or random"
+        "--model-name",
+        help="timm architecture name; it picks the ViT family, the stored model_args set the "
+        "size (default: the standard ViT of that width and depth)",
     )
-    p.add_argument("--config", help="with --ckpt random: preset name or YAML file")
-    p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
-    p.add_argument("--model-name", help="timm architecture name (default: by size)")
     p.add_argument(
         "--global-pool",
         choices=["token", "avg"],
         default="token",
         help="timm pooling: cls token or mean of patch tokens (default token)",
     )
-    p.add_argument("--img-size", type=int, help="export for this input size")
-    p.set_defaults(func=cmd_timm, out_kind="file")
+    p.add_argument("--img-size", type=int, help="export for this input size (default: the model's)")
+    p.set_defaults(func=cmd_timm, out_kind="file-or-dir")
+
+    p = group.add_parser(
+        "hf",
+        help="a Hugging Face transformers directory (ViTMAEForPreTraining or ViTModel)",
+        description="Write a transformers directory (config.json, model.safetensors, "
+        "preprocessor_config.json): an MAE as ViTMAEForPreTraining (encoder, decoder, loss), any "
+        "other model's encoder as ViTModel without pooler. Load with "
+        "ViTModel.from_pretrained(DIR, add_pooling_layer=False) / "
+        "ViTMAEForPreTraining.from_pretrained(DIR) "
+        "and AutoImageProcessor.from_pretrained(DIR). Needs transformers.",
+    )
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--config", help="with --ckpt random: preset name or YAML file")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument(
+        "--arch",
+        choices=["auto", "vit", "vitmae"],
+        default="auto",
+        help="vitmae: ViTMAEForPreTraining (MAE only); vit: the encoder as ViTModel; auto: "
+        "vitmae for MAE, vit otherwise (default auto)",
+    )
+    p.set_defaults(func=cmd_hf, out_kind="dir")
 
     p = group.add_parser(
         "checkpoint",
@@ -61,6 +94,14 @@ def cmd_timm(args: argparse.Namespace) -> int:
         f"{kw['depth']}, heads {kw['num_heads']}, patch {kw['patch_size']}, img {kw['img_size']}, "
         f"pool {kw['global_pool']}); feed it (x - {info['mean']}) / {info['std']}"
     )
+    return 0
+
+
+def cmd_hf(args: argparse.Namespace) -> int:
+    from gmae.export.hf import export_hf
+
+    info = export_hf(args.ckpt, args.out, args.arch, args.config)
+    print(f"wrote {info['out']}: transformers {info['class']} ({', '.join(info['files'])})")
     return 0
 
 

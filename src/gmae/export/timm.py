@@ -134,6 +134,67 @@ def save_timm(
     return {"out": str(out), "timm_model": name, "timm_kwargs": kwargs, "mean": mean, "std": std}
 
 
+def pretrained_cfg(model: nn.Module, crop_pct: float = 1.0) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` for ``model.encoder``: our input size, normalisation and eval
+    crop (``gmae.data.eval_transform``: short side to ``size / crop_pct``, bicubic, centre
+    crop), so ``timm.data.resolve_data_config`` + ``create_transform`` preprocess as we do."""
+    encoder = model.encoder
+    return {
+        "custom_load": False,
+        "input_size": [encoder.in_chans, encoder.img_size, encoder.img_size],
+        "fixed_input_size": True,
+        "interpolation": "bicubic",
+        "crop_pct": crop_pct,
+        "crop_mode": "center",
+        "mean": [round(float(v), 6) for v in model.normalize.mean.flatten()],
+        "std": [round(float(v), 6) for v in model.normalize.std.flatten()],
+        "num_classes": 0,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+    }
+
+
+def save_timm_dir(
+    model: nn.Module,
+    out: str | os.PathLike,
+    model_name: str | None = None,
+    global_pool: str = "token",
+) -> dict[str, Any]:
+    """Write ``model.encoder`` as a timm Hub-style directory (``config.json`` with
+    ``architecture``, ``model_args`` and ``pretrained_cfg``, plus ``model.safetensors``) that
+    ``timm.create_model("local-dir:OUT", pretrained=True)`` loads; each file is atomic."""
+    import timm
+    from safetensors.torch import save
+
+    from gmae import io as gio
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GmaeError(f"--out {out} exists and is not a directory")
+    encoder = model.encoder
+    name = model_name or timm_name(encoder)
+    if not timm.is_model(name.split(".")[0]):
+        raise GmaeError(f"unknown timm model name {name!r} (see timm.list_models('vit_*'))")
+    kwargs = timm_kwargs(encoder, global_pool)
+    cfg = pretrained_cfg(model)
+    config = {
+        "architecture": name,
+        "num_classes": 0,
+        "num_features": encoder.embed_dim,
+        "global_pool": global_pool,
+        # The architecture name only picks timm's ViT family; these arguments set the size.
+        "model_args": {k: v for k, v in kwargs.items() if k != "num_classes"},
+        "pretrained_cfg": cfg,
+    }
+    tensors = {k: v.contiguous().clone() for k, v in timm_state_dict(encoder).items()}
+    out.mkdir(parents=True, exist_ok=True)
+    gio.write_bytes(out / "model.safetensors", save(tensors, metadata={"format": "pt"}))
+    gio.write_json(out / "config.json", config)
+    return {"out": str(out), "timm_model": name, "timm_kwargs": kwargs, "mean": cfg["mean"],
+            "std": cfg["std"]}  # fmt: skip
+
+
 def export_timm(
     ckpt: str,
     out: str | os.PathLike,
@@ -142,11 +203,14 @@ def export_timm(
     config: str | None = None,
     img_size: int | None = None,
 ) -> dict[str, Any]:
-    """``gmae export timm``: any checkpoint ``load_any`` reads -> timm ``.safetensors``."""
+    """``gmae export timm``: any checkpoint ``load_any`` reads -> a timm directory
+    (``local-dir:``), or a single ``.safetensors`` file when ``out`` ends in ``.safetensors``."""
     from gmae.export.checkpoints import load_any
 
     loaded = load_any(ckpt, config=config, img_size=img_size)
-    return save_timm(loaded.model, out, model_name, global_pool, source=loaded.source)
+    if Path(out).suffix == ".safetensors":
+        return save_timm(loaded.model, out, model_name, global_pool, source=loaded.source)
+    return save_timm_dir(loaded.model, out, model_name, global_pool)
 
 
 def read_timm_export(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -59,6 +62,24 @@ class MaskedImageModel(nn.Module):
     @property
     def in_chans(self) -> int:
         return self.encoder.in_chans
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> MaskedImageModel:
+        """This class's model from a ``save_pretrained`` directory, a checkpoint file or a Hub id
+        (see ``gmae.hub.from_pretrained``); an error if the file holds another model class."""
+        from gmae.hub import from_pretrained
+
+        model = from_pretrained(name_or_path, **kwargs)
+        if not isinstance(model, cls):
+            raise GmaeError(f"{name_or_path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, config: Any = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (the Hugging Face Hub layout) into
+        ``save_directory``; ``config`` defaults to the one ``create_model`` recorded."""
+        from gmae.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, config)
 
     def check_images(self, imgs: Tensor) -> None:
         check_images(imgs, self.in_chans, self.img_size)

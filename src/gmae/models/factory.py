@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from torch import nn
@@ -40,7 +41,9 @@ def _check_keys(what: str, cls: type, kwargs: dict[str, Any]) -> None:
             raise GmaeError(f"unknown argument {key!r} for {what}")
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, pretrained: str | os.PathLike | None = None, **kwargs: Any
+) -> nn.Module:
     """MAE, GMAE or Latent MIM by name ("mae" | "gmae" | "latent_mim").
 
     kwargs: img_size, patch_size, in_chans, encoder (preset name, default "base") and/or explicit
@@ -49,13 +52,33 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     num_gaussians, scale_cap, rotation, camera, background, loss_on, norm_pix, render_backend;
     Latent MIM: patch_gap, proj_hidden_dim, proj_depth, temperature, momentum, visual_cues,
     sim_coeff, sim_target_start, sim_target_end).
+
+    ``pretrained``: anything ``gmae.from_pretrained`` reads (a ``save_pretrained`` directory, a
+    checkpoint file, a Hub id); the architecture then comes from the checkpoint, which must hold
+    a ``name`` model, and ``kwargs`` may only override arguments that keep the weights' shapes
+    (``img_size``, ``mask_ratio``, ``render_backend`` ...).
     """
     if name not in MODELS:
         raise GmaeError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     cls = MODELS[name]
     _check_keys(f"model {name!r}", cls, kwargs)
+    if pretrained is not None:
+        from gmae.hub import from_pretrained
+
+        model = from_pretrained(pretrained, **kwargs)
+        if not isinstance(model, cls):
+            raise GmaeError(
+                f"{pretrained} holds a {type(model).__name__}, not a {cls.__name__} ({name!r})"
+            )
+        return model
+    # Recorded so that save_pretrained can write the config without being given one.
+    img_size = kwargs.get("img_size", inspect.signature(cls).parameters["img_size"].default)
+    recorded = {"model": {"name": name, **{k: v for k, v in kwargs.items() if k != "img_size"}},
+                "data": {"img_size": img_size}}  # fmt: skip
     preset = kwargs.pop("encoder", "base")
-    return cls(**_encoder_args(preset, kwargs))
+    model = cls(**_encoder_args(preset, kwargs))
+    model.gmae_config = recorded
+    return model
 
 
 def create_encoder(preset: str = "base", **kwargs: Any) -> ViTEncoder:

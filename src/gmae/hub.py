@@ -1,0 +1,240 @@
+"""One-line loading and saving in the Hugging Face Hub directory layout.
+
+    model = gmae.from_pretrained("checkpoints/gmae_tiny_imagenette64_e40.safetensors")
+    model = gmae.from_pretrained("path/to/dir")          # config.json + model.safetensors
+    model = gmae.from_pretrained("user/gmae-tiny")       # a Hub repository (needs a network)
+    model.save_pretrained("path/to/dir")                 # GMAE, MAE and Latent MIM
+
+A saved directory holds ``config.json`` (``library_name``, ``model_type``, ``format``,
+``format_version``, ``gmae_version`` and ``config``: the resolved training config, from which the
+model is rebuilt) and ``model.safetensors`` (fp32 weights; a compact checkpoint, so it also loads
+on its own). Both are written atomically; other files in the directory are left alone.
+
+The layout is written by hand rather than through ``huggingface_hub.PyTorchModelHubMixin``: the
+mixin stores constructor arguments only, while evaluation needs the whole training config (data
+settings, normalisation, recipe), and a mixin base on the models would change their class
+hierarchy for DDP and ``torch.compile``. ``huggingface_hub`` is used for downloads only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from gmae.errors import GmaeError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "gmae.pretrained"
+FORMAT_VERSION = "1"
+# owner/name[@revision], as the Hub spells repository ids.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def model_config(model: Any) -> Any:
+    """The training ``Config`` a model was built from: the one recorded by ``create_model``
+    (``model.gmae_config``), else an error naming the fix."""
+    from gmae.train.config import config_from_dict
+
+    raw = getattr(model, "gmae_config", None)
+    if raw is None:
+        raise GmaeError(
+            f"{type(model).__name__} was not built by gmae.models.create_model and carries no "
+            "config: pass config= (a gmae.train.config.Config) to save_pretrained"
+        )
+    return config_from_dict(raw)
+
+
+def save_pretrained(model: Any, save_directory: str | os.PathLike, config: Any = None) -> Path:
+    """Write ``model`` as ``config.json`` + ``model.safetensors`` into ``save_directory``."""
+    from gmae import __version__
+    from gmae import io as gio
+    from gmae.export.checkpoints import save_compact
+    from gmae.train.config import config_to_dict
+
+    directory = Path(save_directory)
+    if directory.exists() and not directory.is_dir():
+        raise GmaeError(f"{directory} exists and is not a directory")
+    cfg = config if config is not None else model_config(model)
+    raw = config_to_dict(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_compact(model, cfg, directory / WEIGHTS_NAME, source="save_pretrained")
+    gio.write_json(
+        directory / CONFIG_NAME,
+        {
+            "library_name": "gmae",
+            "model_type": raw["model"]["name"],
+            "architectures": [type(model).__name__],
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "gmae_version": __version__,
+            "config": raw,
+        },
+    )
+    return directory
+
+
+def is_pretrained_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory written by :func:`save_pretrained`."""
+    cfg = Path(path) / CONFIG_NAME
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _read_dir_config(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise GmaeError(f"{directory} has no {CONFIG_NAME}: not a gmae save_pretrained directory")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GmaeError(f"cannot read {path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GmaeError(
+            f"{path} is not a gmae config (no 'format: {FORMAT}'); for timm or Hugging Face "
+            "directories use gmae.export.load_any"
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise GmaeError(
+            f"{path} has format version {meta.get('format_version')!r}; this gmae reads "
+            f"version {FORMAT_VERSION}"
+        )
+    if not isinstance(meta.get("config"), dict):
+        raise GmaeError(f"{path} has no 'config' mapping")
+    return meta
+
+
+def load_dir(directory: str | os.PathLike, **overrides: Any) -> Any:
+    """A :class:`gmae.export.LoadedModel` from a ``save_pretrained`` directory.
+
+    ``overrides``: model arguments that do not change the weights' shapes (``img_size``,
+    ``mask_ratio``, ``render_backend`` ...); the weights must still fit exactly.
+    """
+    from gmae.export.checkpoints import (
+        LoadedModel,
+        _build_from_config,
+        read_header,
+        read_safetensors,
+    )
+    from gmae.train.checkpoint import check_metadata, load_state, stored_config
+
+    directory = Path(directory)
+    meta = _read_dir_config(directory)
+    weights = directory / WEIGHTS_NAME
+    cfg = stored_config(meta["config"], directory / CONFIG_NAME)
+    shapes, _ = read_header(weights)
+    check_metadata(cfg, shapes, weights)  # before anything is allocated
+    cfg = apply_overrides(cfg, overrides, directory)
+    tensors, _ = read_safetensors(weights)
+    model = _build_from_config(cfg, None)
+    load_state(
+        model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, weights
+    )
+    return LoadedModel(model.eval(), "pretrained-dir", str(directory), cfg.model["name"], cfg)
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], source: Any) -> Any:
+    """``cfg`` with model arguments replaced (``img_size`` goes to the data section)."""
+    from gmae.train.config import config_from_dict, config_to_dict
+
+    if not overrides:
+        return cfg
+    raw = config_to_dict(cfg)
+    for key, value in overrides.items():
+        if key == "img_size":
+            raw["data"]["img_size"] = value
+        elif key == "name":
+            raise GmaeError(f"{source}: the model name comes from the checkpoint, not an override")
+        else:
+            raw["model"][key] = value
+    from gmae.train.config import check_model
+
+    new = config_from_dict(raw)
+    check_model(new.model, new.data.img_size)
+    return new
+
+
+def _download(repo_id: str, cache_dir: Any, local_files_only: bool) -> Path:
+    """A Hub repository's config.json and model.safetensors -> their local snapshot directory."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:
+        raise GmaeError("loading from the Hub needs huggingface_hub") from exc
+    repo, _, revision = repo_id.partition("@")
+    paths = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            paths.append(
+                hf_hub_download(
+                    repo,
+                    name,
+                    revision=revision or None,
+                    cache_dir=cache_dir,
+                    local_files_only=local_files_only,
+                )  # fmt: skip
+            )
+        except Exception as exc:  # network, missing repo or file, gated repo: many types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise GmaeError(f"cannot download {name} of {repo_id} from the Hub: {first}") from exc
+    return Path(paths[0]).parent
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    **overrides: Any,
+) -> Any:
+    """``name_or_path`` -> :class:`gmae.export.LoadedModel` (see :func:`from_pretrained`)."""
+    from gmae.export.checkpoints import load_any
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if is_pretrained_dir(path):
+            return load_dir(path, **overrides)
+        if overrides:
+            raise GmaeError(f"{path}: overrides only apply to gmae checkpoints")
+        return load_any(str(path))
+    if path.is_file():
+        img_size = overrides.pop("img_size", None)
+        loaded = load_any(str(path), img_size=img_size)
+        if overrides:
+            if loaded.config is None:
+                raise GmaeError(f"{path}: overrides only apply to gmae checkpoints")
+            return _rebuild(loaded, overrides)
+        return loaded
+    name = str(name_or_path)
+    if path.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
+        raise GmaeError(f"checkpoint {path} not found")
+    if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return load_dir(_download(name, cache_dir, local_files_only), **overrides)
+    raise GmaeError(f"{name} is neither a file, a directory nor a Hub id (owner/name)")
+
+
+def _rebuild(loaded: Any, overrides: dict[str, Any]) -> Any:
+    from gmae.export.checkpoints import LoadedModel, _build_from_config
+
+    cfg = apply_overrides(loaded.config, overrides, loaded.source)
+    model = _build_from_config(cfg, None)
+    model.load_state_dict(loaded.model.state_dict())
+    return LoadedModel(model.eval(), loaded.kind, loaded.source, loaded.name, cfg, loaded.info)
+
+
+def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+    """The model, in eval mode, from anything gmae can read, in one line.
+
+    ``name_or_path``: a ``save_pretrained`` directory, a compact ``.safetensors`` or training
+    ``.pt`` checkpoint, a timm or Hugging Face ViT export (file or directory; encoder only), an
+    MAE release ``.pth``, or a Hub id ``owner/name[@revision]`` (downloaded with
+    ``huggingface_hub``; ``cache_dir=``, ``local_files_only=``). Other keyword arguments override
+    model arguments that keep the weights' shapes (``img_size``, ``mask_ratio``, ...).
+    """
+    return load_pretrained(name_or_path, **kwargs).model

@@ -1,0 +1,242 @@
+"""One-line loading (gmae.from_pretrained, save_pretrained, create_model(pretrained=)) and the
+round trips through timm and Hugging Face transformers. All offline, tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import gmae
+from gmae.cli import main
+from gmae.errors import GmaeError
+from gmae.export import load_any
+from gmae.models import GMAE, MAE, create_model
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"encoder": "tiny", "embed_dim": 48, "depth": 2, "num_heads": 3, "img_size": 24,
+        "patch_size": 6, "decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}  # fmt: skip
+
+
+def _model(name: str, seed: int = 0, **extra):
+    torch.manual_seed(seed)
+    extra = {"num_gaussians": 8, **extra} if name == "gmae" else extra
+    return create_model(name, **TINY, **extra).eval()
+
+
+@pytest.fixture
+def images():
+    return torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+
+
+def _photo(width: int = 40, height: int = 30) -> Image.Image:
+    g = torch.Generator().manual_seed(1)
+    arr = (torch.rand(height, width, 3, generator=g) * 255).to(torch.uint8).numpy()
+    return Image.fromarray(arr)
+
+
+# --- save_pretrained / from_pretrained ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gmae", "mae"])
+def test_save_pretrained_roundtrip_in_hub_layout(tmp_path, images, name):
+    model = _model(name)
+    out = model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["library_name"] == "gmae" and meta["model_type"] == name
+    assert meta["config"]["data"]["img_size"] == 24
+
+    loaded = gmae.from_pretrained(out)
+    assert type(loaded) is type(model) and not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    torch.testing.assert_close(loaded.forward_features(images), model.forward_features(images))
+    # The class methods check the class; overrides keep the weights.
+    cls = GMAE if name == "gmae" else MAE
+    other = MAE if name == "gmae" else GMAE
+    assert cls.from_pretrained(out, mask_ratio=0.5).mask_ratio == 0.5
+    with pytest.raises(GmaeError, match=f"holds a {cls.__name__}, not a {other.__name__}"):
+        other.from_pretrained(out)
+    # create_model(pretrained=): same weights, and img_size re-grids the sin-cos tables.
+    big = create_model(name, pretrained=out, img_size=48)
+    assert big.img_size == 48 and torch.equal(big.encoder.cls_token, model.encoder.cls_token)
+    # The evaluation loader reads the directory too.
+    assert load_any(str(out)).kind == "pretrained-dir"
+
+
+def test_from_pretrained_reads_committed_checkpoints_in_one_line():
+    path = REPO / "checkpoints" / "gmae_tiny_imagenette64_e40.safetensors"
+    model = gmae.from_pretrained(path)
+    assert isinstance(model, GMAE) and model.img_size == 64
+    with torch.no_grad():
+        g = model.predict_gaussians(torch.rand(1, 3, 64, 64))
+    assert g.means.shape[0] == 1 and torch.isfinite(g.means).all()
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(GmaeError, match="not found"):
+        gmae.from_pretrained(tmp_path / "missing.safetensors")
+    with pytest.raises(GmaeError, match="neither a file, a directory nor a Hub id"):
+        gmae.from_pretrained("not a path or id")
+    # A Hub id with no network and nothing cached: one line, naming the id.
+    with pytest.raises(GmaeError, match="cannot download config.json of someone/gmae-tiny"):
+        gmae.from_pretrained("someone/gmae-tiny", cache_dir=tmp_path, local_files_only=True)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"format": "gmae.pretrained", "format_version": "9"}')
+    with pytest.raises(GmaeError, match="format version '9'"):
+        from gmae.hub import load_dir
+
+        load_dir(bad)
+    with pytest.raises(GmaeError, match="not built by gmae.models.create_model"):
+        bare = GMAE(img_size=24, patch_size=6, embed_dim=48, depth=1, num_heads=3, decoder_dim=32,
+                    decoder_depth=1, decoder_num_heads=2, num_gaussians=8)  # fmt: skip
+        bare.save_pretrained(tmp_path / "x")
+    with pytest.raises(GmaeError, match="holds a GMAE, not a MAE"):
+        _model("gmae").save_pretrained(tmp_path / "g")
+        create_model("mae", pretrained=tmp_path / "g")
+
+
+# --- timm ---------------------------------------------------------------------------------------
+
+
+def test_timm_local_dir_export_loads_with_our_data_config(tmp_path, images):
+    model = _model("gmae")
+    ckpt = tmp_path / "g"
+    model.save_pretrained(ckpt)
+    out = tmp_path / "timm"
+    assert main(["export", "timm", "--ckpt", str(ckpt), "--out", str(out)]) == 0
+    vit = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert vit.num_classes == 0 and vit.patch_embed.patch_size == (6, 6)
+    with torch.no_grad():
+        theirs = vit.forward_features(model.normalize(images))
+    torch.testing.assert_close(theirs, model.forward_features(images), atol=1e-5, rtol=0)
+
+    # timm's own preprocessing from the stored pretrained_cfg == our eval transform + normalise.
+    from gmae.data.transforms import eval_transform
+
+    cfg = timm.data.resolve_data_config(model=vit)
+    assert cfg["input_size"] == (3, 24, 24) and cfg["crop_pct"] == 1.0
+    assert tuple(cfg["mean"]) == pytest.approx((0.485, 0.456, 0.406))
+    transform = timm.data.create_transform(**cfg)
+    photo = _photo()
+    ours = model.normalize(eval_transform(24)(photo)[None])[0]
+    torch.testing.assert_close(transform(photo), ours, atol=1e-5, rtol=0)
+
+    # And back: the timm directory is a --ckpt (encoder only).
+    back = load_any(str(out))
+    assert back.kind == "timm" and back.model.encoder.num_heads == 3
+    torch.testing.assert_close(back.model.forward_features(images), model.forward_features(images))
+
+
+def test_plain_timm_safetensors_is_a_ckpt(tmp_path, images):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=24, patch_size=6, num_classes=0
+    ).eval()
+    path = tmp_path / "vit.safetensors"
+    save_file(vit.state_dict(), str(path))
+    loaded = load_any(str(path))
+    assert loaded.kind == "timm" and loaded.info["learned_pos_embed"]
+    with torch.no_grad():
+        ref = vit.forward_features(loaded.model.normalize(images))
+    torch.testing.assert_close(loaded.model.forward_features(images), ref, atol=1e-5, rtol=0)
+
+
+def test_evaluation_docs_snippet_loads(tmp_path):
+    """The timm snippet in docs/evaluation.md, run as written against a fresh export."""
+    text = (REPO / "docs" / "evaluation.md").read_text()
+    snippet = text.split("<!-- timm-snippet -->")[1].split("```python")[1].split("```")[0]
+    _model("mae").save_pretrained(tmp_path / "m")
+    assert main(["export", "timm", "--ckpt", str(tmp_path / "m"), "--out",
+                 str(tmp_path / "vit_timm")]) == 0  # fmt: skip
+    scope: dict = {}
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(snippet, scope)  # noqa: S102  (our own docs)
+    finally:
+        os.chdir(cwd)
+    assert scope["cfg"]["input_size"] == (3, 24, 24)
+
+
+# --- Hugging Face -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+def test_mae_exports_as_vitmae_for_pretraining(tmp_path, images, norm_pix):
+    transformers = pytest.importorskip("transformers")
+    model = _model("mae", norm_pix_loss=norm_pix)
+    model.save_pretrained(tmp_path / "m")
+    out = tmp_path / "hf"
+    assert main(["export", "hf", "--ckpt", str(tmp_path / "m"), "--out", str(out)]) == 0
+    hf = transformers.ViTMAEForPreTraining.from_pretrained(out).eval()
+    noise = torch.rand(3, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf(pixel_values=model.normalize(images), noise=noise)
+        ours = model(images, noise=noise)
+    assert torch.equal(ours.mask, ref.mask)
+    torch.testing.assert_close(ours.pred, ref.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.loss, ref.loss, atol=1e-5, rtol=1e-5)
+
+    # And back: the HF directory loads as a full MAE (decoder, head counts, norm_pix).
+    back = load_any(str(out))
+    assert back.kind == "hf" and back.name == "mae" and back.model.norm_pix_loss == norm_pix
+    with torch.no_grad():
+        again = back.model(images, noise=noise)
+    torch.testing.assert_close(again.loss, ours.loss, atol=1e-6, rtol=1e-6)
+
+
+def test_encoder_exports_as_vit_model_with_its_processor(tmp_path, images):
+    transformers = pytest.importorskip("transformers")
+    model = _model("gmae")
+    model.save_pretrained(tmp_path / "g")
+    out = tmp_path / "hf"
+    assert main(["export", "hf", "--ckpt", str(tmp_path / "g"), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["ViTModel"]
+    hf = transformers.ViTModel.from_pretrained(out, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        theirs = hf(pixel_values=model.normalize(images)).last_hidden_state
+    torch.testing.assert_close(theirs, model.forward_features(images), atol=1e-5, rtol=0)
+
+    processor = transformers.AutoImageProcessor.from_pretrained(out)
+    square = _photo(24, 24)  # no resampling: the processor must equal our transform exactly
+    from gmae.data.transforms import eval_transform
+
+    ours = model.normalize(eval_transform(24)(square)[None])
+    theirs = processor(square, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+    # A non-square photo: short side resized and centre-cropped as ours (resamplers differ).
+    photo = _photo(40, 30)
+    ours = model.normalize(eval_transform(24)(photo)[None])
+    theirs = processor(photo, return_tensors="pt")["pixel_values"]
+    assert theirs.shape == ours.shape and (theirs - ours).abs().mean() < 0.05
+
+    # The HF weights alone (.safetensors beside its config.json) are a --ckpt for evaluation.
+    back = load_any(str(out / "model.safetensors"))
+    assert back.kind == "hf" and back.name == "vit"
+    torch.testing.assert_close(back.model.forward_features(images), model.forward_features(images))
+
+
+def test_hf_export_errors(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    _model("gmae").save_pretrained(tmp_path / "g")
+    argv = ["export", "hf", "--ckpt", str(tmp_path / "g"), "--out", str(tmp_path / "hf")]
+    assert main([*argv, "--arch", "vitmae"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--arch vitmae needs an MAE checkpoint" in err[0]
+    junk = tmp_path / "junk.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(junk))
+    with pytest.raises(GmaeError, match="nor timm or Hugging Face ViT weights"):
+        load_any(str(junk))
