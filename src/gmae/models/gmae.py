@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, patch_mse
+from gmae.models.precision import fp32_island
 from gmae.models.vit import (
     init_vit_weights,
     norm_layer,
@@ -108,8 +109,14 @@ class GaussianHead(nn.Module):
             opacities=torch.sigmoid(raw[..., 10 + c]),
         )
 
+    def raw(self, tokens: Tensor) -> Tensor:
+        """Raw outputs [..., 11 + C] in fp32 even under autocast: a bf16 centre would be off by
+        up to a quarter pixel at 224."""
+        with fp32_island():
+            return self.proj(tokens.float())
+
     def forward(self, tokens: Tensor) -> Gaussians:
-        return self.activate(self.proj(tokens))
+        return self.activate(self.raw(tokens))
 
 
 def saturation_penalty(raw: Tensor, bound: float) -> Tensor:
@@ -192,6 +199,7 @@ class GMAE(MaskedImageModel):
         self.loss_on = loss_on
         self.norm_pix = norm_pix
         self.render_backend = render_backend
+        self.last_render_backend = ""  # the backend the last forward pass rendered with
         self.raw_bound = float(raw_bound)
         self.raw_penalty = float(raw_penalty)
 
@@ -255,7 +263,7 @@ class GMAE(MaskedImageModel):
         for block in self.decoder_blocks:
             x = block(x)
         x = self.decoder_norm(x)
-        return self.head.proj(x[:, -self.num_gaussians :])
+        return self.head.raw(x[:, -self.num_gaussians :])
 
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Gaussians:
         """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image."""
@@ -272,6 +280,7 @@ class GMAE(MaskedImageModel):
         width: int,
         keep: Tensor | None = None,
         background: float | Sequence[float] | Tensor | None = None,
+        return_depth: bool = True,
     ) -> RenderOutput:
         """Splat Gaussians through this model's camera at any resolution (intrinsics scale)."""
         if background is None:
@@ -288,16 +297,19 @@ class GMAE(MaskedImageModel):
             background=background,
             keep=keep,
             backend=self.render_backend,
+            return_depth=return_depth,
         )
 
     def forward_loss(self, imgs: Tensor, rendered: Tensor, mask: Tensor) -> Tensor:
-        """MSE between render and [0, 1] input, per patch, over masked (or all) patches."""
-        pred = patchify(rendered, self.patch_size)
-        target = patchify(imgs, self.patch_size)
-        if self.norm_pix:
-            pred, target = normalize_patches(pred), normalize_patches(target)
-        weight = mask if self.loss_on == "masked" else torch.ones_like(mask)
-        return patch_mse(pred, target, weight)
+        """MSE between render and [0, 1] input, per patch, over masked (or all) patches (fp32
+        under any autocast)."""
+        with fp32_island():
+            pred = patchify(rendered.float(), self.patch_size)
+            target = patchify(imgs.float(), self.patch_size)
+            if self.norm_pix:
+                pred, target = normalize_patches(pred), normalize_patches(target)
+            weight = mask if self.loss_on == "masked" else torch.ones_like(mask)
+            return patch_mse(pred, target, weight)
 
     def forward(
         self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
@@ -305,7 +317,12 @@ class GMAE(MaskedImageModel):
         latent, mask, ids_restore = self.encode(imgs, mask_ratio, noise)
         raw = self.forward_decoder_raw(latent, ids_restore)
         gaussians = self.head.activate(raw)
-        image = self.render_gaussians(gaussians, self.img_size, self.img_size).image
+        # Training needs the image only: no depth channel to composite.
+        rendered = self.render_gaussians(
+            gaussians, self.img_size, self.img_size, return_depth=False
+        )
+        self.last_render_backend = rendered.backend  # what ran (logged by training)
+        image = rendered.image
         loss = self.forward_loss(imgs, image, mask)
         if self.raw_penalty > 0:
             loss = loss + self.raw_penalty * saturation_penalty(raw, self.raw_bound)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import PretrainOutput
+from gmae.models.precision import fp32_island
 from gmae.models.vit import ViTEncoder, init_vit_weights, norm_layer, sincos_pos_embed_2d
 
 # --- schedules (pure functions of the optimizer step, so a resumed run repeats exactly) -------
@@ -54,19 +55,22 @@ def patch_infonce(pred: Tensor, target: Tensor, temperature: float = 0.2) -> Ten
     that the predictions are standardised per image and channel over the M tokens, and the loss
     is scaled by 2 x temperature [authors' code]. Batch-independent: every term is within an image.
     """
-    pred, target = pred.float(), target.float()
-    b, m, _ = pred.shape
-    pred = (pred - pred.mean(dim=1, keepdim=True)) / (pred.std(dim=1, keepdim=True) + 1e-4)
-    logits = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).transpose(1, 2)
-    labels = torch.arange(m, device=pred.device).expand(b, m)
-    return F.cross_entropy(logits.flatten(0, 1) / temperature, labels.flatten()) * 2 * temperature
+    with fp32_island():  # under autocast `@` would put the logits back in bf16
+        pred, target = pred.float(), target.float()
+        b, m, _ = pred.shape
+        pred = (pred - pred.mean(dim=1, keepdim=True)) / (pred.std(dim=1, keepdim=True) + 1e-4)
+        logits = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).transpose(1, 2)
+        labels = torch.arange(m, device=pred.device).expand(b, m)
+        loss = F.cross_entropy(logits.flatten(0, 1) / temperature, labels.flatten())
+        return loss * 2 * temperature
 
 
 def mean_pairwise_similarity(x: Tensor) -> Tensor:
     """Per image: the mean cosine similarity over all ordered token pairs (self-pairs included) of
     x [B, M, D] -> [B]."""
-    x = F.normalize(x.float(), dim=-1)
-    return (x @ x.transpose(1, 2)).mean(dim=(1, 2))
+    with fp32_island():
+        x = F.normalize(x.float(), dim=-1)
+        return (x @ x.transpose(1, 2)).mean(dim=(1, 2))
 
 
 # --- patches with gaps ----------------------------------------------------------------------
@@ -348,10 +352,11 @@ class LatentMIM(MaskedImageModel):
             queries = block(queries, context)
         return self.decoder_pred(self.decoder_norm(queries))[:, 1:]
 
-    def similarity_target(self) -> float:
-        return cosine_ramp(
-            self.sim_target_start, self.sim_target_end, float(self.train_progress.item())
-        )
+    def similarity_target(self) -> Tensor:
+        """s* now, as a 0-dim tensor on the model's device (no host sync in the forward pass)."""
+        progress = self.train_progress.clamp(0.0, 1.0)
+        start, end = self.sim_target_start, self.sim_target_end
+        return (end + (start - end) * 0.5 * (1.0 + torch.cos(math.pi * progress))).float()
 
     def forward_loss(self, pred: Tensor, target: Tensor, projected: Tensor) -> Tensor:
         """InfoNCE of ``pred`` vs ``target`` [B, M, D], plus, if ``sim_coeff`` > 0, the similarity

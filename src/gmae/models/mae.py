@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import PretrainOutput, normalize_patches, patch_mse
+from gmae.models.precision import fp32_island
 from gmae.models.vit import init_vit_weights, norm_layer, patchify, sincos_pos_embed_2d, unpatchify
 
 
@@ -93,8 +94,10 @@ class MAE(MaskedImageModel):
         return normalize_patches(target) if self.norm_pix_loss else target
 
     def forward_loss(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """Per-patch MSE between ``pred`` and ``target(imgs)``, averaged over masked patches."""
-        return patch_mse(pred, self.target(imgs), mask)
+        """Per-patch MSE between ``pred`` and ``target(imgs)``, averaged over masked patches (fp32
+        under any autocast)."""
+        with fp32_island():
+            return patch_mse(pred.float(), self.target(imgs.float()), mask)
 
     def forward(
         self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None

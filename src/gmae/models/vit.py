@@ -54,7 +54,8 @@ def patchify(imgs: Tensor, patch_size: int) -> Tensor:
     b, c, h, w = imgs.shape
     p = patch_size
     x = imgs.reshape(b, c, h // p, p, w // p, p)
-    x = torch.einsum("bchpwq->bhwpqc", x)
+    # permute, not einsum: CUDA autocast would run einsum (a matmul op) in bf16 and round pixels
+    x = x.permute(0, 2, 4, 3, 5, 1)
     return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
@@ -67,7 +68,7 @@ def unpatchify(x: Tensor, patch_size: int, height: int, width: int) -> Tensor:
     if gh * gw != n or c * p * p != d:
         raise GmaeError(f"cannot unpatchify [B, {n}, {d}] to {height}x{width} with patch {p}")
     x = x.reshape(b, gh, gw, p, p, c)
-    x = torch.einsum("bhwpqc->bchpwq", x)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # bhwpqc -> bchpwq (not einsum: see patchify)
     return x.reshape(b, c, height, width)
 
 

@@ -10,7 +10,14 @@ Backends: ``reference`` (dense, obviously correct), ``fast`` (tiles + custom aut
 default on CPU) and ``gsplat`` (CUDA only, when installed). See docs/renderer.md.
 """
 
-from gmae.render.api import BACKENDS, RENDER_MODES, RenderOutput, gsplat_available, render
+from gmae.render.api import (
+    BACKENDS,
+    RENDER_MODES,
+    RenderOutput,
+    gsplat_available,
+    render,
+    resolve_backend,
+)
 from gmae.render.camera import CAMERA_MODES, DEFAULT_DISTANCE, Camera
 from gmae.render.projection import Projection, project, quat_to_rotmat
 
@@ -26,4 +33,5 @@ __all__ = [
     "project",
     "quat_to_rotmat",
     "render",
+    "resolve_backend",
 ]

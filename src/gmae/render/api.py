@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -193,14 +193,48 @@ def finish(
     return image, alpha, depth
 
 
-@functools.lru_cache(maxsize=1)
 def gsplat_available() -> bool:
-    """True when ``import gsplat`` works (it is only ever used with CUDA tensors)."""
-    try:
-        import gsplat  # noqa: F401
-    except Exception:  # ImportError, or a broken CUDA toolchain at import time
-        return False
-    return True
+    """True when gsplat imports and its compiled CUDA kernels load (this may build them once,
+    which takes minutes; see ``gmae doctor``)."""
+    from gmae.render.gsplat_backend import gsplat_kernel_problem
+
+    return gsplat_kernel_problem() is None
+
+
+def resolve_backend(
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    max_alpha: float = 0.999,
+    alpha_threshold: float = GSPLAT_ALPHA_THRESHOLD,
+    transmittance_threshold: float = GSPLAT_TRANSMITTANCE_THRESHOLD,
+    near: float = 0.01,
+) -> str:
+    """The backend ``render`` would run for these settings (defaults: ``render``'s own), e.g. to
+    log it before training; an error if ``backend`` is named explicitly and cannot run."""
+    if backend not in BACKENDS:
+        known = ", ".join(BACKENDS)
+        raise GmaeError(f"unknown render backend {backend!r}; expected one of {known}")
+    return _choose_backend(
+        backend, torch.device(device), dtype, max_alpha, alpha_threshold,
+        transmittance_threshold, near,
+    )  # fmt: skip
+
+
+_warned_fallback: set[str] = set()
+
+
+def _warn_fallback(device: torch.device, problem: str) -> None:
+    """`auto` on a GPU without gsplat: say so once per process, not silently run the slow path."""
+    if problem in _warned_fallback:
+        return
+    _warned_fallback.add(problem)
+    warnings.warn(
+        f"gmae.render: backend 'auto' runs 'fast' (PyTorch, designed for CPU; much slower on a "
+        f"GPU) on {device.type}, because {problem}. `gmae doctor` checks the gsplat set-up.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _choose_backend(
@@ -221,6 +255,8 @@ def _choose_backend(
         if problem:
             raise GmaeError(f"backend 'gsplat' cannot be used: {problem}")
         return "gsplat"
+    if problem and device.type == "cuda":
+        _warn_fallback(device, problem)
     return "fast" if problem else "gsplat"  # auto
 
 
@@ -238,9 +274,11 @@ def _gsplat_problem(
         return "gsplat hard-codes transmittance_threshold = 1e-4"
     if near <= 0:
         return "gsplat sorts depths by their float bits, so near must be > 0"
-    if not gsplat_available():
-        return "gsplat is not importable"
-    from gmae.render.gsplat_backend import gsplat_max_alpha
+    from gmae.render.gsplat_backend import gsplat_kernel_problem, gsplat_max_alpha
+
+    kernel_problem = gsplat_kernel_problem()
+    if kernel_problem:
+        return kernel_problem
 
     if gsplat_max_alpha() != max_alpha:
         return f"the installed gsplat clamps alpha at {gsplat_max_alpha()}, not {max_alpha}"
@@ -331,4 +369,12 @@ def _no_autocast(device: torch.device):
         return contextlib.nullcontext()
 
 
-__all__ = ["BACKENDS", "RENDER_MODES", "RenderOutput", "render", "gsplat_available", "Projection"]
+__all__ = [
+    "BACKENDS",
+    "RENDER_MODES",
+    "RenderOutput",
+    "render",
+    "gsplat_available",
+    "resolve_backend",
+    "Projection",
+]

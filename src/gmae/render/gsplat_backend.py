@@ -31,6 +31,36 @@ def _version() -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=1)
+def gsplat_kernel_problem() -> str | None:
+    """None when gsplat imports *and* its compiled CUDA kernels load; otherwise why not.
+
+    gsplat 1.5 builds its kernels on first use (``gsplat.cuda._backend``: a prebuilt module,
+    else a JIT build that needs the CUDA toolkit and takes minutes). Without a toolkit the module
+    is None and the first render would die with an AttributeError, so importing the package is
+    not enough. Calling this may trigger that build; ``gmae doctor --build`` does it ahead of a
+    torchrun launch, so the ranks do not all compile at once.
+    """
+    try:
+        import gsplat  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken CUDA toolchain at import time
+        return f"gsplat is not importable ({_first_line(exc)})"
+    try:
+        from gsplat.cuda import _backend
+    except Exception as exc:  # a failed JIT build raises from the import
+        return f"gsplat's CUDA kernels failed to build or load ({_first_line(exc)})"
+    if getattr(_backend, "_C", None) is None:
+        return (
+            "gsplat's CUDA kernels are not built and cannot be (no CUDA toolkit: nvcc not found; "
+            "install one, or a gsplat wheel with prebuilt kernels)"
+        )
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@functools.lru_cache(maxsize=1)
 def gsplat_max_alpha() -> float:
     """The alpha clamp compiled into the installed gsplat: 0.999 up to 1.5.x, 0.99 from 1.6."""
     return 0.99 if _version() >= (1, 6) else 0.999

@@ -1,0 +1,37 @@
+"""fp32 islands inside mixed-precision training.
+
+CUDA autocast runs matmul-like ops (``linear``, ``@``, ``einsum``, ...) in bf16 / fp16. That is
+right for the transformer blocks but not for the few places where the rounding changes what is
+learned: the losses (render vs target), GMAE's Gaussian head (a bf16 centre is off by up to a
+quarter pixel at 224) and Latent MIM's InfoNCE logits. Those run inside ``fp32_island()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+# Device types whose autocast state an island switches off (whichever are on).
+AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")
+
+
+@contextmanager
+def fp32_island() -> Iterator[None]:
+    """Autocast off for every device type where it is on, restored on exit; a no-op outside
+    autocast. Callers still cast their inputs with ``.float()``."""
+    enabled = []
+    for device_type in AUTOCAST_DEVICES:
+        try:
+            if torch.is_autocast_enabled(device_type):
+                enabled.append(device_type)
+        except (RuntimeError, ValueError):  # device type unknown to this build of torch
+            continue
+    for device_type in enabled:
+        torch.set_autocast_enabled(device_type, False)
+    try:
+        yield
+    finally:
+        for device_type in enabled:
+            torch.set_autocast_enabled(device_type, True)
