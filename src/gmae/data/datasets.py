@@ -7,6 +7,8 @@ Spec strings:
                              (``val`` and ``test`` stand in for each other if only one exists).
                              A folder with class folders and no split folders is one set of
                              images that serves every split (with a warning for val/test).
+    ``deadleaves[:k=v,...]`` procedural dead-leaves scenes (``gmae.data.deadleaves``): train is
+                             an index-addressable stream, val / test fixed sets
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from gmae.data.archives import ARCHIVES, data_dir, dataset_root, shared_data_root
+from gmae.data.deadleaves import SPLITS as DEADLEAVES_SPLITS
+from gmae.data.deadleaves import build_deadleaves, is_deadleaves_spec, parse_spec
 from gmae.data.images import SafeImageFolder
 from gmae.errors import GmaeError
 
@@ -40,7 +44,7 @@ _ALIASES: dict[str, dict[str, str]] = {
 
 
 def _spec_help() -> str:
-    return ", ".join([*NAMED_SPECS, f"{IMAGEFOLDER_PREFIX}/path/to/root"])
+    return ", ".join([*NAMED_SPECS, f"{IMAGEFOLDER_PREFIX}/path/to/root", "deadleaves[:k=v,...]"])
 
 
 def _parse(spec: str) -> tuple[str, Path | None]:
@@ -97,6 +101,9 @@ def _imagefolder_split(root: Path, split: str) -> Path:
 
 def dataset_splits(spec: str, data_root: str | os.PathLike | None = None) -> list[str]:
     """The canonical split names ``spec`` has (a flat image folder reports just ``train``)."""
+    if is_deadleaves_spec(spec):
+        parse_spec(spec)  # a bad option is an error here too
+        return list(DEADLEAVES_SPLITS)
     kind, root = _parse(spec)
     if kind != "imagefolder":
         return list(NAMED_SPECS[kind])
@@ -118,6 +125,8 @@ def build_dataset(
     ``SafeImageFolder``). ``data_root`` overrides the cache directory for named specs (archives
     are verified and extracted there on first use).
     """
+    if is_deadleaves_spec(spec):
+        return build_deadleaves(spec, split, transform)
     kind, root = _parse(spec)
     if kind == "imagefolder":
         return SafeImageFolder(_imagefolder_split(root, split), transform=transform)
