@@ -162,3 +162,19 @@ def test_losses_and_head_stay_fp32_under_cpu_autocast():
     assert gmae.last_render_backend == "fast"
     torch.testing.assert_close(raw, gmae.head.proj(tokens.float()), rtol=0, atol=0)
     torch.testing.assert_close(nce, patch_infonce(pred.float(), target.float()), rtol=0, atol=0)
+
+
+def test_doctor_reports_backends(tmp_path, fake_gsplat, capsys):
+    import json
+
+    from gmae.cli import main
+    from gmae.doctor import report
+
+    assert main(["doctor", "--no-build", "--json", str(tmp_path / "d.json")]) == 0
+    r = json.loads((tmp_path / "d.json").read_text())
+    assert r["auto_backend"] == "fast" and r["cuda_available"] is False
+    assert "render backend 'auto' on cpu: fast" in capsys.readouterr().out
+    fake_gsplat(None)
+    assert "kernels are not built" in report(build=True)["gsplat_kernels"]
+    fake_gsplat(types.SimpleNamespace())
+    assert report(build=True)["gsplat_kernels"] == "loaded"

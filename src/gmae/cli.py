@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "gmae.report.cli",  # gmae report
     "gmae.inspect",  # gmae inspect
     "gmae.demo",  # gmae demo
+    "gmae.doctor",  # gmae doctor
 )
 
 
