@@ -138,6 +138,23 @@ def test_fp32_islands_have_no_autocast_eligible_ops():
     assert calls == []
     _, calls = under_cuda_autocast(lambda: mean_pairwise_similarity(pred))
     assert calls == []
+    # The renderer too (its projection uses einsum), and TF32 is off inside every island.
+    from gmae.render import Camera, render
+
+    g = gmae.head(tokens)
+    args = (g.means, g.scales, g.quats, g.colors, g.opacities, Camera(height=16, width=16))
+    _, calls = under_cuda_autocast(lambda: render(*args))
+    assert calls == []
+    from gmae.precision import fp32_island
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with fp32_island():
+            assert not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
     # The recorder does see eligible ops outside the islands (the check can fail).
     _, calls = under_cuda_autocast(lambda: gmae.decoder_embed(torch.randn(2, 3, 64)))
     assert calls == ["linear"]

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, patch_mse
-from gmae.models.precision import fp32_island
 from gmae.models.vit import (
     init_vit_weights,
     norm_layer,
@@ -29,6 +28,7 @@ from gmae.models.vit import (
     unpatchify,
     visible_ids,
 )
+from gmae.precision import fp32_island
 from gmae.render import Camera, render
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import PretrainOutput
-from gmae.models.precision import fp32_island
 from gmae.models.vit import ViTEncoder, init_vit_weights, norm_layer, sincos_pos_embed_2d
+from gmae.precision import fp32_island
 
 # --- schedules (pure functions of the optimizer step, so a resumed run repeats exactly) -------
 

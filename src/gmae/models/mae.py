@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import PretrainOutput, normalize_patches, patch_mse
-from gmae.models.precision import fp32_island
 from gmae.models.vit import init_vit_weights, norm_layer, patchify, sincos_pos_embed_2d, unpatchify
+from gmae.precision import fp32_island
 
 
 class MAE(MaskedImageModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gmae.errors import GmaeError
+from gmae.precision import fp32_island
 from gmae.render.camera import Camera
 from gmae.render.projection import Projection, project
 
@@ -104,7 +104,7 @@ def render(
         raise GmaeError(f"transmittance_threshold must be in [0, 1), got {transmittance_threshold}")
     bg = _background(background, B, C, device, dtype)
 
-    with _no_autocast(device):
+    with fp32_island():  # no autocast, no TF32: the renderer is exact fp32
         means, scales, quats, colors, opacities = _drop_nonfinite(
             *(t.to(dtype) for t in (means, scales, quats, colors, opacities))
         )
@@ -360,13 +360,6 @@ def _background(background, B: int, C: int, device, dtype) -> Tensor:
     if bg.dim() == 2 and tuple(bg.shape) == (B, C):
         return bg
     raise GmaeError(f"background must be a float, [{C}] or [{B}, {C}], got {list(bg.shape)}")
-
-
-def _no_autocast(device: torch.device):
-    try:
-        return torch.autocast(device_type=device.type, enabled=False)
-    except (RuntimeError, ValueError):  # device type without autocast support
-        return contextlib.nullcontext()
 
 
 __all__ = [

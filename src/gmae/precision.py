@@ -1,9 +1,10 @@
 """fp32 islands inside mixed-precision training.
 
-CUDA autocast runs matmul-like ops (``linear``, ``@``, ``einsum``, ...) in bf16 / fp16. That is
-right for the transformer blocks but not for the few places where the rounding changes what is
-learned: the losses (render vs target), GMAE's Gaussian head (a bf16 centre is off by up to a
-quarter pixel at 224) and Latent MIM's InfoNCE logits. Those run inside ``fp32_island()``.
+CUDA autocast runs matmul-like ops (``linear``, ``@``, ``einsum``, ...) in bf16 / fp16, and with
+TF32 on (the training default on CUDA) fp32 matmuls keep only 10 mantissa bits. That is right for
+the transformer blocks but not for the few places where the rounding changes what is learned:
+the renderer, the losses (render vs target), GMAE's Gaussian head (a bf16 centre is off by up to
+a quarter pixel at 224) and Latent MIM's InfoNCE logits. Those run inside ``fp32_island()``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")
 
 @contextmanager
 def fp32_island() -> Iterator[None]:
-    """Autocast off for every device type where it is on, restored on exit; a no-op outside
-    autocast. Callers still cast their inputs with ``.float()``."""
+    """Autocast off for every device type where it is on, and TF32 matmuls off, both restored
+    on exit. Callers still cast their inputs with ``.float()``."""
     enabled = []
     for device_type in AUTOCAST_DEVICES:
         try:
@@ -30,8 +31,11 @@ def fp32_island() -> Iterator[None]:
             continue
     for device_type in enabled:
         torch.set_autocast_enabled(device_type, False)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         for device_type in enabled:
             torch.set_autocast_enabled(device_type, True)
