@@ -3,7 +3,8 @@
     python scripts/publish_checkpoint.py runs/gmae_tiny_imagenette64 [--name NAME]
 
 writes checkpoints/NAME.safetensors (``gmae export checkpoint --fp16``), checkpoints/NAME.md
-(command, data, schedule, wall time, final loss), checkpoints/NAME-loss.png and the run's last
+(Hub YAML front matter; command, data, schedule, wall time, final loss; the numbers measured on
+it that --results holds; BibTeX), checkpoints/NAME-loss.png and the run's last
 reconstruction grid as checkpoints/NAME-recon.png. The wall time is
 the span between the run's config.yaml (written at start) and last.pt (written at the end).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -22,13 +24,139 @@ from gmae.export.checkpoints import export_checkpoint
 from gmae.report.curves import plot_loss_curves, read_metrics
 
 METHOD_NAMES = {"gmae": "GMAE", "mae": "MAE", "latent_mim": "Latent MIM"}
+# gmae data specs -> Hugging Face Hub data set ids (for the card's front matter).
+HUB_DATASETS = {"imagenette": "frgfm/imagenette", "cifar10": "uoft-cs/cifar10"}
+BIBTEX = """```bibtex
+@article{rajasegaran2025gmae,
+  title   = {Gaussian Masked Autoencoders},
+  author  = {Rajasegaran, Jathushan and Chen, Xinlei and Li, Ruilong and Feichtenhofer,
+             Christoph and Malik, Jitendra and Ginosar, Shiry},
+  journal = {arXiv preprint arXiv:2501.03229},
+  year    = {2025}
+}
+```
+
+The software: see `CITATION.cff` in the gmae repository."""
+# (protocol, label, path into "results", Hub metric type)
+MEASURES = [
+    ("knn", "kNN (k 20) top-1, cls token", ("cls", "knn_top1"), "accuracy"),
+    ("linprobe", "linear probe top-1, cls token", ("cls", "top1"), "accuracy"),
+    ("finetune", "fine-tune top-1", ("top1",), "accuracy"),
+    ("recon", "PSNR on masked patches (mask 0.75), dB", ("masked_psnr",), "psnr"),
+]
+
+
+def measured(results_dir: Path, ckpt: Path) -> list[dict]:
+    """The evaluation numbers of ``ckpt`` found in ``results_dir``'s JSON files (every
+    ``gmae eval ... --json`` output records the checkpoint it measured)."""
+    found = []
+    for path in sorted(results_dir.rglob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+            continue
+        if Path(str(doc["model"].get("ckpt", ""))).resolve() != ckpt.resolve():
+            continue
+        for protocol, label, keys, metric in MEASURES:
+            if doc.get("protocol") != protocol:
+                continue
+            res = doc["results"]
+            if protocol == "recon":  # one entry per mask ratio
+                res = next((r for r in res if r.get("mask_ratio") == 0.75), None)
+            for key in keys:
+                res = res.get(key) if isinstance(res, dict) else None
+            if isinstance(res, int | float):
+                found.append({"protocol": protocol, "label": label, "value": round(res, 2),
+                              "metric": metric, "file": str(path)})  # fmt: skip
+    labels = [n["label"] for n in found]
+    for n in found:  # the same protocol twice (other settings): name the file
+        if labels.count(n["label"]) > 1:
+            n["label"] += f" ({Path(n['file']).stem})"
+    return found
+
+
+def front_matter(name: str, model: dict, data: dict, numbers: list[dict]) -> str:
+    """Hugging Face Hub YAML front matter (license, library, tags, data sets, metrics)."""
+    method = model["name"]
+    tags = [method.replace("_", "-"), "masked-image-modeling", "self-supervised-learning",
+            "vision-transformer"]  # fmt: skip
+    if method == "gmae":
+        tags.append("gaussian-splatting")
+    spec = str(data.get("spec", ""))
+    dataset = next((v for k, v in HUB_DATASETS.items() if spec.startswith(k)), None)
+    meta: dict = {"license": "apache-2.0", "library_name": "gmae",
+                  "pipeline_tag": "image-feature-extraction", "tags": tags}  # fmt: skip
+    if dataset:
+        meta["datasets"] = [dataset]
+    if numbers:
+        meta["metrics"] = sorted({n["metric"] for n in numbers})
+        results = []
+        for n in numbers:
+            task = "image-classification" if n["metric"] == "accuracy" else "image-to-image"
+            results.append({
+                "task": {"type": task, "name": n["label"]},
+                "dataset": {"type": dataset or spec, "name": spec,
+                            "split": "validation"},
+                "metrics": [{"type": n["metric"], "value": n["value"], "name": n["label"]}],
+            })  # fmt: skip
+        meta["model-index"] = [{"name": name, "results": results}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, width=100) + "---\n\n"
+
+
+def measured_section(numbers: list[dict]) -> str:
+    if not numbers:
+        return ""
+    rows = [f"| {n['label']} | {n['value']} | `{n['file']}` |" for n in numbers]
+    return "\n".join(
+        [
+            "",
+            "## Measured",
+            "",
+            "On the validation split; each JSON records its protocol and settings, "
+            "docs/results.md the command that wrote it.",
+            "",
+            "| measure | value | from |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]  # fmt: skip
+    )
+
+
+def hub_card(name: str, model: dict, data: dict, body: str, numbers: list[dict]) -> str:
+    """``body`` (the card without front matter) with Hub front matter, the measured numbers,
+    and the BibTeX; an older version of these parts in ``body`` is replaced."""
+    if body.startswith("---\n"):
+        body = body.split("\n---\n", 1)[1].lstrip("\n")
+    body = body.split("\n## Measured\n")[0].split("\n## Citation\n")[0].rstrip("\n") + "\n"
+    body = re.sub(
+        r"`gmae\.export\.checkpoints\.load_model\(\"([^\"]+)\"\)`",
+        r'`gmae.from_pretrained("\1")` (one line, in eval mode)',
+        body,
+    )
+    return (front_matter(name, model, data, numbers) + body + measured_section(numbers)
+            + "\n## Citation\n\n" + BIBTEX + "\n")  # fmt: skip
+
+
+def update_card(card: Path, results_dir: Path) -> None:
+    """Refresh an existing card (``--update-card``): front matter, numbers, citation."""
+    from gmae.export.checkpoints import read_metadata
+
+    weights = card.with_suffix(".safetensors")
+    cfg = json.loads(read_metadata(weights)["config"])
+    numbers = measured(results_dir, weights)
+    text = hub_card(card.stem, cfg["model"], cfg["data"], card.read_text(), numbers)
+    gio.write_text(card, text)
+    print(f"updated {card}: {len(numbers)} measured numbers")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--out", type=Path, default=Path("checkpoints"))
+    ap.add_argument("run", type=Path, help="the run directory (or, with --update-card, a card)")
+    ap.add_argument("--name", default=None, help="checkpoint name (default: the run's)")
+    ap.add_argument("--out", type=Path, default=Path("checkpoints"), help="default checkpoints/")
     ap.add_argument("--command", default=None, help="the command that trained it (for the card)")
     ap.add_argument(
         "--weights",
@@ -41,7 +169,22 @@ def main() -> None:
         help="where it trained, for the card",
     )
     ap.add_argument("--health", type=Path, help="`gmae inspect --json` output for the card")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="directory searched for gmae eval JSONs of this checkpoint (default results/)",
+    )
+    ap.add_argument(
+        "--update-card",
+        action="store_true",
+        help="RUN is an existing card (checkpoints/NAME.md): refresh its front matter, numbers "
+        "and citation from NAME.safetensors and --results",
+    )
     args = ap.parse_args()
+    if args.update_card:
+        update_card(args.run, args.results)
+        return
     name = args.name or args.run.name
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
     rows = read_metrics(args.run / "metrics.jsonl")
@@ -126,6 +269,7 @@ def main() -> None:
             f"\n![reconstructions after {o['epochs']} epochs: input, masked input "
             f"({m.get('mask_ratio', 0.75):.0%}), output]({name}-recon.png)\n"
         )
+    card = hub_card(name, m, d, card, measured(args.results, target))
     gio.write_text(args.out / f"{name}.md", card)
     mb = info["bytes"] / 1e6
     print(f"published {name}: {info['out']} ({mb:.1f} MB), final loss {final_loss:.4f}")

@@ -240,3 +240,40 @@ def test_hf_export_errors(tmp_path, capsys):
     save_file({"w": torch.zeros(2)}, str(junk))
     with pytest.raises(GmaeError, match="nor timm or Hugging Face ViT weights"):
         load_any(str(junk))
+
+
+# --- model cards --------------------------------------------------------------------------------
+
+
+def test_model_card_has_hub_front_matter_numbers_and_citation(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    import yaml
+
+    name = "mae_tiny_imagenette64_e40"
+    card = tmp_path / f"{name}.md"
+    card.write_text((REPO / "checkpoints" / f"{name}.md").read_text())
+    (tmp_path / f"{name}.safetensors").symlink_to(REPO / "checkpoints" / f"{name}.safetensors")
+    results = tmp_path / "results"
+    results.mkdir()
+    doc = {"protocol": "knn", "model": {"ckpt": str(tmp_path / f"{name}.safetensors")},
+           "results": {"cls": {"knn_top1": 43.219}}}  # fmt: skip
+    (results / "knn_mae.json").write_text(json.dumps(doc))
+    argv = ["publish_checkpoint.py", str(card), "--update-card", "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(REPO / "scripts" / "publish_checkpoint.py"), run_name="__main__")
+    assert "1 measured numbers" in capsys.readouterr().out
+    text = card.read_text()
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["license"] == "apache-2.0" and meta["library_name"] == "gmae"
+    assert meta["datasets"] == ["frgfm/imagenette"] and "mae" in meta["tags"]
+    result = meta["model-index"][0]["results"][0]
+    assert result["metrics"][0] == {"type": "accuracy", "value": 43.22,
+                                    "name": "kNN (k 20) top-1, cls token"}  # fmt: skip
+    assert "| kNN (k 20) top-1, cls token | 43.22 |" in text
+    assert "@article{rajasegaran2025gmae" in text and "gmae.from_pretrained(" in text
+    # Refreshing again replaces, not stacks, the generated parts.
+    runpy.run_path(str(REPO / "scripts" / "publish_checkpoint.py"), run_name="__main__")
+    again = card.read_text()
+    assert again == text and again.count("## Citation") == 1
