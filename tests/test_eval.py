@@ -318,7 +318,7 @@ def test_finetune_presets():
     assert tuple(finetune.PRESETS) == commands.FINETUNE_PRESETS
     assert linprobe.RECIPES == commands.LINPROBE_RECIPES
     assert linprobe.DEFAULT_WDS == commands.LINPROBE_WDS
-    mae = finetune.finetune_config("mae")  # MAE's ViT-B recipe (anchors.md)
+    mae = finetune.finetune_config("mae")  # MAE's ViT-B recipe (docs/method.md)
     assert (mae.epochs, mae.batch_size * mae.accum_iter, mae.base_lr) == (100, 1024, 5e-4)
     assert (mae.layer_decay, mae.weight_decay, mae.drop_path) == (0.65, 0.05, 0.1)
     assert (mae.mixup, mae.cutmix, mae.smoothing, mae.reprob) == (0.8, 1.0, 0.1, 0.25)

@@ -9,7 +9,7 @@ RandAugment + RandomResizedCrop + flip + random erasing (``create_transform``), 
 ``LabelSmoothingCrossEntropy``), optional EMA (``ModelEmaV3``). Per-step warm-up + cosine lr,
 each layer's lr scaled by its ``lr_scale``. AMP (bf16 by default) on CUDA.
 
-Presets: ``mae`` is MAE's ViT-B ImageNet recipe (docs anchors.md); ``cpu`` is a few-epoch,
+Presets: ``mae`` is MAE's ViT-B ImageNet recipe (docs/method.md); ``cpu`` is a few-epoch,
 small-batch version for CPUs and tiny models. The timm model takes *normalised* images (the
 model's own mean / std), so the transforms normalise.
 """

@@ -13,7 +13,7 @@ x right, y down, z forward (away from the camera). Two frames (recorded in a hea
 ``comment gmae_frame=<frame> distance=<d>``, which viewers ignore and ``read_ply`` undoes):
 
 - ``pinhole`` (default, for viewers): GMAE's camera is a hybrid (orthographic centres,
-  perspective footprints; gmae-method.md section 3) that no standard viewer implements. This frame
+  perspective footprints; docs/method.md section 3) that no standard viewer implements. This frame
   re-expresses the Gaussians for an ordinary pinhole camera at (0, 0, -d) looking down +z (no
   rotation, y down), d = 8, with focal length d W / 2 pixels, i.e. a field of view of
   2 atan(1 / d) = 14.25 degrees: x' = x (z + d) / d, y' = y (z + d) / d, z' = z, scales / d.

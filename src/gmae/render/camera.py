@@ -11,7 +11,7 @@ ortho     (fx x + cx, fy y + cy)       diag(fx, fy)
 gmae      (fx x + cx, fy y + cy)       perspective EWA, fx/z ... (clamped)
 ========  ===========================  ======================================
 
-``gmae`` is the GMAE authors' hybrid (gmae-method.md section 3): orthographic centres, so x and y
+``gmae`` is the GMAE authors' hybrid (docs/method.md section 3): orthographic centres, so x and y
 in (-1, 1) span the whole image, but perspective footprints, so a Gaussian's on-screen size
 shrinks with depth z + 8. Defaults for every mode: fx = W/2, fy = H/2 (90 degree field of view in
 both directions), principal point at the image centre, camera looking down +z from distance 8

@@ -1,4 +1,4 @@
-"""Depth layering of predicted Gaussians [paper, section 6 of gmae-method.md].
+"""Depth layering of predicted Gaussians [paper, section 5 of docs/method.md].
 
 Gaussians are ordered by camera depth, nearest first (``depth_rank``). Any subset is rendered
 with the renderer's ``keep`` mask, so a partial render is exactly the full render of fewer
