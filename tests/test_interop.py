@@ -277,3 +277,40 @@ def test_model_card_has_hub_front_matter_numbers_and_citation(tmp_path, monkeypa
     runpy.run_path(str(REPO / "scripts" / "publish_checkpoint.py"), run_name="__main__")
     again = card.read_text()
     assert again == text and again.count("## Citation") == 1
+
+
+# --- one --device rule, a self-contained repository ---------------------------------------------
+
+
+def test_one_device_rule_everywhere(capsys):
+    from gmae.devices import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(GmaeError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GmaeError, match="'cuda:1' requested but CUDA is not available"):
+            resolve_device("cuda:1")
+    # Every command takes cuda:N (no argparse choices), with the same help.
+    for argv in (["zeroshot", "layers"], ["report"], ["eval", "knn"], ["inspect"],
+                 ["export", "gaussians"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        out = capsys.readouterr().out
+        if "--device" in out:
+            assert "cuda:N" in out, argv
+
+
+def test_repository_refers_to_nothing_outside_it():
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()  # fmt: skip
+    bad = []
+    for name in files:
+        if name.endswith((".py", ".md", ".yaml", ".toml", ".sh", ".cff")) and name != __file__:
+            text = (REPO / name).read_text(errors="replace")
+            if "gmae-method.md" in text or "shared/docs" in text:
+                bad.append(name)
+    assert bad == [Path(__file__).relative_to(REPO).as_posix()] or not bad, bad

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
 
 MAX_IMAGES = 1024  # one batch: the across-image statistics need every image at once
@@ -29,7 +30,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--split", default="val", help="split of --data (default val)")
     p.add_argument("--num-images", type=int, default=128, help=f"images (2..{MAX_IMAGES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed mask (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--json", type=Path, help="also write the statistics here")
     p.set_defaults(func=cmd_inspect)
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
 
 # Kept here (not imported from the protocol modules) so that building the parser imports no
@@ -47,7 +48,7 @@ def _common(p: argparse.ArgumentParser, batch_size: int | None = 256, data: bool
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--limit", type=int, help="use at most this many images per split (seeded)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="subset, masks, random init, training")
     p.add_argument("--json", type=Path, help="write the results here (atomically)")
 

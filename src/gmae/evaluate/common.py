@@ -19,16 +19,10 @@ FEATURE_KINDS = ("cls", "mean")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; an unavailable CUDA is an error, not a fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise GmaeError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GmaeError(f"device {name!r} requested but CUDA is not available")
-    return device
+    """The shared ``--device`` rule (``gmae.devices``)."""
+    from gmae.devices import resolve_device as resolve
+
+    return resolve(name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import argparse
 import sys
 from typing import Any
 
+from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=1.0, help="points random may lead by")

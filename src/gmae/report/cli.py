@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gmae.devices import DEVICE_HELP
+
 
 def register(subparsers, groups) -> None:
     """Add this package's commands to the `gmae` parser."""
@@ -20,7 +22,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the baselines")
     p.add_argument("--num-images", type=int, help="BSDS500 and horse images, each (default 6)")
     p.add_argument("--quick", action="store_true", help="small and fast (2 images, 5 thresholds)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_report)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
 
 
@@ -25,7 +26,7 @@ def register(subparsers, groups) -> None:
         p.add_argument(
             "--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)"
         )
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
         if batch:
             p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -125,7 +126,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--workers", type=int, default=None, help="boundary benchmark processes")
     p.add_argument("--out", type=Path, help="write pictures of the first --pictures scenes here")
     p.add_argument("--pictures", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_occlusion)
@@ -142,7 +143,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--image", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="output .ply")
     p.add_argument("--frame", default="pinhole", choices=["pinhole", "gmae"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_export_gaussians, out_kind="file")
 
 

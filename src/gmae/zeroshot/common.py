@@ -31,13 +31,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    import torch
+    """The shared ``--device`` rule (``gmae.devices``): also ``cuda:N``."""
+    from gmae.devices import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GmaeError("--device cuda requested but CUDA is not available")
-    return torch.device(name)
+    return resolve(name)
 
 
 def load_model(path: str | os.PathLike, kind: str | None = None, device: str = "cpu"):
