@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from gmae.errors import GmaeError
-from gmae.render import api as render_api
-from gmae.render import gsplat_backend
+
+# Module level stays light: the two-process test's children import this file.
 
 # --- backend choice -----------------------------------------------------------------------
 
@@ -21,6 +21,8 @@ from gmae.render import gsplat_backend
 @pytest.fixture
 def fake_gsplat(monkeypatch):
     """Install a fake ``gsplat`` whose compiled module is ``kernels`` (None: not built)."""
+    from gmae.render import api as render_api
+    from gmae.render import gsplat_backend
 
     def install(kernels):
         pkg = types.ModuleType("gsplat")
@@ -45,6 +47,8 @@ def fake_gsplat(monkeypatch):
 
 
 def test_auto_skips_gsplat_without_kernels_and_warns_once(fake_gsplat):
+    from gmae.render import api as render_api
+
     fake_gsplat(None)  # gsplat imports, but no CUDA toolkit built its kernels
     assert not render_api.gsplat_available()
     with pytest.warns(RuntimeWarning, match=r"runs 'fast'.*kernels are not built"):
@@ -58,6 +62,8 @@ def test_auto_skips_gsplat_without_kernels_and_warns_once(fake_gsplat):
 
 
 def test_auto_picks_gsplat_when_kernels_load(fake_gsplat):
+    from gmae.render import api as render_api
+
     fake_gsplat(types.SimpleNamespace())  # a loaded compiled module
     assert render_api.gsplat_available()
     with warnings.catch_warnings():
@@ -69,6 +75,8 @@ def test_auto_picks_gsplat_when_kernels_load(fake_gsplat):
 
 
 def test_gsplat_not_importable(monkeypatch):
+    from gmae.render import gsplat_backend
+
     monkeypatch.setitem(sys.modules, "gsplat", None)  # import raises ImportError
     gsplat_backend.gsplat_kernel_problem.cache_clear()
     try:
@@ -195,3 +203,188 @@ def test_doctor_reports_backends(tmp_path, fake_gsplat, capsys):
     assert "kernels are not built" in report(build=True)["gsplat_kernels"]
     fake_gsplat(types.SimpleNamespace())
     assert report(build=True)["gsplat_kernels"] == "loaded"
+
+
+# --- device mapping and per-rank CUDA RNG state -------------------------------------------
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A CPU machine that claims ``n`` GPUs; each GPU's RNG state is a distinct small tensor and
+    ``set_rng_state`` calls are recorded."""
+    restored: list[tuple[list[int], int]] = []
+
+    def install(n: int):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+        def get_state(device="cuda"):
+            index = torch.device(device).index or 0
+            if index >= n:
+                raise IndexError(f"no GPU {index} (fake machine with {n})")
+            return torch.tensor([index, 7], dtype=torch.uint8)
+
+        def set_state(state, device="cuda"):
+            index = torch.device(device).index or 0
+            if index >= n:
+                raise IndexError(f"no GPU {index} (fake machine with {n})")
+            restored.append((state.tolist(), index))
+
+        def get_all():
+            return [get_state(torch.device("cuda", i)) for i in range(n)]
+
+        monkeypatch.setattr(torch.cuda, "get_rng_state", get_state)
+        monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", get_all)
+        monkeypatch.setattr(
+            torch.cuda,
+            "set_rng_state_all",
+            lambda states: [set_state(s, i) for i, s in enumerate(states)],
+        )
+        return restored
+
+    return install
+
+
+def test_device_is_local_rank_modulo_device_count(fake_cuda):
+    from gmae.train.distributed import pick_device
+
+    fake_cuda(1)  # one GPU visible per process (CUDA_VISIBLE_DEVICES set per rank)
+    assert pick_device("cuda", local_rank=3) == torch.device("cuda", 0)
+    fake_cuda(4)
+    assert pick_device("auto", local_rank=5) == torch.device("cuda", 1)
+    assert pick_device("cpu", local_rank=5) == torch.device("cpu")
+
+
+def test_rng_state_keeps_only_this_ranks_gpu(fake_cuda, tmp_path):
+    from gmae.train import checkpoint as ckpt_io
+
+    fake_cuda(8)  # saved on an 8-GPU node by the rank on GPU 5
+    state = ckpt_io.rng_state(torch.device("cuda", 5))
+    assert state["cuda"].tolist() == [5, 7]
+    torch.save(state, tmp_path / "rng.pt")
+    loaded = torch.load(tmp_path / "rng.pt", weights_only=True)
+
+    restored = fake_cuda(4)  # resumed on a 4-GPU node (4 x 2 accumulation): rank on GPU 1
+    ckpt_io.set_rng_state(loaded, torch.device("cuda", 1))
+    assert restored == [([5, 7], 1)]
+
+    # A checkpoint of the old format (every visible GPU's state per rank) on fewer GPUs.
+    restored.clear()
+    fake_cuda(1)
+    old = {**loaded, "cuda": [torch.tensor([i, 7], dtype=torch.uint8) for i in range(8)]}
+    ckpt_io.set_rng_state(old, torch.device("cuda", 0))
+    assert restored == [([0, 7], 0)]
+    # CPU training ignores any CUDA state.
+    restored.clear()
+    ckpt_io.set_rng_state(loaded, torch.device("cpu"))
+    assert restored == [] and ckpt_io.rng_state(torch.device("cpu"))["cuda"] is None
+
+
+# --- rank 0 decides resume (two gloo processes) -------------------------------------------
+
+
+def _resume_worker(rank, port, cases, results):
+    import os
+
+    from gmae.train import distributed, outputs
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = distributed.init("cpu")
+    try:
+        lines = []
+        for dirs, resume in cases:
+            try:
+                path = outputs.decide_resume(dirs[rank], resume, False, info)
+                lines.append(str(path))
+            except GmaeError as exc:
+                lines.append(f"error: {exc}")
+        (results / f"rank{rank}.txt").write_text("\n".join(lines))
+    finally:
+        distributed.cleanup()
+
+
+@pytest.mark.slow  # two processes: about 10 s, mostly importing torch twice
+def test_rank0_decides_resume_for_every_rank(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Per-rank --out directories stand for a file system that is not shared.
+    fresh0, stale1, run0, empty1 = (tmp_path / n for n in ("fresh0", "stale1", "run0", "empty1"))
+    for d in (fresh0, stale1, run0, empty1):
+        d.mkdir()
+    (stale1 / "last.pt").write_bytes(b"x")  # only rank 1 would have resumed on its own
+    (run0 / "last.pt").write_bytes(b"x")
+    cases = [
+        ((fresh0, stale1), True),
+        ((run0, empty1), True),
+        ((run0, empty1), str(tmp_path / "missing.pt")),
+    ]
+    mp.spawn(_resume_worker, args=(port, cases, tmp_path), nprocs=2)
+    r0, r1 = ((tmp_path / f"rank{r}.txt").read_text().splitlines() for r in range(2))
+    assert r0 == r1  # the same decision everywhere
+    assert r0[0] == "None"
+    assert r0[1] == str(run0 / "last.pt")
+    assert r0[2].startswith("error: checkpoint") and "missing.pt not found" in r0[2]
+
+
+# --- input pipeline: uint8 batches, the epoch in the sampler's indices ----------------------
+
+
+class TinyImages(torch.utils.data.Dataset):
+    def __init__(self, n: int = 6, size: int = 20):
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        self.images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return Image.fromarray(self.images[i]), i
+
+
+def _epochs(transform, num_workers: int, persistent: bool, epochs: int = 2):
+    from torch.utils.data import DataLoader
+
+    from gmae.data.transforms import to_unit_float
+    from gmae.train.sampling import ResumableSampler, SeededSamples
+
+    data = SeededSamples(TinyImages(), transform, num_patches=4, seed=5)
+    sampler = ResumableSampler(data, 1, 0, seed=5)
+    loader = DataLoader(
+        data, batch_size=3, sampler=sampler, num_workers=num_workers,
+        persistent_workers=persistent, drop_last=True,
+    )  # fmt: skip
+    out = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        data.set_epoch(epoch)  # what the engine does; a persistent worker never sees it
+        out.append([(to_unit_float(x), y, noise) for x, y, noise in loader])
+    return out
+
+
+def test_uint8_batches_match_the_float_pipeline_with_persistent_workers():
+    from gmae.data.transforms import pretrain_transform
+
+    reference = _epochs(pretrain_transform(16), num_workers=0, persistent=False)
+    uint8 = _epochs(pretrain_transform(16, uint8=True), num_workers=1, persistent=True)
+    for ref_epoch, new_epoch in zip(reference, uint8, strict=True):
+        for (a, ya, na), (b, yb, nb) in zip(ref_epoch, new_epoch, strict=True):
+            assert b.dtype == torch.float32
+            assert torch.equal(a, b) and torch.equal(ya, yb) and torch.equal(na, nb)
+    # The persistent worker augmented epoch 1 differently from epoch 0 (same images).
+    first = {int(y): x for x, ys, _ in uint8[0] for y, x in zip(ys, x)}
+    second = {int(y): x for x, ys, _ in uint8[1] for y, x in zip(ys, x)}
+    common = first.keys() & second.keys()
+    assert common and all(not torch.equal(first[i], second[i]) for i in common)

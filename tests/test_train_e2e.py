@@ -45,10 +45,11 @@ def test_pretrain_cli_end_to_end(tmp_path, folder, name, capsys):
     # the resumed run logs exactly what the uninterrupted one would have (fixed batch and mask).
     assert all(np.isfinite(r["val_loss"]) for r in rows)
     if name == "gmae":
+        assert all(r["render_backend"] == "fast" for r in rows)  # what rendered, on CPU
         assert all(0 <= r["health/pinned_size"] <= 1 for r in rows)
         assert {"health/sat_scale", "health/z_std_within", "health/masked_fraction"} <= set(rows[0])
     else:
-        assert not any(k.startswith("health/") for k in rows[0])
+        assert not any(k.startswith("health/") or k == "render_backend" for k in rows[0])
     for f in ("config.yaml", "last.pt", "checkpoint-0001.pt", "checkpoint-0002.pt"):
         assert (out / f).is_file(), f
     png = Image.open(out / "vis" / "recon-0002.png")

@@ -6,7 +6,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so that
     format, gmae_version, config (plain dict), model (state dict), probe (state dict or None),
     optimizer, scaler (state dicts or None), schedule {step, total_steps, effective_batch, lr},
     epoch, step_in_epoch (optimizer steps done in ``epoch``), step (global), skipped,
-    rng [one dict per rank: torch, cuda, numpy, python], data {seed, world_size}
+    rng [one dict per rank: torch, cuda (that rank's GPU only, or None), numpy, python],
+    data {seed, world_size}
 """
 
 from __future__ import annotations
@@ -185,22 +186,45 @@ def _few(items: list[str], n: int = 3) -> str:
 # --- RNG states -----------------------------------------------------------------------------
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states, as tensors and tuples (``weights_only``-loadable)."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states, as tensors and tuples (``weights_only``-loadable).
+
+    CUDA: only the generator of this process's own GPU (``device``; default the current one),
+    so a checkpoint restores on a machine with any number of GPUs.
+    """
     # numpy's legacy global RNG is what third-party code uses, so that is the state to keep
     kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    cuda = None
+    if device is not None and device.type == "cuda":
+        cuda = torch.cuda.get_rng_state(device)
+    elif device is None and torch.cuda.is_available():
+        cuda = torch.cuda.get_rng_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": cuda,
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "python": random.getstate(),
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore ``rng_state``'s states; the CUDA one goes to ``device`` (default: the current
+    GPU). Older checkpoints hold every visible GPU's state: this GPU's index is used when it
+    exists there, else the first (never an IndexError on a machine with fewer GPUs)."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if device is not None and device.type != "cuda":
+        cuda = None
+    if isinstance(cuda, list | tuple):  # format of gmae <= 0.1: get_rng_state_all()
+        index = device.index if device is not None else None
+        if index is None and torch.cuda.is_available():
+            index = torch.cuda.current_device()
+        if not cuda:
+            cuda = None
+        else:
+            cuda = cuda[index] if index is not None and index < len(cuda) else cuda[0]
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda, device if device is not None else "cuda")
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
     version, internal, gauss_next = state["python"]

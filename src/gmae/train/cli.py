@@ -90,8 +90,8 @@ def register(subparsers, groups) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from gmae.train.checkpoint import check_metadata, load_checkpoint, model_kwargs, stored_config
     from gmae.train.config import apply_overrides, config_from_dict, load_config
-    from gmae.train.engine import LAST, pretrain, resume_path
-    from gmae.train.outputs import check_run_dir
+    from gmae.train.engine import pretrain
+    from gmae.train.outputs import LAST, check_run_dir, resume_path
 
     if args.max_steps is not None and args.max_steps < 1:
         raise GmaeError("--max-steps must be at least 1")

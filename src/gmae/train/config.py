@@ -34,6 +34,7 @@ class DataConfig:
     img_size: int = 32  # also passed to the model
     scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range
     num_workers: int = 2  # DataLoader workers per process
+    persistent_workers: bool = True  # keep workers between epochs (the epoch is in the indices)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA; ignored on CPU
+    tf32: bool = True  # TF32 matmuls / convolutions on CUDA (renderer, losses stay exact fp32)
     log_every: int = 10  # optimizer steps between metrics lines
     ckpt_every: int = 10  # epochs between checkpoint-EPOCH.pt (last.pt after every epoch)
     ckpt_every_steps: int = 0  # also refresh last.pt every N steps mid-epoch (0: off)

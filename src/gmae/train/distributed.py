@@ -35,11 +35,13 @@ class DistInfo:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
+    """CPU, or GPU ``local_rank % device_count``: the same whether each process sees every GPU
+    of its node or (CUDA_VISIBLE_DEVICES per rank, as some schedulers set it) only its own."""
     if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise GmaeError("run.device is 'cuda' but no CUDA device is available")
-    return torch.device("cuda", local_rank)
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def init(device_pref: str = "auto") -> DistInfo:
@@ -73,6 +75,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself in one process)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def all_gather_object(obj: Any) -> list[Any]:

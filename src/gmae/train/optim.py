@@ -15,14 +15,16 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float],
     no_weight_decay: set[str] | frozenset[str] = frozenset(),
+    fused: bool = False,
 ) -> torch.optim.AdamW:
     """AdamW; biases, norms (ndim <= 1) and the names in ``no_weight_decay`` get no decay.
 
     ``no_weight_decay`` holds parameter names of ``module`` (fnmatch patterns, as timm): position
     embeddings, cls token, GMAE's queries. Decaying them pulls them to zero for no benefit.
+    ``fused``: one CUDA kernel for the whole update (CUDA parameters only).
     """
     groups = param_groups_weight_decay(module, weight_decay, no_weight_decay_list=no_weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:

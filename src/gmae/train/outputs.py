@@ -1,4 +1,5 @@
-"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard, the progress bar, pictures.
+"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard, the progress bar, pictures;
+and the run directory's checks (whether to resume, decided on rank 0).
 
 Only rank 0 writes; on other ranks ``RunLog`` is inert.
 """
@@ -14,7 +15,9 @@ import torch
 
 from gmae import io as gio
 from gmae.errors import GmaeError
+from gmae.train.distributed import all_gather_object, broadcast_object
 
+LAST = "last.pt"  # the checkpoint --resume continues from
 METRICS = "metrics.jsonl"
 RUN_MARKER = ".gmae-run"  # written into every run directory gmae pretrain creates or adopts
 # What a run writes into its directory: a fresh run refuses to replace any of them in a
@@ -38,6 +41,51 @@ def check_run_dir(out: Path, force: bool = False) -> None:
             f"--out {out} is not a gmae run directory and already holds {clash[0]}, which the run "
             "would replace: choose another --out (or pass --force to replace it)"
         )
+
+
+def decide_resume(out: Path, resume: bool | str | Path | None, force: bool, dist) -> Path | None:
+    """Rank 0 checks ``out`` and decides whether (and from which file) to resume; every rank
+    gets that decision, so ranks whose ``out`` is not on a shared file system cannot disagree on
+    the step (and hang in a collective). A rank that cannot read the chosen file is an error on
+    every rank."""
+    decision: tuple[str | None, str | None] = (None, None)
+    if dist.is_main:
+        try:  # --out must be a run directory or hold nothing the run would replace
+            check_run_dir(out, force)
+            path = resume_path(out, resume)
+            decision = (str(path) if path is not None else None, None)
+        except GmaeError as exc:
+            decision = (None, str(exc))
+    chosen, error = broadcast_object(decision)
+    if error is not None:
+        raise GmaeError(error)
+    path = Path(chosen) if chosen is not None else None
+    missing = all_gather_object(path is not None and not path.is_file())
+    blind = [rank for rank, m in enumerate(missing) if m]
+    if blind:
+        raise GmaeError(
+            f"rank 0 resumes from {path}, which rank(s) {', '.join(map(str, blind))} cannot read: "
+            "put --out on a file system every node shares, or copy the checkpoint there"
+        )
+    return path
+
+
+def resume_path(out: Path, resume: bool | str | Path | None) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run (see ``pretrain``)."""
+    last = out / LAST
+    if resume is None or resume is False:
+        if last.exists():
+            raise GmaeError(
+                f"{out} already holds a run ({last}): pass --resume to continue it, or choose "
+                "another --out"
+            )
+        return None
+    if resume is True:
+        return last if last.exists() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise GmaeError(f"checkpoint {path} not found")
+    return path
 
 
 def claim_run_dir(out: Path, force: bool = False) -> None:

@@ -5,7 +5,9 @@ Everything random about a training sample is a pure function of ``(seed, epoch, 
   ``seed + epoch``) can start mid-epoch by skipping the samples already seen;
 - the augmentation and the mask noise: ``SeededSamples`` seeds a generator per sample.
 So a resumed run sees exactly the batches an uninterrupted one would, and N processes with batch
-B see the same global batches (as sets) as one process with batch N x B.
+B see the same global batches (as sets) as one process with batch N x B. The sampler yields
+``(epoch, index)`` pairs, so the epoch reaches the workers with every index and persistent
+workers (created once, at epoch 0) still augment each epoch differently.
 """
 
 from __future__ import annotations
@@ -41,14 +43,17 @@ class SeededSamples(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch  # read by workers when the DataLoader iterator is created
+        self.epoch = epoch  # for plain int indices; ResumableSampler passes (epoch, index)
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int | tuple[int, int]):
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
         image, label = self.base[index]
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
             image = self.transform(image)
@@ -58,7 +63,7 @@ class SeededSamples(Dataset):
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` (shuffled with ``seed + epoch``, tail dropped) that can start at
-    sample ``start`` of this rank's share of the epoch."""
+    sample ``start`` of this rank's share of the epoch; yields ``(epoch, index)`` pairs."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
         super().__init__(
@@ -71,7 +76,8 @@ class ResumableSampler(DistributedSampler):
         self.start = start
 
     def __iter__(self):
-        return itertools.islice(super().__iter__(), self.start, None)
+        epoch = self.epoch
+        return ((epoch, i) for i in itertools.islice(super().__iter__(), self.start, None))
 
     def __len__(self) -> int:
         return self.num_samples - self.start
