@@ -388,3 +388,24 @@ def test_uint8_batches_match_the_float_pipeline_with_persistent_workers():
     second = {int(y): x for x, ys, _ in uint8[1] for y, x in zip(ys, x)}
     common = first.keys() & second.keys()
     assert common and all(not torch.equal(first[i], second[i]) for i in common)
+
+
+# --- bench flags --------------------------------------------------------------------------
+
+
+def test_bench_render_backend_choice(monkeypatch):
+    import gmae.render.bench as bench
+
+    assert bench.parse_backends(None) == bench.DEFAULT_BACKENDS
+    assert bench.parse_backends("fast, fast-torch") == ("fast", "fast-torch")
+    with pytest.raises(GmaeError, match="unknown --backend 'foo'"):
+        bench.parse_backends("fast,foo")
+    with pytest.raises(GmaeError, match="needs a CUDA device"):
+        bench.parse_backends("gsplat,fast-cuda")
+    monkeypatch.setattr(bench, "_subprocess", lambda job, timeout: bench.run_job(job))
+    report = bench.run_benchmark(
+        [bench.Config("tiny", 2, 8, 16, 16)], 1, 0, log=lambda m: None, backends=("fast-torch",)
+    )
+    table = bench.format_table(report)
+    assert "fast-torch img/s" in table and "fast img/s" not in table and "error" not in table
+    assert report["backends"] == ["fast-torch"] and report["goals"] == {}

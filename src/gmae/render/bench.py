@@ -84,17 +84,34 @@ BACKENDS = {
     "fast": ("fast", "auto"),  # the compiled kernel where it builds
     "fast-torch": ("fast", "torch"),  # the PyTorch loops: the fallback, and the old fast path
     "reference": ("reference", "auto"),
+    # On a GPU: gsplat's rasteriser, and the fast path on CUDA tensors (what `auto` falls back to
+    # there without gsplat's kernels).
+    "gsplat": ("gsplat", "auto"),
+    "fast-cuda": ("fast", "auto"),
 }
+CUDA_BACKENDS = ("gsplat", "fast-cuda")
+DEFAULT_BACKENDS = ("fast", "fast-torch", "reference")
+
+
+def _device(backend: str) -> str:
+    return "cuda" if backend in CUDA_BACKENDS else "cpu"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 # -- the measurements (run inside subprocesses) ------------------------------------------
 
 
-def _inputs(cfg: Config, seed: int = 0):
+def _inputs(cfg: Config, seed: int = 0, device: str = "cpu"):
     from gmae.render.testing import random_gaussians
 
     return random_gaussians(
-        cfg.batch, cfg.k, seed=seed, scale_max=cfg.scale_max, requires_grad=True
+        cfg.batch, cfg.k, seed=seed, scale_max=cfg.scale_max, requires_grad=True, device=device
     )
 
 
@@ -104,15 +121,19 @@ def _step(g, camera, backend: str) -> tuple[float, float, float]:
     from gmae.render.fast import use_kernel
 
     render_backend, kernel = BACKENDS[backend]
+    device = _device(backend)
     for v in g.values():
         v.grad = None
     with use_kernel(kernel):
+        _sync(device)
         c0 = time.process_time()
         t0 = time.perf_counter()
         out = render(**g, camera=camera, backend=render_backend)
         loss = out.image.sum() + out.alpha.sum() + out.depth.sum()
+        _sync(device)
         t1 = time.perf_counter()
         loss.backward()
+        _sync(device)
         t2 = time.perf_counter()
     return t1 - t0, t2 - t1, time.process_time() - c0
 
@@ -131,14 +152,15 @@ def measure_speed(cfg: Config, backends: list[str], repeats: int) -> dict:
     from gmae.render import Camera
 
     camera = Camera(height=cfg.height, width=cfg.width)
-    g = _inputs(cfg)
+    devices = {_device(b) for b in backends}
+    inputs = {d: _inputs(cfg, device=d) for d in devices}
     times: dict[str, list[tuple[float, float, float]]] = {b: [] for b in backends}
     for b in backends:
-        _step(g, camera, b)  # warm-up
+        _step(inputs[_device(b)], camera, b)  # warm-up
     for r in range(repeats):
         k = r % len(backends)
         for b in backends[k:] + backends[:k]:  # rotate who goes first
-            times[b].append(_step(g, camera, b))
+            times[b].append(_step(inputs[_device(b)], camera, b))
     out = {"threads": torch.get_num_threads()}
     for b, ts in times.items():
         total = [f + bw for f, bw, _ in ts]
@@ -160,10 +182,19 @@ def measure_memory(cfg: Config, backend: str) -> dict:
     from gmae.render import Camera
 
     tiny = Config("warm-up", 1, 8, 16, 16)
-    _step(_inputs(tiny), Camera(height=16, width=16), backend)
-    g = _inputs(cfg)
+    device = _device(backend)
+    _step(_inputs(tiny, device=device), Camera(height=16, width=16), backend)
+    g = _inputs(cfg, device=device)
     camera = Camera(height=cfg.height, width=cfg.width)
     gc.collect()
+    if device == "cuda":  # GPU memory: the allocator's peak during one step, above the inputs
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        _step(g, camera, backend)
+        peak = torch.cuda.max_memory_allocated() - before
+        return {"peak_mb": round(peak / 2**20, 1), "memory_method": "torch.cuda peak allocated"}
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
@@ -221,6 +252,7 @@ def run_benchmark(
     timeout: float = 1800,
     log=print,
     threads: int | None = None,
+    backends: tuple[str, ...] = DEFAULT_BACKENDS,
 ) -> dict:
     import torch
 
@@ -237,14 +269,14 @@ def run_benchmark(
                 f"{cfg.pairs:.2e} pixel x Gaussian pairs > --max-ref-pairs {max_ref_pairs:.2e}: "
                 "the dense reference would need tens of GB"
             )
-        backends = ["fast", "fast-torch"] + (["reference"] if ref_ok else [])
-        log(f"[bench render] {cfg.name}: {' + '.join(backends)} ...")
+        names = [b for b in backends if b != "reference" or ref_ok]
+        log(f"[bench render] {cfg.name}: {' + '.join(names)} ...")
         common = {"config": asdict(cfg), "threads": threads}
         if cfg.speed:
-            job = {"kind": "speed", "backends": backends, "repeats": repeats, **common}
+            job = {"kind": "speed", "backends": names, "repeats": repeats, **common}
             row["speed"] = _subprocess(job, timeout)
         row["memory"] = {}
-        for b in backends:
+        for b in names:
             row["memory"][b] = _subprocess({"kind": "memory", "backend": b, **common}, timeout)
         speed = row.get("speed", {})
         if "fast" in speed and "reference" in speed:
@@ -255,6 +287,8 @@ def run_benchmark(
             row["cpu_speedup_vs_torch"] = (
                 speed["fast-torch"]["cpu_median_s"] / speed["fast"]["cpu_median_s"]
             )
+        if "gsplat" in speed and "fast-cuda" in speed:
+            row["gsplat_speedup"] = speed["fast-cuda"]["median_s"] / speed["gsplat"]["median_s"]
         results.append(row)
     return {
         "benchmark": "render",
@@ -269,9 +303,19 @@ def run_benchmark(
         "repeats": repeats,
         "max_ref_pairs": max_ref_pairs,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "backends": list(backends),
+        "gpu": _gpu_name(backends),
         "results": results,
-        "goals": _goals(results),
+        "goals": _goals(results) if tuple(backends) == DEFAULT_BACKENDS else {},
     }
+
+
+def _gpu_name(backends) -> str | None:
+    if not any(b in CUDA_BACKENDS for b in backends):
+        return None
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def _affinity() -> list[int] | None:
@@ -341,7 +385,46 @@ def _goals(results) -> dict:
     return goals
 
 
+def format_backends_table(report: dict) -> str:
+    """Images/s (forward + backward), forward and backward ms and peak MB per chosen backend."""
+    backends = report["backends"]
+    head = f"{'config':<26}" + "".join(
+        f"{b + ' img/s':>17}{'fwd ms':>8}{'bwd ms':>8}{'MB':>8}" for b in backends
+    )
+    if "gsplat" in backends and "fast-cuda" in backends:
+        head += f"{'gsplat vs fast':>16}"
+    lines = [f"device: {report.get('gpu') or report['cpu']}", head, "-" * len(head)]
+    for r in report["results"]:
+        s, m = r.get("speed", {}), r["memory"]
+        line = f"{r['config']['name']:<26}"
+        for b in backends:
+            if "error" in s or b not in s:
+                line += f"{s.get('error', '-')[:16]:>17}{'-':>8}{'-':>8}"
+            else:
+                x = s[b]
+                line += f"{x['images_per_s']:>17.1f}{x['forward_median_s'] * 1e3:>8.2f}"
+                line += f"{x['backward_median_s'] * 1e3:>8.2f}"
+            mem = m.get(b, {})
+            line += f"{mem['peak_mb']:>8.0f}" if "peak_mb" in mem else f"{'-':>8}"
+        if "gsplat_speedup" in r:
+            line += f"{r['gsplat_speedup']:>15.1f}x"
+        lines.append(line)
+    errors = {e for r in report["results"] for e in _errors(r)}
+    lines += [f"  error: {e}" for e in sorted(errors)]
+    return "\n".join(lines)
+
+
+def _errors(row: dict) -> list[str]:
+    found = []
+    for part in (row.get("speed", {}), *row.get("memory", {}).values()):
+        if isinstance(part, dict) and "error" in part:
+            found.append(part["error"])
+    return found
+
+
 def format_table(report: dict) -> str:
+    if tuple(report.get("backends", DEFAULT_BACKENDS)) != DEFAULT_BACKENDS:
+        return format_backends_table(report)
     head = (
         f"{'config':<26}{'fast img/s':>11}{'torch img/s':>12}{'ref img/s':>11}{'vs torch':>9}"
         f"{'vs ref':>9}{'(cpu)':>7}{'fast MB':>9}{'torch MB':>9}{'ref MB':>9}"
@@ -375,6 +458,28 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_backends(text: str | None) -> tuple[str, ...]:
+    """``--backend a,b``: known names, CUDA ones only where gsplat's kernels (or CUDA) work."""
+    if not text:
+        return DEFAULT_BACKENDS
+    names = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown or not names:
+        raise GmaeError(
+            f"unknown --backend {', '.join(unknown) or text!r}; choose from {', '.join(BACKENDS)}"
+        )
+    if any(b in CUDA_BACKENDS for b in names):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise GmaeError(f"--backend {','.join(names)} needs a CUDA device (none is visible)")
+    if "gsplat" in names:
+        from gmae.render import resolve_backend
+
+        resolve_backend("gsplat", "cuda")  # a one-line error naming what is missing
+    return names
+
+
 def main(args) -> int:
     """Entry point of ``gmae bench render`` (args from the CLI parser)."""
     configs = QUICK if args.quick else CONFIGS
@@ -384,8 +489,11 @@ def main(args) -> int:
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise GmaeError(f"--threads must be >= 1, got {threads}")
-    report = run_benchmark(configs, repeats, args.max_ref_pairs, threads=threads)
+    backends = parse_backends(getattr(args, "backend", None))
+    report = run_benchmark(configs, repeats, args.max_ref_pairs, threads=threads, backends=backends)
     parts = ["gmae bench render"]
+    if backends != DEFAULT_BACKENDS:
+        parts.append(f"--backend {','.join(backends)}")
     if args.json:
         parts.append(f"--json {args.json}")
     if args.quick:

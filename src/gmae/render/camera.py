@@ -141,6 +141,9 @@ class Camera:
         for name, default in zip(("fx", "fy", "cx", "cy"), defaults):
             v = getattr(self, name)
             v = default if v is None else v
+            if isinstance(v, int | float):  # a fill on the device, not a host-to-device copy
+                cols.append(torch.full((batch,), float(v), device=device, dtype=dtype))
+                continue
             v = torch.as_tensor(v, device=device, dtype=dtype)
             cols.append(v.expand(batch) if v.dim() == 0 else v)
         return torch.stack(cols, dim=-1)

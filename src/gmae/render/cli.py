@@ -1,6 +1,7 @@
 """Command-line entry points of gmae.render (registered by gmae.cli).
 
 gmae bench render [--json FILE] [--quick] [--repeats N] [--max-ref-pairs N] [--threads N]
+                  [--backend NAMES]
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def register(subparsers, groups) -> None:
         default=None,
         help="torch threads in every measurement (default: torch's); 1 with `taskset` gives "
         "the steadiest numbers on a shared machine",
+    )
+    p.add_argument(
+        "--backend",
+        metavar="NAMES",
+        default=None,
+        help="comma-separated backends to compare (default fast,fast-torch,reference); on a GPU "
+        "'gsplat,fast-cuda' compares gsplat's rasteriser with the fast path on CUDA",
     )
     p.set_defaults(func=_bench_render)
 
