@@ -89,12 +89,15 @@ class RenderTimer:
 class _Stepper:
     """Training steps (forward, backward, clip, AdamW) of one model on fixed random images."""
 
-    def __init__(self, model, cfg, batch: int, device) -> None:
+    def __init__(self, model, cfg, batch: int, device, amp: str = "none") -> None:
         gen = torch.Generator().manual_seed(0)
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         size = cfg.data.img_size
         self.imgs = torch.rand(batch, 3, size, size, generator=gen).to(device)
         self.noise = torch.rand(batch, model.encoder.num_patches, generator=gen).to(device)
-        self.opt = build_optimizer(model, 1e-4, 0.05, (0.9, 0.95), model.no_weight_decay())
+        self.opt = build_optimizer(
+            model, 1e-4, 0.05, (0.9, 0.95), model.no_weight_decay(), fused=device.type == "cuda"
+        )
         self.model, self.clip, self.device = model, cfg.optim.clip_grad or float("inf"), device
         model.train()
 
@@ -103,17 +106,19 @@ class _Stepper:
         _sync(self.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         self.opt.zero_grad(set_to_none=True)
-        self.model(self.imgs, noise=self.noise).loss.backward()
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            loss = self.model(self.imgs, noise=self.noise).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.opt.step()
         _sync(self.device)
         return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def time_steps(model, cfg, batch: int, repeats: int, warmup: int, device):
+def time_steps(model, cfg, batch: int, repeats: int, warmup: int, device, amp: str = "none"):
     """Wall and process-CPU seconds per training step (forward, backward, clip, AdamW) on random
     images. CPU time is the steadier number on a shared machine."""
-    stepper = _Stepper(model, cfg, batch, device)
+    stepper = _Stepper(model, cfg, batch, device, amp)
     times, cpu_times = [], []
     for i in range(warmup + repeats):
         wall, cpu = stepper.step()
@@ -132,8 +137,10 @@ def bench_train(
     threads: int | None = None,
     json_path: Path | None = None,
     k_curve: list[str] | None = None,
+    amp: str = "none",
 ) -> dict[str, Any]:
     from gmae.models import create_model
+    from gmae.render import resolve_backend
 
     if threads:
         torch.set_num_threads(threads)
@@ -142,6 +149,13 @@ def bench_train(
             presets[0], k_curve, batch_size, repeats, warmup, device, json_path=json_path
         )
     dev = pick_device(device)
+    if dev.type == "cuda":  # as training: TF32 on (the renderer and losses opt out)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    elif amp != "none":
+        from gmae.errors import GmaeError
+
+        raise GmaeError(f"--amp {amp} needs --device cuda (training ignores AMP on the CPU)")
+    backend = None
     rows = []
     for suffix in presets:
         result: dict[str, Any] = {"preset": suffix}
@@ -151,8 +165,12 @@ def bench_train(
             torch.manual_seed(0)
             model = create_model(**model_kwargs(cfg)).to(dev)
             timer = RenderTimer(dev)
+            if name == "gmae":
+                backend = resolve_backend(model.render_backend, dev)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
             with timer.installed() if name == "gmae" else contextlib.nullcontext():
-                times, cpu_times = time_steps(model, cfg, batch, repeats, warmup, dev)
+                times, cpu_times = time_steps(model, cfg, batch, repeats, warmup, dev, amp)
             step = statistics.median(times)
             result[name] = {
                 "config": f"{name}_tiny_{suffix}",
@@ -163,6 +181,8 @@ def bench_train(
                 "images_per_s": batch / step,
                 "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
             }
+            if dev.type == "cuda":
+                result[name]["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
             if name == "gmae":
                 alone, alone_cpu = timer.time_alone(repeats, 1)
                 render = statistics.median(alone)
@@ -181,6 +201,9 @@ def bench_train(
 
     report = {
         "device": str(dev),
+        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "amp": amp,
+        "render_backend": backend,
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -201,7 +224,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'preset':<14} {'model':<5} {'batch':>5} {'step ms':>9} {'cpu ms':>9} {'img/s':>8} "
         f"{'render ms (f+b)':>16} {'share':>7} {'share (cpu)':>11}"
     )
-    lines = [f"gmae bench train on {report['device']} ({report['torch_threads']} threads)", head]
+    where = report["device"] + (f" ({report['gpu']})" if report.get("gpu") else "")
+    extra = f", amp {report['amp']}" if report.get("amp", "none") != "none" else ""
+    if report.get("render_backend"):
+        extra += f", renderer {report['render_backend']}"
+    title = f"gmae bench train on {where} ({report['torch_threads']} threads{extra})"
+    lines = [title, head]
     for row in report["results"]:
         for name in ("mae", "gmae"):
             r = row[name]

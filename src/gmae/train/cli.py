@@ -71,6 +71,12 @@ def register(subparsers, groups) -> None:
     b.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument(
+        "--amp",
+        default="none",
+        choices=["none", "bf16", "fp16"],
+        help="autocast dtype of the timed steps (CUDA only), as run.amp in training",
+    )
+    b.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's); 1 gives the steadiest CPU times on a "
@@ -130,6 +136,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         device=args.device,
         threads=args.threads,
+        amp=args.amp,
         json_path=args.json,
         k_curve=args.k_curve,
     )
