@@ -409,3 +409,20 @@ def test_bench_render_backend_choice(monkeypatch):
     table = bench.format_table(report)
     assert "fast-torch img/s" in table and "fast img/s" not in table and "error" not in table
     assert report["backends"] == ["fast-torch"] and report["goals"] == {}
+
+
+def test_gpu_check_script_dry_run_writes_json(tmp_path):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    proc = subprocess.run(
+        ["bash", str(script), str(tmp_path / "gc"), "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "gc" / "gpu_check.json").read_text())
+    steps = report["steps"]
+    assert set(steps) == {"doctor", "parity", "amp_step", "nccl", "bench_render", "bench_train"}
+    assert all(s["status"] == "skipped" for s in steps.values()) and report["ok"]
