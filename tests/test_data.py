@@ -388,12 +388,18 @@ def test_cifar10_download_fallback(tmp_path, tmp_data_dir, monkeypatch):
 
     monkeypatch.setenv("GMAE_SHARED_DATA", str(tmp_path / "no-archives"))
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", _FakeCIFAR10)
-    ds = build_dataset("cifar10", "val")
+    # Never a silent download: without the opt-in spec, one line naming it.
+    with pytest.raises(GmaeError, match="no archive .* use the spec cifar10:download") as err:
+        build_dataset("cifar10", "val")
+    assert "\n" not in str(err.value)
+    assert not (tmp_data_dir / "cifar10-torchvision").exists()
+    assert gmae.data.dataset_splits("cifar10:download") == ["train", "test"]
+    ds = build_dataset("cifar10:download", "val")
     assert len(ds) == 2 and ds.classes == ["airplane", "automobile"] and ds.targets == [0, 1]
     assert ds.samples[1][0].endswith("cifar-10-batches-py/test#1") and ds.samples[1][1] == 1
     img, label = ds[1]
     assert img.mode == "RGB" and img.size == (32, 32) and label == 1
-    x, _ = build_dataset("cifar10", "train", transform=eval_transform(32))[3]
+    x, _ = build_dataset("CIFAR10:download", "train", transform=eval_transform(32))[3]
     assert x.shape == (3, 32, 32)
 
 
@@ -406,7 +412,7 @@ def test_cifar10_offline_without_archive(tmp_path, tmp_data_dir, monkeypatch):
     monkeypatch.setenv("GMAE_SHARED_DATA", str(tmp_path / "no-archives"))
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(GmaeError, match="CIFAR-10 unavailable.*GMAE_SHARED_DATA.*network"):
-        build_dataset("cifar10")
+        build_dataset("cifar10:download")
 
 
 def test_cifar10_corrupt_archive_does_not_fall_back(tmp_path, tmp_data_dir, monkeypatch):
@@ -419,7 +425,7 @@ def test_cifar10_corrupt_archive_does_not_fall_back(tmp_path, tmp_data_dir, monk
     monkeypatch.setenv("GMAE_SHARED_DATA", str(shared))
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", _FakeCIFAR10)
     with pytest.raises(GmaeError, match="checksum mismatch"):
-        build_dataset("cifar10")
+        build_dataset("cifar10:download")  # even with the download allowed
 
 
 # --- transforms -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Data set specs -> ``torch.utils.data.Dataset`` of ``(image, label)``.
 
 Spec strings:
-    ``cifar10``              splits train / test (``val`` = test); offline archive, else download
+    ``cifar10``              splits train / test (``val`` = test); offline archive
+    ``cifar10:download``     the same, but without an archive download it with torchvision
     ``imagenette-128``       splits train / val (``test`` = val); offline archive
     ``imagefolder:/path``    ``/path/{train,val,test}/<class>/<image>``: ``split`` picks the folder
                              (``val`` and ``test`` stand in for each other if only one exists).
@@ -30,6 +31,8 @@ from gmae.data.images import SafeImageFolder
 from gmae.errors import GmaeError
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
+# Opt-in to torchvision's CIFAR-10 download when the offline archive is absent (never implicit).
+CIFAR10_DOWNLOAD_SPEC = "cifar10:download"
 SPLIT_NAMES = ("train", "val", "test")
 
 # Named specs: the split folders each archive holds, and the names accepted as aliases.
@@ -44,7 +47,14 @@ _ALIASES: dict[str, dict[str, str]] = {
 
 
 def _spec_help() -> str:
-    return ", ".join([*NAMED_SPECS, f"{IMAGEFOLDER_PREFIX}/path/to/root", "deadleaves[:k=v,...]"])
+    return ", ".join(
+        [
+            *NAMED_SPECS,
+            CIFAR10_DOWNLOAD_SPEC,
+            f"{IMAGEFOLDER_PREFIX}/path/to/root",
+            "deadleaves[:k=v,...]",
+        ]
+    )
 
 
 def _parse(spec: str) -> tuple[str, Path | None]:
@@ -56,6 +66,8 @@ def _parse(spec: str) -> tuple[str, Path | None]:
             raise GmaeError(f"empty path in {spec!r}: use {IMAGEFOLDER_PREFIX}/path/to/root")
         return "imagefolder", Path(path).expanduser()
     name = spec.lower()
+    if name == CIFAR10_DOWNLOAD_SPEC:
+        name = "cifar10"
     if name not in NAMED_SPECS:
         raise GmaeError(f"unknown data set spec {spec!r}; valid: {_spec_help()}")
     return name, None
@@ -132,19 +144,27 @@ def build_dataset(
         return SafeImageFolder(_imagefolder_split(root, split), transform=transform)
     split = _named_split(kind, split)
     if kind == "cifar10":
-        return _cifar10(split, transform, data_root)
+        allow_download = spec.strip().lower() == CIFAR10_DOWNLOAD_SPEC
+        return _cifar10(split, transform, data_root, allow_download)
     return SafeImageFolder(dataset_root(kind, data_root) / split, transform=transform)
 
 
-def _cifar10(split: str, transform: Callable | None, data_root) -> Dataset:
-    # The offline JPEG archive first; torchvision's download only when there is no archive at all
-    # (a corrupt archive is an error to fix, not a reason to silently switch data).
+def _cifar10(split: str, transform: Callable | None, data_root, allow_download: bool) -> Dataset:
+    # The offline JPEG archive first; torchvision's download only when asked for and there is no
+    # archive at all (a corrupt archive is an error to fix, not a reason to switch data).
     archive = shared_data_root() / ARCHIVES["cifar10"].filename
     try:
         root = dataset_root("cifar10", data_root)
     except GmaeError:
         if archive.exists():
             raise
+        if not allow_download:
+            raise GmaeError(
+                f"CIFAR-10 unavailable: no archive {archive} (set GMAE_SHARED_DATA to the "
+                "directory holding cifar10-jpeg.tar.gz, or build it with "
+                f"scripts/build_data_archives.py); use the spec {CIFAR10_DOWNLOAD_SPEC} to "
+                "download it with torchvision instead"
+            ) from None
         return _cifar10_download(split, transform, data_root, archive)
     return SafeImageFolder(root / split, transform=transform)
 
