@@ -46,32 +46,101 @@ def fake_gsplat(monkeypatch):
     gsplat_backend.gsplat_max_alpha.cache_clear()
 
 
-def test_auto_skips_gsplat_without_kernels_and_warns_once(fake_gsplat):
+@pytest.fixture
+def gpu_memory(monkeypatch):
+    """Fake the total memory of the (absent) CUDA device, in GiB."""
+
+    def install(gib: float):
+        props = types.SimpleNamespace(total_memory=int(gib * 2**30), name="fake GPU")
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+
+    return install
+
+
+def test_auto_skips_gsplat_without_kernels_and_warns_once(fake_gsplat, gpu_memory):
     from gmae.render import api as render_api
 
     fake_gsplat(None)  # gsplat imports, but no CUDA toolkit built its kernels
+    gpu_memory(80)
     assert not render_api.gsplat_available()
-    with pytest.warns(RuntimeWarning, match=r"runs 'fast'.*kernels are not built"):
-        assert render_api.resolve_backend("auto", "cuda") == "fast"
+    with pytest.warns(RuntimeWarning, match=r"runs 'reference'.*kernels are not built"):
+        assert render_api.resolve_backend("auto", "cuda") == "reference"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second time is silent
-        assert render_api.resolve_backend("auto", "cuda") == "fast"
+        assert render_api.resolve_backend("auto", "cuda") == "reference"
         assert render_api.resolve_backend("auto", "cpu") == "fast"  # CPU: no warning at all
     with pytest.raises(GmaeError, match="backend 'gsplat' cannot be used: .*kernels are not built"):
         render_api.resolve_backend("gsplat", "cuda")
 
 
-def test_auto_picks_gsplat_when_kernels_load(fake_gsplat):
+def test_auto_picks_gsplat_when_kernels_load(fake_gsplat, gpu_memory):
     from gmae.render import api as render_api
 
     fake_gsplat(types.SimpleNamespace())  # a loaded compiled module
+    gpu_memory(80)
     assert render_api.gsplat_available()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert render_api.resolve_backend("auto", "cuda") == "gsplat"
+        # gsplat first, whatever the size: its memory is per tile, not per pixel x Gaussian
+        assert render_api.resolve_backend("auto", "cuda", pairs=10**12) == "gsplat"
     assert render_api.resolve_backend("auto", "cpu") == "fast"
+    with pytest.warns(RuntimeWarning, match="runs 'reference'.*float32-only"):
+        assert render_api.resolve_backend("auto", "cuda", dtype=torch.float64) == "reference"
+
+
+def test_auto_on_cuda_without_gsplat_reference_then_fast_by_size(
+    monkeypatch, fake_gsplat, gpu_memory
+):
+    """gsplat > reference > fast on CUDA: the dense reference while its ~64 B per pixel x
+    Gaussian pair fit in a quarter of the GPU's memory, the fast path above; CPU always fast."""
+    from gmae.render import api as render_api
+    from gmae.render import gsplat_backend
+
+    monkeypatch.setitem(sys.modules, "gsplat", None)  # not installed
+    gsplat_backend.gsplat_kernel_problem.cache_clear()
+    monkeypatch.setattr(render_api, "_warned_fallback", set())
+    gpu_memory(139.8)  # an H200: 34.9 GiB for the reference, ~5.9e8 pairs
+    small = 128 * 64 * 64 * 256  # the flagship's training render: 1.3e8 pairs, 8 GiB
+    large = 128 * 224 * 224 * 256  # the same at 224 px: 1.6e9 pairs, 98 GiB
+    with pytest.warns(RuntimeWarning) as caught:
+        assert render_api.resolve_backend("auto", "cuda", pairs=small) == "reference"
+        assert render_api.resolve_backend("auto", "cuda", pairs=large) == "fast"
+        assert render_api.resolve_backend("auto", "cuda", pairs=large // 2) == "fast"
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2  # once per choice, not once per size
+    assert "runs 'reference'" in messages[0] and "not importable" in messages[0]
+    assert "runs 'fast'" in messages[1] and "98.0 GiB for 1.64e+09" in messages[1]
+    assert "> 34.9 GiB" in messages[1]
+    # float64 doubles the bytes per pair; a smaller GPU lowers the threshold
     with pytest.warns(RuntimeWarning, match="float32-only"):
-        assert render_api.resolve_backend("auto", "cuda", dtype=torch.float64) == "fast"
+        f64 = render_api.resolve_backend("auto", "cuda", pairs=small, dtype=torch.float64)
+    assert f64 == "reference"
+    gpu_memory(24)
+    assert render_api.resolve_backend("auto", "cuda", pairs=small) == "fast"
+    assert render_api.resolve_backend("auto", "cuda", pairs=small // 2) == "reference"
+    assert render_api.resolve_backend("auto", "cpu", pairs=1) == "fast"
+    # explicit names are never overridden by the size guard
+    assert render_api.resolve_backend("reference", "cuda", pairs=large) == "reference"
+    assert render_api.resolve_backend("fast", "cuda", pairs=1) == "fast"
+    gsplat_backend.gsplat_kernel_problem.cache_clear()
+
+
+def test_render_passes_its_size_to_the_choice(monkeypatch):
+    """render() decides with this call's B * H * W * K (what the size guard compares)."""
+    from gmae.render import Camera, render
+    from gmae.render import api as render_api
+    from gmae.render.testing import random_gaussians
+
+    seen = []
+    choose = render_api._choose_backend
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("pairs"))
+        return choose(*args, **kwargs)
+
+    monkeypatch.setattr(render_api, "_choose_backend", spy)
+    out = render(**random_gaussians(3, 5, seed=0), camera=Camera(height=8, width=6))
+    assert out.backend == "fast" and seen == [3 * 8 * 6 * 5]
 
 
 def test_gsplat_not_importable(monkeypatch):

@@ -110,6 +110,11 @@ def report(build: bool | None = None) -> dict[str, Any]:
     out["device"] = device
     if build or not cuda:
         out["auto_backend"] = resolve_backend("auto", device)
+        if out["auto_backend"] == "reference":  # the size guard of `auto` without gsplat
+            from gmae.render.api import REFERENCE_BYTES_PER_PAIR, reference_memory_budget
+
+            budget = reference_memory_budget(torch.device(device))
+            out["reference_max_pairs"] = budget // REFERENCE_BYTES_PER_PAIR
     else:
         out["auto_backend"] = "not checked (--no-build)"
     return out
@@ -133,6 +138,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"gsplat kernels: {r['gsplat_kernels']}",
         f"render backend 'auto' on {r['device']}: {r['auto_backend']}",
     ]
+    if r.get("reference_max_pairs"):
+        lines[-1] += (
+            f" (up to {r['reference_max_pairs']:.2e} pixel x Gaussian pairs B*H*W*K per render, "
+            "the fast path above)"
+        )
     return "\n".join(lines)
 
 

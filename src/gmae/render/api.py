@@ -20,6 +20,13 @@ RENDER_MODES: tuple[str, ...] = ("classic", "antialiased")
 GSPLAT_ALPHA_THRESHOLD = 1.0 / 255.0
 GSPLAT_TRANSMITTANCE_THRESHOLD = 1e-4
 
+# `auto` on CUDA without gsplat runs the dense reference (a few dozen large kernels; the fast
+# path issues ~15 small kernels per depth slot and host syncs, built for CPU) while its
+# autograd graph, ~63 bytes per float32 pixel x Gaussian pair (docs/renderer.md), fits in this
+# share of the GPU's memory; above that, the fast path (O(pixels + tile pairs) memory).
+REFERENCE_BYTES_PER_PAIR = 64
+REFERENCE_MEMORY_SHARE = 0.25
+
 
 @dataclass
 class RenderOutput:
@@ -108,10 +115,11 @@ def render(
         means, scales, quats, colors, opacities = _drop_nonfinite(
             *(t.to(dtype) for t in (means, scales, quats, colors, opacities))
         )
-        chosen = _choose_backend(
-            backend, device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
-        )
         H, W = camera.height, camera.width
+        chosen = _choose_backend(
+            backend, device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near,
+            pairs=B * H * W * K,
+        )  # fmt: skip
         settings = dict(
             max_alpha=max_alpha,
             alpha_threshold=alpha_threshold,
@@ -209,29 +217,46 @@ def resolve_backend(
     alpha_threshold: float = GSPLAT_ALPHA_THRESHOLD,
     transmittance_threshold: float = GSPLAT_TRANSMITTANCE_THRESHOLD,
     near: float = 0.01,
+    pairs: int | None = None,
 ) -> str:
     """The backend ``render`` would run for these settings (defaults: ``render``'s own), e.g. to
-    log it before training; an error if ``backend`` is named explicitly and cannot run."""
+    log it before training; an error if ``backend`` is named explicitly and cannot run.
+
+    ``pairs`` is the call's pixel x Gaussian count B * H * W * K, which decides between the dense
+    reference and the fast path for ``auto`` on CUDA without gsplat (None: assume it fits)."""
     if backend not in BACKENDS:
         known = ", ".join(BACKENDS)
         raise GmaeError(f"unknown render backend {backend!r}; expected one of {known}")
     return _choose_backend(
         backend, torch.device(device), dtype, max_alpha, alpha_threshold,
-        transmittance_threshold, near,
+        transmittance_threshold, near, pairs=pairs,
     )  # fmt: skip
 
 
-_warned_fallback: set[str] = set()
+def reference_memory_budget(device: torch.device) -> int:
+    """Bytes the dense reference may use for ``auto`` on this CUDA device (a fixed share of its
+    total memory, so the choice is the same at every step)."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    return int(REFERENCE_MEMORY_SHARE * total)
 
 
-def _warn_fallback(device: torch.device, problem: str) -> None:
-    """`auto` on a GPU without gsplat: say so once per process, not silently run the slow path."""
-    if problem in _warned_fallback:
+_warned_fallback: set[tuple[str, str]] = set()
+
+
+def _warn_fallback(device: torch.device, chosen: str, problem: str, detail: str = "") -> None:
+    """`auto` on a GPU without gsplat: say once per process (per backend and reason; ``detail``,
+    e.g. this call's size, does not count) what runs and why."""
+    if (chosen, problem) in _warned_fallback:
         return
-    _warned_fallback.add(problem)
+    _warned_fallback.add((chosen, problem))
+    what = {
+        "reference": "the dense PyTorch reference, the fastest without gsplat on a GPU while "
+        "its memory fits",
+        "fast": "the tiled PyTorch fast path, designed for CPU and much slower on a GPU",
+    }[chosen]
     warnings.warn(
-        f"gmae.render: backend 'auto' runs 'fast' (PyTorch, designed for CPU; much slower on a "
-        f"GPU) on {device.type}, because {problem}. `gmae doctor` checks the gsplat set-up.",
+        f"gmae.render: backend 'auto' runs '{chosen}' ({what}) on {device.type}, because "
+        f"{problem}{detail}. `gmae doctor` checks the gsplat set-up.",
         RuntimeWarning,
         stacklevel=4,
     )
@@ -245,6 +270,7 @@ def _choose_backend(
     alpha_threshold: float,
     transmittance_threshold: float,
     near: float,
+    pairs: int | None = None,
 ) -> str:
     if backend in ("reference", "fast"):
         return backend
@@ -255,9 +281,27 @@ def _choose_backend(
         if problem:
             raise GmaeError(f"backend 'gsplat' cannot be used: {problem}")
         return "gsplat"
-    if problem and device.type == "cuda":
-        _warn_fallback(device, problem)
-    return "fast" if problem else "gsplat"  # auto
+    if not problem:
+        return "gsplat"  # auto: gsplat > reference (CUDA, while it fits) > fast
+    if device.type != "cuda":
+        return "fast"
+    need = None
+    if pairs is not None:
+        itemsize = torch.finfo(dtype).bits // 8
+        need = pairs * REFERENCE_BYTES_PER_PAIR * itemsize // 4
+    budget = reference_memory_budget(device)
+    if need is None or need <= budget:
+        _warn_fallback(device, "reference", problem)
+        return "reference"
+    _warn_fallback(
+        device,
+        "fast",
+        problem,
+        f", and the dense reference would need more than {REFERENCE_MEMORY_SHARE:.0%} of the "
+        f"GPU's memory ({need / 2**30:.1f} GiB for {pairs:.2e} pixel x Gaussian pairs > "
+        f"{budget / 2**30:.1f} GiB)",
+    )
+    return "fast"
 
 
 def _gsplat_problem(
@@ -369,5 +413,6 @@ __all__ = [
     "render",
     "gsplat_available",
     "resolve_backend",
+    "reference_memory_budget",
     "Projection",
 ]

@@ -166,7 +166,8 @@ def bench_train(
             model = create_model(**model_kwargs(cfg)).to(dev)
             timer = RenderTimer(dev)
             if name == "gmae":
-                backend = resolve_backend(model.render_backend, dev)
+                pairs = batch * model.img_size**2 * model.num_gaussians
+                backend = resolve_backend(model.render_backend, dev, pairs=pairs)
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             with timer.installed() if name == "gmae" else contextlib.nullcontext():

@@ -191,7 +191,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     # Model (the same initialisation on every rank), online probe, optimizer.
     random_seed(r.seed, 0)
     model = build_model(cfg).to(device)
-    render_backend = prepare_renderer(model, device, dist)
+    render_backend = prepare_renderer(model, device, dist, o.batch_size)
     train_images, augment, val_set = build_data(cfg)
     probe = None
     if r.online_probe:
@@ -442,8 +442,12 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     }
 
 
-def prepare_renderer(model: nn.Module, device: torch.device, dist) -> str:
-    """The render backend a GMAE will train with ('' for models without a renderer).
+def prepare_renderer(
+    model: nn.Module, device: torch.device, dist, batch_size: int | None = None
+) -> str:
+    """The render backend a GMAE will train with ('' for models without a renderer), for
+    training renders of ``batch_size`` images (the reference-or-fast choice on CUDA depends on
+    the size; metrics record what each logged step actually ran).
 
     On CUDA, gsplat's kernels are loaded here, before the first step: local rank 0 of each node
     first (building them if needed; gsplat's loader is not safe against concurrent builds),
@@ -462,4 +466,7 @@ def prepare_renderer(model: nn.Module, device: torch.device, dist) -> str:
         gsplat_kernel_problem()
         if dist.local_rank == 0:
             distributed.barrier()
-    return resolve_backend(backend, device)
+    pairs = None
+    if batch_size and hasattr(model, "num_gaussians"):
+        pairs = batch_size * model.img_size**2 * model.num_gaussians
+    return resolve_backend(backend, device, pairs=pairs)
