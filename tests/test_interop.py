@@ -314,3 +314,35 @@ def test_repository_refers_to_nothing_outside_it():
             if "gmae-method.md" in text or "shared/docs" in text:
                 bad.append(name)
     assert bad == [Path(__file__).relative_to(REPO).as_posix()] or not bad, bad
+
+
+def test_inputs_outside_unit_range_warn_once(monkeypatch, images):
+    import warnings
+
+    import gmae.models.vit as vit
+    from gmae.models import InputRangeWarning
+
+    monkeypatch.setattr(vit, "_input_range_warned", False)
+    model = _model("mae").train()
+    mean = torch.tensor(vit.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(vit.IMAGENET_STD).view(1, 3, 1, 1)
+    imagenet = (images - mean) / std  # the timm / torchvision convention: spans about [-2, 2.6]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(images)  # [0, 1]: the first training batch is checked, nothing to say
+        model(imagenet)  # later training batches are not checked (no host sync per step)
+        assert not caught
+        model.eval()
+        with torch.no_grad():
+            model.forward_features(images.clamp(0, 1) * 1.04)  # interpolation overshoot: fine
+            assert not caught
+            model.forward_features(imagenet)  # eval mode's first batch was that one
+            assert not caught
+        other = _model("gmae").eval()
+        with torch.no_grad():
+            other.forward_features(imagenet)  # a new model's first eval batch: warns
+            other.forward_features(imagenet)
+            _model("mae").eval().forward_features(imagenet)  # once per process
+    assert [w.category for w in caught] == [InputRangeWarning]
+    message = str(caught[0].message)
+    assert "outside [0, 1]" in message and "normalised twice" in message and "0.485" in message

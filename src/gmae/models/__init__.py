@@ -13,6 +13,7 @@ from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, pa
 from gmae.models.vit import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    InputRangeWarning,
     Normalize,
     ViTEncoder,
     patchify,
@@ -26,6 +27,7 @@ __all__ = [
     "GMAE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "InputRangeWarning",
     "MAE",
     "MODELS",
     "Gaussians",

@@ -7,6 +7,7 @@ table, per-sample random masking and the encoder itself. Built from timm's ``Pat
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from functools import partial
 
@@ -120,8 +121,23 @@ def init_vit_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class InputRangeWarning(UserWarning):
+    """Images outside [0, 1] reached a model that normalises its input itself."""
+
+
+# Slack for interpolation overshoot; ImageNet-normalised images reach about -2.1 and 2.6.
+INPUT_RANGE_TOLERANCE = 0.05
+_input_range_warned = False  # the warning is given once per process
+
+
 class Normalize(nn.Module):
-    """Per-channel (x - mean) / std for images in [0, 1]; ``inverse`` maps back."""
+    """Per-channel (x - mean) / std for images in [0, 1]; ``inverse`` maps back.
+
+    Warns once per process (``InputRangeWarning``) when an input lies outside [0, 1], as
+    ImageNet-normalised input (the timm / torchvision convention) would be normalised twice. Only
+    the first batch in training mode and the first in eval mode are checked (one host sync each),
+    so training steps stay free of syncs.
+    """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
@@ -130,9 +146,30 @@ class Normalize(nn.Module):
         # Not saved in checkpoints: a fixed function of the constructor arguments.
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self._range_checked: set[bool] = set()  # the modes (self.training) already checked
 
     def forward(self, x: Tensor) -> Tensor:
+        if not _input_range_warned and self.training not in self._range_checked:
+            self._check_range(x)
         return (x - self.mean) / self.std
+
+    def _check_range(self, x: Tensor) -> None:
+        global _input_range_warned
+        if x.numel() == 0 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        self._range_checked.add(self.training)
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if lo < -INPUT_RANGE_TOLERANCE or hi > 1 + INPUT_RANGE_TOLERANCE:
+            _input_range_warned = True
+            mean = ", ".join(f"{v:.3g}" for v in self.mean.flatten().tolist())
+            std = ", ".join(f"{v:.3g}" for v in self.std.flatten().tolist())
+            warnings.warn(
+                f"model input spans [{lo:.2f}, {hi:.2f}], outside [0, 1]: gmae models take "
+                f"unnormalised images in [0, 1] and normalise them inside (mean {mean}, std "
+                f"{std}), so ImageNet-normalised input is normalised twice",
+                InputRangeWarning,
+                stacklevel=2,
+            )
 
     def inverse(self, x: Tensor) -> Tensor:
         return x * self.std + self.mean
