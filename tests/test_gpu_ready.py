@@ -465,8 +465,8 @@ def test_uint8_batches_match_the_float_pipeline_with_persistent_workers():
 def test_bench_render_backend_choice(monkeypatch):
     import gmae.render.bench as bench
 
-    assert bench.parse_backends(None) == bench.DEFAULT_BACKENDS
-    assert bench.parse_backends("fast, fast-torch") == ("fast", "fast-torch")
+    assert bench.parse_backends(None) == (bench.DEFAULT_BACKENDS, {})
+    assert bench.parse_backends("fast, fast-torch") == (("fast", "fast-torch"), {})
     with pytest.raises(GmaeError, match="unknown --backend 'foo'"):
         bench.parse_backends("fast,foo")
     with pytest.raises(GmaeError, match="needs a CUDA device"):

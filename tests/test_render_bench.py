@@ -62,3 +62,73 @@ def test_train_k_curve_tiny(tmp_path):
         assert len(row[label]["step_s_all"]) == 2 and 0 < row[label]["render_share"] < 1
     assert row["step_speedup_bound_render_free"] > 1
     assert json.loads(path.read_text())["results"][0]["k"] == 8
+
+
+def test_unavailable_backends_are_skipped_with_the_reason(tmp_path, monkeypatch, capsys):
+    """`--skip-unavailable` (what gpu_check runs): a GPU without gsplat benchmarks the others and
+    records gsplat as skipped; without the flag, or with nothing left, a one-line error."""
+    import sys
+
+    import pytest
+    import torch
+
+    from gmae.errors import GmaeError
+    from gmae.render import gsplat_backend
+
+    gpu = ("gsplat,reference-cuda,fast-cuda", True)
+    if not torch.cuda.is_available():  # this machine: nothing on CUDA can run
+        with pytest.raises(GmaeError, match=r"none of --backend .* here \(gsplat: needs a CUDA"):
+            bench.parse_backends(*gpu)
+        with pytest.raises(GmaeError, match="--backend gsplat cannot run here: needs a CUDA"):
+            bench.parse_backends("gsplat,fast-cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU without gsplat
+    monkeypatch.setitem(sys.modules, "gsplat", None)
+    gsplat_backend.gsplat_kernel_problem.cache_clear()
+    try:
+        names, skipped = bench.parse_backends(*gpu)
+        with pytest.raises(GmaeError, match=r"gsplat cannot run here: gsplat is not importable"):
+            bench.parse_backends(gpu[0])
+    finally:
+        gsplat_backend.gsplat_kernel_problem.cache_clear()
+    assert names == ("reference-cuda", "fast-cuda") and list(skipped) == ["gsplat"]
+    assert "gsplat is not importable" in skipped["gsplat"]
+    assert bench.parse_backends(None) == (bench.DEFAULT_BACKENDS, {})
+
+    # End to end through the CLI on the CPU: one available backend runs, the other is recorded.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "QUICK", [Config("tiny", 2, 8, 16, 16)])
+    monkeypatch.setattr(bench, "_subprocess", lambda job, timeout: bench.run_job(job))
+    out = tmp_path / "r.json"
+    argv = ["bench", "render", "--quick", "--repeats", "1", "--threads", "1", "--json", str(out)]
+    args = build_parser().parse_args(argv + ["--backend", "fast,fast-cuda", "--skip-unavailable"])
+    assert args.func(args) == 0
+    report = json.loads(out.read_text())
+    assert report["backends"] == ["fast"] and report["results"][0]["speed"]["fast"]["median_s"] > 0
+    assert report["skipped_backends"] == {"fast-cuda": "needs a CUDA device (none is visible)"}
+    assert "--skip-unavailable" in report["command"]
+    assert "fast-cuda: skipped (needs a CUDA device" in capsys.readouterr().out
+
+
+def test_backends_table_compares_reference_and_fast_on_cuda():
+    """The GPU table: one column group per backend and fast-cuda time / reference-cuda time."""
+    from gmae.render.bench import format_backends_table
+
+    def timing(s):
+        return {"images_per_s": 4 / s, "forward_median_s": s / 3, "backward_median_s": 2 * s / 3}
+
+    speed = {"reference-cuda": timing(0.01), "fast-cuda": timing(0.05)}
+    row = {
+        "config": {"name": "B4 K256 64x64"},
+        "speed": speed,
+        "memory": {"reference-cuda": {"peak_mb": 300.0}, "fast-cuda": {"peak_mb": 20.0}},
+        "reference_cuda_speedup": 5.0,
+    }
+    report = {
+        "backends": ["reference-cuda", "fast-cuda"],
+        "gpu": "fake GPU",
+        "results": [row],
+        "skipped_backends": {"gsplat": "gsplat is not importable"},
+    }
+    table = format_backends_table(report)
+    assert "ref vs fast" in table and "5.0x" in table and "400.0" in table and "80.0" in table
+    assert "gsplat: skipped (gsplat is not importable)" in table

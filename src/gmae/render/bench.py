@@ -24,6 +24,9 @@ Method (also in benchmarks/README.md):
   clear_refs (non-Linux) it falls back to ru_maxrss deltas, which can under-report.
 * Reference configurations above ``--max-ref-pairs`` pixel x Gaussian pairs are skipped
   (their dense autograd graph needs tens of GB); the JSON says so.
+* ``--skip-unavailable``: backends that cannot run here (gsplat not installed or its kernels not
+  built, no CUDA device) are recorded under ``skipped_backends`` with the reason instead of
+  stopping the run (what ``scripts/gpu_check.sh`` uses).
 """
 
 from __future__ import annotations
@@ -84,12 +87,14 @@ BACKENDS = {
     "fast": ("fast", "auto"),  # the compiled kernel where it builds
     "fast-torch": ("fast", "torch"),  # the PyTorch loops: the fallback, and the old fast path
     "reference": ("reference", "auto"),
-    # On a GPU: gsplat's rasteriser, and the fast path on CUDA tensors (what `auto` falls back to
-    # there without gsplat's kernels).
+    # On a GPU: gsplat's rasteriser, the dense reference and the fast path on CUDA tensors
+    # (without gsplat's kernels `auto` runs the reference there while it fits, else the fast path).
     "gsplat": ("gsplat", "auto"),
+    "reference-cuda": ("reference", "auto"),
     "fast-cuda": ("fast", "auto"),
 }
-CUDA_BACKENDS = ("gsplat", "fast-cuda")
+CUDA_BACKENDS = ("gsplat", "reference-cuda", "fast-cuda")
+REFERENCE_BACKENDS = ("reference", "reference-cuda")
 DEFAULT_BACKENDS = ("fast", "fast-torch", "reference")
 
 
@@ -269,7 +274,7 @@ def run_benchmark(
                 f"{cfg.pairs:.2e} pixel x Gaussian pairs > --max-ref-pairs {max_ref_pairs:.2e}: "
                 "the dense reference would need tens of GB"
             )
-        names = [b for b in backends if b != "reference" or ref_ok]
+        names = [b for b in backends if b not in REFERENCE_BACKENDS or ref_ok]
         log(f"[bench render] {cfg.name}: {' + '.join(names)} ...")
         common = {"config": asdict(cfg), "threads": threads}
         if cfg.speed:
@@ -289,6 +294,10 @@ def run_benchmark(
             )
         if "gsplat" in speed and "fast-cuda" in speed:
             row["gsplat_speedup"] = speed["fast-cuda"]["median_s"] / speed["gsplat"]["median_s"]
+        if "reference-cuda" in speed and "fast-cuda" in speed:
+            row["reference_cuda_speedup"] = (
+                speed["fast-cuda"]["median_s"] / speed["reference-cuda"]["median_s"]
+            )
         results.append(row)
     return {
         "benchmark": "render",
@@ -393,6 +402,8 @@ def format_backends_table(report: dict) -> str:
     )
     if "gsplat" in backends and "fast-cuda" in backends:
         head += f"{'gsplat vs fast':>16}"
+    if "reference-cuda" in backends and "fast-cuda" in backends:
+        head += f"{'ref vs fast':>13}"
     lines = [f"device: {report.get('gpu') or report['cpu']}", head, "-" * len(head)]
     for r in report["results"]:
         s, m = r.get("speed", {}), r["memory"]
@@ -408,7 +419,15 @@ def format_backends_table(report: dict) -> str:
             line += f"{mem['peak_mb']:>8.0f}" if "peak_mb" in mem else f"{'-':>8}"
         if "gsplat_speedup" in r:
             line += f"{r['gsplat_speedup']:>15.1f}x"
+        elif "gsplat" in backends and "fast-cuda" in backends:
+            line += f"{'-':>16}"
+        if "reference_cuda_speedup" in r:
+            line += f"{r['reference_cuda_speedup']:>12.1f}x"
         lines.append(line)
+    lines += [f"  {r['config']['name']}: reference skipped" for r in report["results"]
+              if "reference_skipped" in r]  # fmt: skip
+    for b, why in report.get("skipped_backends", {}).items():
+        lines.append(f"  {b}: skipped ({why})")
     errors = {e for r in report["results"] for e in _errors(r)}
     lines += [f"  error: {e}" for e in sorted(errors)]
     return "\n".join(lines)
@@ -458,26 +477,44 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_backends(text: str | None) -> tuple[str, ...]:
-    """``--backend a,b``: known names, CUDA ones only where gsplat's kernels (or CUDA) work."""
+def backend_problem(name: str) -> str | None:
+    """Why the benchmarked backend ``name`` cannot run on this machine (None when it can)."""
+    if name not in CUDA_BACKENDS:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "needs a CUDA device (none is visible)"
+    if name == "gsplat":
+        from gmae.render import resolve_backend
+
+        try:
+            resolve_backend("gsplat", "cuda")
+        except GmaeError as exc:  # names what is missing: gsplat itself, its kernels, ...
+            return str(exc).removeprefix("backend 'gsplat' cannot be used: ")
+    return None
+
+
+def parse_backends(text: str | None, skip_unavailable: bool = False) -> tuple[tuple, dict]:
+    """``--backend a,b``: (the known names that can run here, {name: why skipped}). A backend
+    that cannot run is an error unless ``skip_unavailable``; then only if none is left."""
     if not text:
-        return DEFAULT_BACKENDS
+        return DEFAULT_BACKENDS, {}
     names = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
     unknown = [b for b in names if b not in BACKENDS]
     if unknown or not names:
         raise GmaeError(
             f"unknown --backend {', '.join(unknown) or text!r}; choose from {', '.join(BACKENDS)}"
         )
-    if any(b in CUDA_BACKENDS for b in names):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise GmaeError(f"--backend {','.join(names)} needs a CUDA device (none is visible)")
-    if "gsplat" in names:
-        from gmae.render import resolve_backend
-
-        resolve_backend("gsplat", "cuda")  # a one-line error naming what is missing
-    return names
+    skipped = {b: why for b in names if (why := backend_problem(b))}
+    if skipped and not skip_unavailable:
+        b, why = next(iter(skipped.items()))
+        raise GmaeError(f"--backend {b} cannot run here: {why} (--skip-unavailable skips it)")
+    left = tuple(b for b in names if b not in skipped)
+    if not left:
+        reasons = "; ".join(f"{b}: {why}" for b, why in skipped.items())
+        raise GmaeError(f"none of --backend {','.join(names)} can run here ({reasons})")
+    return left, skipped
 
 
 def main(args) -> int:
@@ -489,11 +526,15 @@ def main(args) -> int:
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise GmaeError(f"--threads must be >= 1, got {threads}")
-    backends = parse_backends(getattr(args, "backend", None))
+    skip_unavailable = getattr(args, "skip_unavailable", False)
+    backends, skipped = parse_backends(getattr(args, "backend", None), skip_unavailable)
     report = run_benchmark(configs, repeats, args.max_ref_pairs, threads=threads, backends=backends)
+    report["skipped_backends"] = skipped
     parts = ["gmae bench render"]
-    if backends != DEFAULT_BACKENDS:
-        parts.append(f"--backend {','.join(backends)}")
+    if getattr(args, "backend", None):
+        parts.append(f"--backend {args.backend}")
+    if skip_unavailable:
+        parts.append("--skip-unavailable")
     if args.json:
         parts.append(f"--json {args.json}")
     if args.quick:

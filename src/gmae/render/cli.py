@@ -1,7 +1,7 @@
 """Command-line entry points of gmae.render (registered by gmae.cli).
 
 gmae bench render [--json FILE] [--quick] [--repeats N] [--max-ref-pairs N] [--threads N]
-                  [--backend NAMES]
+                  [--backend NAMES] [--skip-unavailable]
 """
 
 from __future__ import annotations
@@ -44,7 +44,14 @@ def register(subparsers, groups) -> None:
         metavar="NAMES",
         default=None,
         help="comma-separated backends to compare (default fast,fast-torch,reference); on a GPU "
-        "'gsplat,fast-cuda' compares gsplat's rasteriser with the fast path on CUDA",
+        "'gsplat,reference-cuda,fast-cuda' compares gsplat's rasteriser with the dense reference "
+        "and the fast path on CUDA",
+    )
+    p.add_argument(
+        "--skip-unavailable",
+        action="store_true",
+        help="benchmark those of --backend that can run here and record the others (gsplat not "
+        "installed, no GPU) as skipped with the reason, instead of stopping",
     )
     p.set_defaults(func=_bench_render)
 
