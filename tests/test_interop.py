@@ -346,3 +346,42 @@ def test_inputs_outside_unit_range_warn_once(monkeypatch, images):
     assert [w.category for w in caught] == [InputRangeWarning]
     message = str(caught[0].message)
     assert "outside [0, 1]" in message and "normalised twice" in message and "0.485" in message
+
+
+def test_every_cli_option_has_help_and_shows_its_default(capsys):
+    import argparse
+
+    from gmae.cli import DefaultsHelpFormatter, build_parser, iter_parsers
+
+    parsers = list(iter_parsers(build_parser()))
+    assert len(parsers) > 25  # gmae, its groups and every subcommand
+    missing, no_default = [], []
+    for parser in parsers:
+        formatter = parser._get_formatter()
+        assert isinstance(formatter, DefaultsHelpFormatter), parser.prog
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if not (action.help or "").strip():
+                missing.append(name)
+            has_default = action.default is not None and action.default not in ([], "")
+            if action.option_strings and action.nargs != 0 and has_default:
+                if "default" not in formatter._get_help_string(action).lower():
+                    no_default.append(name)
+        assert "``" not in parser.format_help(), f"{parser.prog}: raw markup in its help"
+    assert not missing, f"options without help: {missing}"
+    assert not no_default, f"options whose help hides the default: {no_default}"
+
+    with pytest.raises(SystemExit):
+        main(["eval", "knn", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--k K neighbours that vote (weighted kNN) (default: 20)" in text
+    assert "(default: 0.07)" in text
+    with pytest.raises(SystemExit):
+        main(["zeroshot", "edges", "--help"])
+    assert "(default: 4 8 16 32)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["export", "gaussians", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--ckpt CKPT GMAE checkpoint" in text and "--image IMAGE the photo" in text

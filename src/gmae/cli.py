@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterator
 
 from gmae import __version__
 from gmae.errors import GmaeError
@@ -38,7 +39,42 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction] = {}
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers, groups)
+    for sub in iter_parsers(parser):
+        sub.formatter_class = DefaultsHelpFormatter
     return parser
+
+
+def iter_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every (sub-)subcommand parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to one parser
+                yield from iter_parsers(sub)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already speaks of its default.
+
+    Like argparse's ArgumentDefaultsHelpFormatter, but silent for flags and options without a
+    default (None, empty), and lists shown as typed (``4 8 16``).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text.lower()
+            or action.nargs == 0  # store_true / store_false / count-like flags
+            or default is None
+            or default is argparse.SUPPRESS
+            or (isinstance(default, (list, tuple, str)) and not default)
+        ):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(map(str, default))
+        return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 def main(argv: list[str] | None = None) -> int:

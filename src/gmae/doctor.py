@@ -21,7 +21,7 @@ def register(subparsers, groups) -> None:
     p = subparsers.add_parser(
         "doctor",
         help="devices, CUDA, renderer backends; builds gsplat's kernels before a GPU run",
-        description=__doc__.split("\n\n", 1)[1].replace("\n", " "),
+        description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", "'"),
     )
     p.add_argument(
         "--build",

@@ -27,6 +27,9 @@ CKPT_HELP = (
 )
 
 
+PRESET_DEFAULT = " (default: the --preset's value, see docs/evaluation.md)"
+
+
 def _common(p: argparse.ArgumentParser, batch_size: int | None = 256, data: bool = True) -> None:
     p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument(
@@ -36,7 +39,9 @@ def _common(p: argparse.ArgumentParser, batch_size: int | None = 256, data: bool
         p.add_argument(
             "--data", required=True, help="data set spec: cifar10, imagenette-128, imagefolder:/p"
         )
-        p.add_argument("--train-split", default="train")
+        p.add_argument(
+            "--train-split", default="train", help="split the classifier / kNN bank is fit on"
+        )
         p.add_argument("--val-split", default="val", help="val (= test for cifar10)")
     p.add_argument("--img-size", type=int, help="input size (default: the checkpoint's)")
     p.add_argument(
@@ -45,7 +50,12 @@ def _common(p: argparse.ArgumentParser, batch_size: int | None = 256, data: bool
         default=1.0,
         help="eval transform: resize to img/crop_pct then centre-crop (default 1.0)",
     )
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help="images per batch" + (PRESET_DEFAULT if batch_size is None else ""),
+    )
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--limit", type=int, help="use at most this many images per split (seeded)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -64,7 +74,12 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
         "RandomResizedCrop. See docs/evaluation.md.",
     )
     _common(p)
-    p.add_argument("--recipe", choices=LINPROBE_RECIPES, default="cached")
+    p.add_argument(
+        "--recipe",
+        choices=LINPROBE_RECIPES,
+        default="cached",
+        help="cached: features once + L-BFGS; mae: MAE's LARS recipe with augmentation",
+    )
     c = p.add_argument_group("--recipe cached")
     c.add_argument(
         "--wd",
@@ -76,10 +91,10 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
     c.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per fit")
     c.add_argument("--holdout", type=float, default=0.1, help="train fraction held out for --wd")
     m = p.add_argument_group("--recipe mae")
-    m.add_argument("--epochs", type=int, default=90)
-    m.add_argument("--warmup-epochs", type=float, default=10)
+    m.add_argument("--epochs", type=int, default=90, help="training epochs")
+    m.add_argument("--warmup-epochs", type=float, default=10, help="linear lr warm-up epochs")
     m.add_argument("--blr", type=float, default=0.1, help="lr = blr x batch x accum / 256")
-    m.add_argument("--weight-decay", type=float, default=0.0)
+    m.add_argument("--weight-decay", type=float, default=0.0, help="LARS weight decay")
     m.add_argument(
         "--accum-iter", type=int, default=1, help="micro-batches per step (MAE: 16384 in all)"
     )
@@ -93,8 +108,10 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
         "InstDisc) and Latent MIM's 1-NN leave-one-out on val, for cls and mean features.",
     )
     _common(p)
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--k", type=int, default=20, help="neighbours that vote (weighted kNN)")
+    p.add_argument(
+        "--temperature", type=float, default=0.07, help="vote weight exp(cosine similarity / T)"
+    )
     p.set_defaults(func=cmd_knn)
 
     p = group.add_parser(
@@ -105,24 +122,42 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
         "ViT-B ImageNet recipe, --preset cpu a few-epoch version for CPUs.",
     )
     _common(p, batch_size=None)
-    p.add_argument("--preset", choices=FINETUNE_PRESETS, default="mae")
-    p.add_argument("--epochs", type=int)
+    p.add_argument(
+        "--preset",
+        choices=FINETUNE_PRESETS,
+        default="mae",
+        help="mae: MAE's ViT-B ImageNet recipe; cpu: a few epochs for CPUs. The options below "
+        "override its values",
+    )
+    p.add_argument("--epochs", type=int, help="training epochs" + PRESET_DEFAULT)
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    p.add_argument("--accum-iter", type=int)
-    p.add_argument("--blr", type=float, help="base lr (lr = blr x effective batch / 256)")
-    p.add_argument("--min-lr", type=float)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--layer-decay", type=float)
-    p.add_argument("--drop-path", type=float)
-    p.add_argument("--clip-grad", type=float)
-    p.add_argument("--aa", help="timm auto-augment spec, or 'none'")
-    p.add_argument("--reprob", type=float, help="random erasing probability")
-    p.add_argument("--mixup", type=float)
-    p.add_argument("--cutmix", type=float)
-    p.add_argument("--smoothing", type=float)
+    p.add_argument(
+        "--accum-iter", type=int, help="micro-batches per optimiser step" + PRESET_DEFAULT
+    )
+    p.add_argument(
+        "--blr", type=float, help="base lr, lr = blr x effective batch / 256" + PRESET_DEFAULT
+    )
+    p.add_argument("--min-lr", type=float, help="cosine schedule floor" + PRESET_DEFAULT)
+    p.add_argument("--warmup-epochs", type=float, help="linear lr warm-up" + PRESET_DEFAULT)
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay" + PRESET_DEFAULT)
+    p.add_argument(
+        "--layer-decay", type=float, help="lr factor per block from the top" + PRESET_DEFAULT
+    )
+    p.add_argument("--drop-path", type=float, help="stochastic depth rate" + PRESET_DEFAULT)
+    p.add_argument(
+        "--clip-grad", type=float, help="gradient norm clip, none if unset" + PRESET_DEFAULT
+    )
+    p.add_argument("--aa", help="timm auto-augment spec, or 'none'" + PRESET_DEFAULT)
+    p.add_argument("--reprob", type=float, help="random erasing probability" + PRESET_DEFAULT)
+    p.add_argument("--mixup", type=float, help="mixup alpha, 0 = off" + PRESET_DEFAULT)
+    p.add_argument("--cutmix", type=float, help="cutmix alpha, 0 = off" + PRESET_DEFAULT)
+    p.add_argument("--smoothing", type=float, help="label smoothing" + PRESET_DEFAULT)
     p.add_argument("--ema-decay", type=float, help="keep an EMA of the weights (e.g. 0.9999)")
-    p.add_argument("--amp", choices=["bf16", "fp16", "none"])
+    p.add_argument(
+        "--amp",
+        choices=["bf16", "fp16", "none"],
+        help="mixed precision on CUDA" + PRESET_DEFAULT,
+    )
     p.set_defaults(func=cmd_finetune)
 
     p = group.add_parser(

@@ -18,7 +18,7 @@ def register(subparsers, groups) -> None:
         "OUT/index.html (self-contained) with its PNGs and OUT/report.json.",
     )
     p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output folder (index.html, PNGs)")
     p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the baselines")
     p.add_argument("--num-images", type=int, help="BSDS500 and horse images, each (default 6)")
     p.add_argument("--quick", action="store_true", help="small and fast (2 images, 5 thresholds)")

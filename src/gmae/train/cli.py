@@ -69,7 +69,9 @@ def register(subparsers, groups) -> None:
     b.add_argument("--batch-size", type=int, help="default: the presets' batch size")
     b.add_argument("--repeats", type=int, default=5, help="timed steps (median reported)")
     b.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time the steps"
+    )
     b.add_argument(
         "--amp",
         default="none",

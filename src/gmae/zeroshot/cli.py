@@ -39,8 +39,8 @@ def register(subparsers, groups) -> None:
         "centres, at the photo's own resolution. Writes PNGs and OUT/index.html.",
     )
     common(p, batch=False)
-    p.add_argument("--image", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--image", required=True, type=Path, help="the photo (any size)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (PNGs and index.html)")
     p.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
                    help="numbers of nearest Gaussians to render (all is always added)")  # fmt: skip
     p.add_argument("--groups", type=int, default=8, help="equal depth groups L")
@@ -59,8 +59,9 @@ def register(subparsers, groups) -> None:
     )
     common(p)
     p.add_argument("--images", required=True, type=Path, help="folder of photos")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--out", required=True, type=Path, help="output folder of boundary PNGs")
+    p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32],
+                   help="numbers of depth groups L, one map each")  # fmt: skip
     p.add_argument("--rule", default="median", choices=["median", "argmax"],
                    help="which group a pixel takes (see docs/zeroshot.md)")  # fmt: skip
     p.add_argument("--baselines", nargs="*", default=[], choices=["canny", "sobel", "shuffled"],
@@ -77,7 +78,7 @@ def register(subparsers, groups) -> None:
     common(p)
     p.add_argument("--images", required=True, type=Path, help="folder of photos")
     p.add_argument("--masks", type=Path, help="ground-truth masks (same stems, 0/255)")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output folder of masks")
     p.add_argument("--json", type=Path, help="write the scores here (default OUT/scores.json)")
     p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the MAE baselines")
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
@@ -96,7 +97,7 @@ def register(subparsers, groups) -> None:
     src.add_argument("--images", type=Path, help="folder of photos")
     p.add_argument("--split", default="val", help="split of --data")
     p.add_argument("--num-images", type=int, default=500, help="images to use (0: all)")
-    p.add_argument("--json", required=True, type=Path)
+    p.add_argument("--json", required=True, type=Path, help="write the statistics here (JSON)")
     p.set_defaults(func=cmd_stats)
 
     p = zs.add_parser(
@@ -115,17 +116,18 @@ def register(subparsers, groups) -> None:
     p.add_argument("--data", required=True, help="dead-leaves spec, e.g. deadleaves:size=64")
     p.add_argument("--split", default="test", help="split of --data (default test)")
     p.add_argument("--num-images", type=int, default=0, help="first N scenes (0: all)")
-    p.add_argument("--json", required=True, type=Path)
+    p.add_argument("--json", required=True, type=Path, help="write the scores here (JSON)")
     p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the figure-ground baselines")
     p.add_argument("--no-random", action="store_true", help="skip the random-GMAE baseline")
     p.add_argument("--gap", type=int, default=1, help="pixels between the two sides of a pair")
-    p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32],
+                   help="numbers of depth groups L for the layer-index edges")  # fmt: skip
     p.add_argument("--max-dist", type=float, default=None,
                    help="boundary match tolerance, fraction of the diagonal (0.02)")  # fmt: skip
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--workers", type=int, default=None, help="boundary benchmark processes")
     p.add_argument("--out", type=Path, help="write pictures of the first --pictures scenes here")
-    p.add_argument("--pictures", type=int, default=8)
+    p.add_argument("--pictures", type=int, default=8, help="scenes pictured in --out")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -139,10 +141,17 @@ def register(subparsers, groups) -> None:
         "3DGS PLY that common splat viewers open (see docs/zeroshot.md for the frame and the "
         "camera to view it from).",
     )
-    p.add_argument("--ckpt", required=True, type=Path)
-    p.add_argument("--image", required=True, type=Path)
+    p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
+    p.add_argument(
+        "--image", required=True, type=Path, help="the photo (resized to the model input)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output .ply")
-    p.add_argument("--frame", default="pinhole", choices=["pinhole", "gmae"])
+    p.add_argument(
+        "--frame",
+        default="pinhole",
+        choices=["pinhole", "gmae"],
+        help="pinhole: for splat viewers; gmae: GMAE's own camera (docs/zeroshot.md)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_export_gaussians, out_kind="file")
 
