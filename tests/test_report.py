@@ -225,3 +225,112 @@ def test_build_report_rejects_bad_input(tmp_path):
 def test_report_cli_missing_checkpoint(tmp_path, capsys):
     assert main(["report", "--ckpt", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "none.pt not found" in capsys.readouterr().err
+
+
+# --- the 3-D Gaussian viewer ------------------------------------------------------------------
+
+# Runs in the page after load: blank check, a scripted drag (orbit), a wheel (zoom), the layer
+# slider; the canvas pixels at the model's view are returned as a PNG data URL.
+_VIEWER_PROBE = """<script>window.addEventListener('load', () => {
+  const v = window.gmaeViewers[0], c = v.canvas, ctx = c.getContext('2d');
+  const px = () => ctx.getImageData(0, 0, c.width, c.height).data;
+  const bg = v.data.background;
+  const differ = (p, q) => { let k = 0; for (let i = 0; i < p.length; i += 4) {
+    let s = 0; for (let j = 0; j < 3; j++) s += Math.abs(p[i + j] - q(i, j)); if (s > 24) k++; }
+    return k / (p.length / 4); };
+  const painted = (p) => differ(p, (i, j) => bg[j]);
+  const changed = (p, q) => differ(p, (i, j) => q[i + j]);
+  const r = {modelView: c.toDataURL('image/png'), painted: painted(px()), drawn0: v.drawn};
+  const before = px(), box = c.getBoundingClientRect();
+  const at = (type, x) => c.dispatchEvent(new PointerEvent(type, {bubbles: true, pointerId: 1,
+    clientX: box.left + x, clientY: box.top + 100}));
+  at('pointerdown', 100); at('pointermove', 160); at('pointerup', 160);
+  r.yaw = v.yaw; r.rotated = changed(before, px());
+  const beforeZoom = px();
+  c.dispatchEvent(new WheelEvent('wheel', {deltaY: -300, bubbles: true, cancelable: true}));
+  r.zoom = v.zoom; r.zoomed = changed(beforeZoom, px());
+  const s = v.root.querySelector('.gv-peel'); r.drawn = [];
+  for (let k = 0; k <= Number(s.max); k++) { s.value = k; s.dispatchEvent(new Event('input'));
+    r.drawn.push(Number(c.dataset.drawn)); }
+  r.status = v.status.textContent;
+  const d = document.createElement('div'); d.id = 'viewercheck';
+  d.textContent = 'VIEWER ' + JSON.stringify(r); document.body.appendChild(d);
+});</script>"""
+
+
+def _viewer_page(tmp_path: Path, groups: int = 4):
+    from gmae.report.viewer import viewer_html, viewer_scene
+    from gmae.zeroshot.common import Photo
+
+    torch.manual_seed(0)
+    model = create_model("gmae", num_gaussians=32, **TINY).eval()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64]
+    photos = [
+        Photo("ramp", np.stack([xx * 4, yy * 5, 255 - xx * 4], -1).astype(np.uint8)),
+        Photo("noise", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)),
+    ]
+    scene = viewer_scene(model, photos, groups=groups)
+    rep = HtmlReport("viewer")
+    rep.raw_html(viewer_html(scene))
+    return model, photos, scene, rep.save(tmp_path / "viewer")
+
+
+def test_viewer_scene_puts_centres_where_the_model_draws_them(tmp_path):
+    from gmae.render import project
+    from gmae.zeroshot.common import model_input
+
+    model, photos, scene, _ = _viewer_page(tmp_path)
+    assert [im["name"] for im in scene["images"]] == ["ramp", "noise"]
+    s = model.img_size
+    with torch.no_grad():
+        g = model.predict_gaussians(model_input(photos, s))
+        proj = project(g.means, g.scales, g.quats, g.opacities, model.camera_at(s, s))
+    for i, im in enumerate(scene["images"]):
+        m = np.asarray(im["means"]).reshape(-1, 3)
+        z = m[:, 2] + scene["distance"]  # the viewer's camera-space depth at the model's view
+        uv = scene["focal"] * s * m[:, :2] / z[:, None] + s / 2
+        np.testing.assert_allclose(uv, proj.means2d[i].numpy(), atol=2e-3)
+        np.testing.assert_allclose(im["depth"], proj.depths[i].numpy(), rtol=1e-4)
+        groups = np.asarray(im["group"])
+        assert np.bincount(groups).tolist() == [8, 8, 8, 8]  # equal-count layers
+        order = np.argsort(im["depth"], kind="stable")
+        assert (np.diff(groups[order]) >= 0).all()  # layer 0 is the nearest
+        cov = np.asarray(im["cov"]).reshape(-1, 6)
+        assert (cov[:, [0, 3, 5]] > 0).all()
+
+
+def test_viewer_in_headless_chromium(tmp_path):
+    model, photos, scene, page = _viewer_page(tmp_path)
+    html = page.read_text()
+    assert "<script src" not in html and "http" not in html.split("<body>", 1)[1]  # no network
+    probe = page.with_name("_probe.html")
+    probe.write_text(html.replace("</body>", _VIEWER_PROBE + "</body>"))
+    res = run_chromium(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = re.search(r'<div id="viewercheck">VIEWER (.*?)</div>', res.stdout)
+    assert found, "the viewer probe did not run: " + res.stdout[-1000:]
+    r = json.loads(found[1].replace("&amp;", "&"))
+    n = len(scene["images"][0]["opacity"])
+
+    # Not blank: splats cover much of the canvas.
+    assert r["painted"] > 0.2, r["painted"]
+    # A scripted drag orbits (60 px = 0.6 rad of yaw) and changes the picture; the wheel zooms.
+    assert abs(r["yaw"] - 0.6) < 1e-6 and r["rotated"] > 0.05, (r["yaw"], r["rotated"])
+    assert r["zoom"] > 1 and r["zoomed"] > 0.05, (r["zoom"], r["zoomed"])
+    # The slider peels the nearest layers: fewer splats at each step, n / groups fewer.
+    assert r["drawn"][0] == r["drawn0"] <= n
+    assert r["drawn"] == sorted(r["drawn"], reverse=True) and len(set(r["drawn"])) == 4
+    assert r["drawn"][-1] <= n // 4 and "8 of 32 splats drawn (layer 4 of 4" in r["status"]
+
+    # At the model's view the canvas is the model's render (same Gaussians, same camera).
+    shot = decode_png(r["modelView"]).convert("RGB").resize((model.img_size,) * 2, Image.BOX)
+    from gmae.zeroshot.common import model_input
+
+    with torch.no_grad():
+        g = model.predict_gaussians(model_input(photos[:1], model.img_size))
+        ref = model.render_gaussians(g, model.img_size, model.img_size).image[0]
+    ref = ref.permute(1, 2, 0).numpy() * 255
+    got = np.asarray(shot, dtype=np.float64)
+    corr = np.corrcoef(got.ravel(), ref.ravel())[0, 1]
+    assert corr > 0.98 and np.abs(got - ref).mean() < 5, (corr, np.abs(got - ref).mean())

@@ -31,6 +31,10 @@ code, pre { background: #f6f6f6; padding: 0.1em 0.3em; }
 .banner.degenerate { background: #b00020; color: #fff; font-size: 1.15em; }
 .banner.degraded { background: #fff3cd; color: #664d03; border: 1px solid #e0c060; }
 .banner.healthy { background: #e8f5e9; color: #1b5e20; border: 1px solid #a5d6a7; }
+.gviewer { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.gviewer canvas { border: 1px solid #ccc; max-width: 100%; cursor: grab; touch-action: none; }
+.gv-controls { flex: 1 1 280px; display: flex; flex-direction: column; gap: 0.6em; }
+.gv-status { font-weight: 600; margin: 0; } .gv-help { color: #555; font-size: 0.9em; }
 """
 
 
@@ -71,6 +75,10 @@ class HtmlReport:
 
     def text(self, text: str) -> None:
         self._parts.append(f"<p>{html.escape(text)}</p>")
+
+    def raw_html(self, fragment: str) -> None:
+        """Add a trusted HTML fragment as it is (built by gmae, e.g. the 3-D viewer)."""
+        self._parts.append(fragment)
 
     def code(self, text: str) -> None:
         self._parts.append(f"<pre>{html.escape(text)}</pre>")
