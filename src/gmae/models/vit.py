@@ -155,10 +155,13 @@ class Normalize(nn.Module):
 
     def _check_range(self, x: Tensor) -> None:
         global _input_range_warned
-        if x.numel() == 0 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if x.numel() == 0 or x.is_meta or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return
         self._range_checked.add(self.training)
-        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        try:
+            lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        except RuntimeError:  # no values to read (e.g. under vmap or a fake-tensor mode)
+            return
         if lo < -INPUT_RANGE_TOLERANCE or hi > 1 + INPUT_RANGE_TOLERANCE:
             _input_range_warned = True
             mean = ", ".join(f"{v:.3g}" for v in self.mean.flatten().tolist())
