@@ -135,6 +135,12 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     gmae = save_tiny_checkpoint(root / "gmae.pt", "gmae")
     mae = save_tiny_checkpoint(root / "mae.pt", "mae")
+    rows = [
+        {"step": 5 * i, "loss": 0.2 - 0.01 * i, "lr": 1e-3, "val_loss": 0.25 - 0.01 * i,
+         "health/pinned_size": 0.1 * i, "health/healthy": float(i > 2)}
+        for i in range(1, 6)
+    ]  # fmt: skip
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = root / "out"
     argv = ["report", "--ckpt", str(gmae), "--mae-ckpt", str(mae), "--out", str(out),
             "--quick", "--num-images", "1", "--device", "cpu"]  # fmt: skip
@@ -151,6 +157,41 @@ def test_report_page_has_every_section(report):
     for method in ("gmae_combined", "canny", "gmae_depth_otsu", "centre_prior", "mae_recon_error"):
         assert f"<td>{method}</td>" in html
     assert 'src="http' not in html and "src='http" not in html  # self-contained
+
+
+def test_report_summary_box_and_training_curves(report):
+    html = (report / "index.html").read_text()
+    body = html.split("<body>", 1)[1]
+    # The banner, then the summary box, before any section.
+    assert body.index('class="banner') < body.index('class="summary"') < body.index("<h2>")
+    box = re.search(r'<div class="summary">(.*?)</div></div>', body)[1]
+    cells = dict(re.findall(r"<div><span>(.*?)</span><span>(.*?)</span>", box + "</div>"))
+    numbers = json.loads((report / "report.json").read_text())
+    assert cells["checkpoint"] == "gmae.pt (training (.pt))"
+    assert "gmae_tiny" not in cells["training budget"] and "32 px" in cells["training budget"]
+    assert cells["Gaussian health"].startswith(numbers["health"]["verdict"])
+    assert cells["last training / validation loss"] == "0.15 / 0.2"  # the last metrics row
+    ods = numbers["edges"]["gmae_combined"]["ods"]
+    assert cells["edges ODS: GMAE combined / Canny"].startswith(f"{ods:.3f} / ")
+    # The training curves of the metrics.jsonl next to the checkpoint are on the page.
+    p = parse(report / "index.html")
+    assert "Training" in p.headings and (report / "training_curves.png").is_file()
+    assert any(decode_png(src).size[0] > 800 for src in p.srcs)  # three panels, full width
+
+
+def test_report_commands_exist():
+    """Every command the report prints parses with gmae's own parser (no invented options)."""
+    import shlex
+
+    from gmae.cli import build_parser
+    from gmae.report.builders import report_commands
+
+    parser = build_parser()
+    for line in report_commands("model.pt"):
+        argv = shlex.split(line)
+        assert argv[0] == "gmae"
+        args = parser.parse_args(argv[1:])  # SystemExit (a test failure) on an unknown option
+        assert callable(args.func), line
 
 
 def test_report_images_are_valid_pngs(report):

@@ -170,8 +170,13 @@ def _recon_grid(model, mae_model, photos, seed: int = 0):
         cols.append(up.to(x))
         titles.append(f"MAE @ {mae_model.mask_ratio:.0%}")
     rows = [strip([c[i] for c in cols], gap=2) for i in range(len(photos))]
-    gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([p for r_ in rows for p in (r_, gap)][:-1], axis=0)
+    # Two photos side by side per line, so the grid fills a wide page without getting tall.
+    if len(rows) % 2:
+        rows.append(np.full_like(rows[0], 255))
+    sep = np.full((rows[0].shape[0], 12, 3), 255, np.uint8)
+    lines = [np.concatenate([a, sep, b], axis=1) for a, b in zip(rows[::2], rows[1::2])]
+    gap = np.full((2, lines[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([p for r_ in lines for p in (r_, gap)][:-1], axis=0)
     return grid, titles
 
 
@@ -191,16 +196,26 @@ def build_report(
     settings: ReportSettings | None = None,
     title: str | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    metrics: str | os.PathLike | None = None,
+    mae_option: str | None = "--mae-ckpt",
 ) -> Path:
     """Run the zero-shot procedures on a few BSDS500 / horse images and write OUT/index.html.
 
     ``model``: a GMAE (eval mode; any device). ``mae_model``: optional MAE for the MAE baselines
     and reconstructions. ``quick``: 2 images each, L in (4, 8), 5 benchmark thresholds (about
-    20 s for a tiny model on two CPU cores). Returns the page's path; the numbers are also in
-    OUT/report.json.
+    20 s for a tiny model on two CPU cores). ``checkpoint``: the file the model came from, for
+    the summary box (training budget). ``metrics``: the run's metrics.jsonl for the training
+    curves (default: the one next to ``checkpoint``, if any). ``mae_option``: how the caller
+    takes an MAE checkpoint, named when there is none (None: the caller has no such option).
+    Returns the page's path; the numbers are also in OUT/report.json.
     """
     from gmae.evaluate.boundaries import evaluate_boundaries
     from gmae.models import GMAE
+    from gmae.models.health import CHECKS as HEALTH_CHECKS
+    from gmae.report.curves import read_metrics, training_figure
+    from gmae.report.summary import budget_text, checkpoint_facts, last_value
+    from gmae.report.viewer import viewer_html, viewer_scene
     from gmae.zeroshot.common import check_health, strip
     from gmae.zeroshot.layers import layer_set
     from gmae.zeroshot.pipelines import edge_maps, run_figure_ground
@@ -220,17 +235,13 @@ def build_report(
     numbers: dict = {"settings": s.__dict__ | {"quick": quick}}
     rep = HtmlReport(title or "GMAE zero-shot report")
     params = sum(p.numel() for p in model.parameters())
-    rep.table(
-        ["model", "value"],
-        [
-            ["image size / patch", f"{model.img_size} / {model.patch_size}"],
-            ["Gaussians (k)", model.num_gaussians],
-            ["camera", model.camera],
-            ["training mask ratio", model.mask_ratio],
-            ["parameters", f"{params / 1e6:.2f} M"],
-            ["MAE baseline", "yes" if mae_model is not None else "no (--mae-ckpt)"],
-        ],
-    )
+    facts = checkpoint_facts(checkpoint) if checkpoint is not None else {}
+    if metrics is None and checkpoint is not None:
+        beside = Path(checkpoint).parent / "metrics.jsonl"
+        metrics = beside if beside.is_file() else None
+    metric_rows = read_metrics(metrics) if metrics is not None else []
+    no_mae = f"no ({mae_option})" if mae_option else "no"
+    mae_text = "yes" if mae_model is not None else no_mae
 
     # 0. Gaussian health: whether anything below can be believed.
     photos = [p for p, _ in bsds] + [p for p, _ in horses]
@@ -244,6 +255,31 @@ def build_report(
         "healthy": "Gaussian health: every check passes. ",
     }[health["verdict"]]
     rep.banner(verdict_text + "; ".join(health["failed"]), health["verdict"])
+
+    # Training: the loss, validation and health curves of the run, when its metrics are known.
+    fig = training_figure(metric_rows) if metric_rows else None
+    if fig is not None:
+        rep.heading("Training")
+        rep.figure(
+            "training_curves",
+            fig,
+            f"from {metrics}: validation loss on a fixed held-out batch with a fixed mask",
+            full=True,
+        )
+
+    rep.heading("Model and Gaussian health")
+    rep.open_columns()
+    rep.table(
+        ["model", "value"],
+        [
+            ["image size / patch", f"{model.img_size} / {model.patch_size}"],
+            ["Gaussians (k)", model.num_gaussians],
+            ["camera", model.camera],
+            ["training mask ratio", model.mask_ratio],
+            ["parameters", f"{params / 1e6:.2f} M"],
+            ["MAE baseline", mae_text],
+        ],
+    )
     rep.table(
         ["Gaussian health (report photos, training mask ratio)", "value"],
         [
@@ -258,6 +294,7 @@ def build_report(
                 **health["masked_centres"])],
         ],
     )  # fmt: skip
+    rep.close_columns()
 
     # 1. Reconstructions
     rep.heading("Reconstructions")
@@ -265,9 +302,16 @@ def build_report(
     rep.image(
         "reconstructions",
         grid,
-        "columns: " + " | ".join(titles) + " (photos squashed to the model's input)",
-        width=min(900, 160 * len(titles)),
+        "two photos per line, each: " + " | ".join(titles) + " (photos squashed to the "
+        "model's input)",
+        full=True,
     )
+
+    # 1b. The Gaussians in 3-D: a few photos, interactive (plain JavaScript, no network).
+    rep.heading("Gaussians in 3-D")
+    few = [p for p, _ in bsds[:2]] + [p for p, _ in horses[:2]]
+    groups = min(s.groups, model.num_gaussians)
+    rep.raw_html(viewer_html(viewer_scene(model, few, groups=groups)))
 
     # 2. Layers
     rep.heading("Depth layers")
@@ -289,6 +333,7 @@ def build_report(
     edge_iter = edge_maps(
         model, [p for p, _ in bsds], layers, "median", ("canny", "sobel"), progress=progress
     )
+    rep.open_columns()
     for (photo, maps), (_, gt) in zip(edge_iter, bsds):
         for method, m in maps.items():
             preds.setdefault(method, {})[photo.name] = m
@@ -306,6 +351,7 @@ def build_report(
             f"{photo.name}: photo | GMAE combined (L = {', '.join(map(str, layers))}) | "
             f"GMAE L = {layers[0]} | Canny | human boundaries (mean of annotators)",
         )
+    rep.close_columns()
     gt_map = {p.name: gt for p, gt in bsds}
     rows, numbers["edges"] = [], {}
     for method, per in preds.items():
@@ -327,6 +373,7 @@ def build_report(
     fg, masks = run_figure_ground(
         model, [p for p, _ in horses], None, mae_model=mae_model, gt=gt_masks, progress=progress
     )
+    rep.open_columns()
     for photo, gt in horses:
         rep.image(
             f"figure_{photo.name}",
@@ -342,6 +389,7 @@ def build_report(
             f"{photo.name}: photo | GMAE depth-Otsu | GMAE nearest-quarter alpha | "
             "centre prior | ground truth",
         )
+    rep.close_columns()
     numbers["figure_ground"] = {
         m: {k: v for k, v in sc.items() if k != "per_image"} for m, sc in fg["scores"].items()
     }
@@ -368,20 +416,53 @@ def build_report(
 
     # 6. How to reproduce
     rep.heading("Commands")
-    rep.code(
-        "gmae zeroshot layers --ckpt C --image photo.jpg --out runs/layers\n"
-        "gmae zeroshot edges --ckpt C --images BSDS/images/val --out runs/edges "
-        "--baselines canny sobel\n"
-        "gmae eval boundaries --pred runs/edges/gmae_combined --gt BSDS/groundTruth/val "
-        "--json runs/edges.json\n"
-        "gmae zeroshot figure-ground --ckpt C --images HORSES/images --masks HORSES/masks "
-        "--out runs/fg --json runs/fg.json\n"
-        "gmae zeroshot stats --ckpt C --data imagenette-128 --json runs/stats.json"
-    )
+    rep.code("\n".join(report_commands(str(checkpoint) if checkpoint is not None else "C")))
     numbers["seconds"] = round(time.perf_counter() - t0, 1)
     rep.text(f"Built in {numbers['seconds']} s.")
+
+    # The summary box (shown at the top, under the banner).
+    edges, fgs = numbers["edges"], numbers["figure_ground"]
+    train_loss, val_loss = last_value(metric_rows, "loss"), last_value(metric_rows, "val_loss")
+    numbers["summary"] = {"train_loss": train_loss, "val_loss": val_loss}
+    summary = [
+        ("checkpoint", f"{facts['file']} ({facts['kind']})" if facts else "(given in memory)"),
+        ("training budget", budget_text(facts, metric_rows) if facts or metric_rows else "-"),
+        ("Gaussian health", f"{health['verdict']} ({len(health['failed'])} of "
+         f"{len(HEALTH_CHECKS)} checks fail)"),
+        ("model", f"{params / 1e6:.2f} M params, {model.num_gaussians} Gaussians, "
+         f"{model.img_size} px"),
+        ("last training / validation loss", f"{_num(train_loss)} / {_num(val_loss)}"),
+        ("edges ODS: GMAE combined / Canny", f"{edges['gmae_combined']['ods']:.3f} / "
+         f"{edges['canny']['ods']:.3f} ({len(bsds)} BSDS500 images)"),
+        ("figure-ground mIoU: GMAE depth / centre prior",
+         f"{fgs['gmae_depth_otsu']['miou']:.3f} / {fgs['centre_prior']['miou']:.3f} "
+         f"({len(horses)} horses)"),
+        ("Spearman(scale, depth), pooled", _num(corr["scale_gmean"]["pooled"])),
+        ("MAE baseline", mae_text),
+        ("built in", f"{numbers['seconds']} s"),
+    ]  # fmt: skip
+    rep.summary(summary)
     gio.write_json(out / "report.json", numbers)
     return rep.save(out)
+
+
+def report_commands(ckpt: str = "C") -> list[str]:
+    """The full-size commands behind each section (every option exists: tests parse them)."""
+    return [
+        f"gmae zeroshot layers --ckpt {ckpt} --image photo.jpg --out runs/layers",
+        f"gmae zeroshot edges --ckpt {ckpt} --images BSDS/images/val --out runs/edges "
+        "--baselines canny sobel",
+        "gmae eval boundaries --pred runs/edges/gmae_combined --gt BSDS/groundTruth/val "
+        "--json runs/edges.json",
+        f"gmae zeroshot figure-ground --ckpt {ckpt} --images HORSES/images --masks HORSES/masks "
+        "--out runs/fg --json runs/fg.json",
+        f"gmae zeroshot stats --ckpt {ckpt} --data imagenette-128 --json runs/stats.json",
+        f"gmae export gaussians --ckpt {ckpt} --image photo.jpg --out photo.ply",
+    ]
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 def _pair(d: dict) -> list[float]:

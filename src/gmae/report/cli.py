@@ -22,6 +22,11 @@ def register(subparsers, groups) -> None:
     p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the baselines")
     p.add_argument("--num-images", type=int, help="BSDS500 and horse images, each (default 6)")
     p.add_argument("--quick", action="store_true", help="small and fast (2 images, 5 thresholds)")
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        help="the run's metrics.jsonl, for the training curves (default: the one next to --ckpt)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_report)
 
@@ -34,7 +39,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     mae = load_model(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
     page = build_report(
         model, args.out, mae_model=mae, num_images=args.num_images, quick=args.quick,
-        title=f"GMAE zero-shot report: {args.ckpt.name}",
+        title=f"GMAE zero-shot report: {args.ckpt.name}", checkpoint=args.ckpt,
+        metrics=args.metrics,
     )  # fmt: skip
     print(f"wrote {page}")
     return 0
