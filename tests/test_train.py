@@ -422,3 +422,24 @@ def test_two_processes_match_one(tmp_path, fake):
     wa, wb = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_total_steps_sets_the_run_and_its_schedule(tmp_path, fake):
+    # 3 steps per epoch; optim.total_steps=4 ends in the middle of epoch 1, and the cosine
+    # schedule spans those 4 steps (it reaches min_lr at the end, not at step 6).
+    cfg = tiny_config(optim={"total_steps": 4, "min_lr": 0.001})
+    summary = engine.pretrain(cfg, tmp_path)
+    assert summary["step"] == 4 and summary["epoch"] == 1
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    lr = 0.05 * 8 / 256
+    assert [r["lr"] for r in rows] == pytest.approx([lr_at(s, 4, 3, lr, 0.001) for s in range(4)])
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["schedule"]["total_steps"] == 4 and ckpt["step_in_epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == [
+        "recon-0001.png",
+        "recon-step0000004.png",
+    ]  # the first epoch, then the end of the run
+    assert engine.pretrain(cfg, tmp_path, resume=True)["step"] == 4  # nothing left to do
+    with pytest.raises(GmaeError, match="total_steps"):
+        tiny_config(optim={"total_steps": 0})

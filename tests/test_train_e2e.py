@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -94,3 +95,57 @@ def _tiny_loader():
         return load_config(name, [*TINY, *extra, *overrides])
 
     return load
+
+
+def test_tensorboard_holds_every_monitor(tmp_path, folder):
+    """Read back with TensorBoard's own event reader: scalars (train, validation, health),
+    health histograms, the hparams view, and reconstruction + depth-layer pictures every
+    run.vis_every_steps steps and at the end of a run stopped by --max-steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = tmp_path / "run"
+    sets = ["--set", f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8",
+            "run.vis_every=10", "run.vis_every_steps=2"]  # fmt: skip
+    # 3 steps per epoch: pictures at step 2 (every 2 steps) and 3 (--max-steps: the end).
+    assert (
+        pretrain("--config", "gmae_tiny_cifar10", *sets, "--out", str(out), "--max-steps", "3") == 0
+    )
+
+    ea = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "histograms": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    for tag in ("train/loss", "train/val_loss", "train/lr", "train/health/pinned_size",
+                "train/health/healthy", "train/health/sat_scale"):  # fmt: skip
+        assert [e.step for e in ea.Scalars(tag)] == [1, 2, 3], tag
+    for tag in ("health/raw_z", "health/raw_scale", "health/size_over_cap",
+                "health/screen_std_px", "health/z", "health/opacity"):  # fmt: skip
+        hist = ea.Histograms(tag)
+        assert [e.step for e in hist] == [1, 2, 3], tag
+        assert hist[-1].histogram_value.num > 0, tag
+    n_vis = 4
+    for tag, columns in (
+        ("reconstruction", n_vis),
+        ("depth_layers", 6),
+    ):  # 6: full, 4 groups, depth
+        images = ea.Images(tag)
+        assert [e.step for e in images] == [2, 3], tag
+        png = Image.open(io.BytesIO(images[-1].encoded_image_string))
+        assert png.size[0] > columns * 16 and png.size[1] > 3 * 16, (tag, png.size)
+    assert "depth_layers" in tags["images"] and len(ea.Images("depth_layers")) == 2
+    for name in (
+        "recon-step0000002",
+        "layers-step0000002",
+        "recon-step0000003",
+        "layers-step0000003",
+    ):
+        assert (out / "vis" / f"{name}.png").is_file(), name
+
+    content = ea.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(content)
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    names = {h.name for h in exp.hparam_infos}
+    assert {"optim.base_lr", "model.num_gaussians", "data.spec", "run.seed"} <= names
+    assert {m.name.tag for m in exp.metric_infos} >= {"train/loss", "train/val_loss"}
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["model.num_gaussians"].number_value == 8

@@ -85,11 +85,15 @@ def layout_dependence(depth: np.ndarray, centres: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def gaussian_health(model, imgs: Tensor, mask_ratio: float | None = None, noise=None) -> dict:
+def gaussian_health(
+    model, imgs: Tensor, mask_ratio: float | None = None, noise=None, arrays: dict | None = None
+) -> dict:
     """Health statistics of ``model`` (a GMAE) on one batch of [0, 1] images.
 
     mask_ratio: None = the model's own (training conditions; needed for ``masked_fraction``),
     0 = every patch visible (zero-shot conditions). Returns a JSON-able dict (see ``verdict``).
+    ``arrays``: if given, filled with the per-Gaussian values behind the statistics (raw head
+    outputs per channel group, size / cap, on-screen std in pixels, z, opacity) for histograms.
     """
     from gmae.render import project
 
@@ -143,6 +147,9 @@ def gaussian_health(model, imgs: Tensor, mask_ratio: float | None = None, noise=
         else math.nan
     )
 
+    if arrays is not None:
+        arrays.update({f"raw_{name}": raw[..., sl] for name, sl in groups.items()})
+        arrays.update(size_over_cap=size / cap, screen_std_px=screen, z=z, opacity=g.opacities)
     alpha = rendered.alpha
     summary = {
         "n_images": b,

@@ -49,6 +49,9 @@ class OptimConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     clip_grad: float | None = None  # max global grad norm (None: no clipping, norm still logged)
+    # If set: the run and its learning-rate schedule span exactly this many optimizer steps
+    # (epochs is then ignored; the last epoch may be partial).
+    total_steps: int | None = None
 
 
 @dataclass
@@ -62,6 +65,9 @@ class RunConfig:
     ckpt_every_steps: int = 0  # also refresh last.pt every N steps mid-epoch (0: off)
     vis_every: int = 10  # epochs between reconstruction grids (and after the last epoch)
     vis_images: int = 8
+    # Also reconstruction and depth-layer pictures every N optimizer steps (0: only at epochs);
+    # pictures are always drawn at the end of a run, also one stopped by --max-steps or a signal.
+    vis_every_steps: int = 1000
     # Validation loss and (GMAE) Gaussian health on a fixed validation batch with a fixed mask,
     # every `health_every` optimizer steps (0: at every log step; -1: never).
     health_every: int = 0
@@ -299,6 +305,7 @@ def validate(cfg: Config) -> None:
         "optim.min_lr": cfg.optim.min_lr,
         "optim.weight_decay": cfg.optim.weight_decay,
         "run.ckpt_every_steps": cfg.run.ckpt_every_steps,
+        "run.vis_every_steps": cfg.run.vis_every_steps,
         "run.vis_images": cfg.run.vis_images,
         "run.health_images": cfg.run.health_images,
         "run.seed": cfg.run.seed,
@@ -312,6 +319,8 @@ def validate(cfg: Config) -> None:
         raise GmaeError("config key 'optim.warmup_epochs' must be between 0 and optim.epochs")
     if cfg.optim.effective_batch is not None and cfg.optim.effective_batch <= 0:
         raise GmaeError("config key 'optim.effective_batch' must be positive")
+    if cfg.optim.total_steps is not None and cfg.optim.total_steps <= 0:
+        raise GmaeError("config key 'optim.total_steps' must be positive (or null: epochs)")
     if cfg.optim.clip_grad is not None and cfg.optim.clip_grad <= 0:
         raise GmaeError("config key 'optim.clip_grad' must be positive (or null for no clipping)")
     if cfg.run.seed > SEED_MAX:

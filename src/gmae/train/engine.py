@@ -34,7 +34,7 @@ from gmae.errors import GmaeError
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
 from gmae.train.config import Config, config_to_dict, save_config
-from gmae.train.monitor import ValidationMonitor
+from gmae.train.monitor import ValidationMonitor, layer_grid
 from gmae.train.optim import build_optimizer, lr_at, set_lr
 from gmae.train.outputs import (
     LAST,
@@ -229,7 +229,9 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
             f"data set {cfg.data.spec} ({len(train_set)} images) is smaller than one step's "
             f"batch of {batch}"
         )
-    total_steps = o.epochs * steps_per_epoch
+    epochs, total_steps = o.epochs, o.epochs * steps_per_epoch
+    if o.total_steps is not None:  # exactly that many steps; the last epoch may be partial
+        epochs, total_steps = -(-o.total_steps // steps_per_epoch), o.total_steps
     warmup_steps = round(o.warmup_epochs * steps_per_epoch)
 
     epoch, step_in_epoch, step, skipped = 0, 0, 0, 0
@@ -313,12 +315,31 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
             val_set, r.health_images, model.encoder.num_patches, r.seed, device
         )
     health_every = r.health_every or r.log_every
+    # Config in TensorBoard's hparams view, beside the losses and the health verdict.
+    log.hparams(config_to_dict(cfg), ("train/loss", "train/val_loss", "train/health/healthy"))
+    pictures_at: dict[str, Any] = {"step": -1, "grids": {}}
+
+    def pictures(name: str) -> None:
+        """Reconstruction and (GMAE) depth-layer pictures of the picture batch: TensorBoard
+        (once per step) and vis/{recon,layers}-NAME.png."""
+        if vis_images is None:
+            return
+        if pictures_at["step"] != step:
+            grids = {"recon": recon_grid(model, vis_images, r.seed)}
+            if hasattr(model, "num_gaussians"):
+                grids["layers"] = layer_grid(model, vis_images)
+            for key, grid in grids.items():
+                log.image({"recon": "reconstruction", "layers": "depth_layers"}[key], grid, step)
+            pictures_at.update(step=step, grids=grids)
+        for key, grid in pictures_at["grids"].items():
+            save_png(grid, out / "vis" / f"{key}-{name}.png")
+
     log.note(
         f"{cfg.model['name']}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
         f"{dist.world_size} process(es) on {device}, batch {batch} "
         f"({o.batch_size} x {accum} accum x {dist.world_size}), lr {lr:.3g}, "
-        f"{steps_per_epoch} steps/epoch x {o.epochs} epochs"
-        + (f", resumed at step {step} from {ckpt_path}" if ckpt is not None else "")
+        f"{steps_per_epoch} steps/epoch, {total_steps} steps ({total_steps / steps_per_epoch:.3g} "
+        "epochs)" + (f", resumed at step {step} from {ckpt_path}" if ckpt is not None else "")
     )
     if render_backend:
         log.note(f"renderer: {render_backend}")
@@ -326,10 +347,10 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     # The loop. One iteration = one optimizer step = `accum` micro-batches per process.
     net.train()
     consecutive_bad = 0
-    stop = max_steps is not None and step >= max_steps
-    interrupted = False
+    stop = step >= total_steps or (max_steps is not None and step >= max_steps)
+    start_step, interrupted = step, False
     window_start, window_steps = time.perf_counter(), 0
-    while epoch < o.epochs and not stop:
+    while epoch < epochs and not stop:
         sampler.set_epoch(epoch, start=step_in_epoch * accum * o.batch_size)
         train_set.set_epoch(epoch)
         loader_rng.manual_seed(r.seed + epoch)
@@ -401,6 +422,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
                     row.update(probe_loss=stats[2] / n, probe_acc=stats[3] / n)
                 if monitor is not None and (step % health_every == 0 or step == total_steps):
                     row.update(monitor(model))
+                    log.histograms(monitor.arrays, step)
                 log.metrics(row)
                 window_start, window_steps = time.perf_counter(), 0
             if bad:
@@ -412,24 +434,27 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
                     "or none, or check the data"
                 )
 
+            if r.vis_every_steps and step % r.vis_every_steps == 0:
+                pictures(f"step{step:07d}")
             interrupted = stats[4] > 0
-            stop = interrupted or (max_steps is not None and step >= max_steps)
+            stop = interrupted or step >= total_steps
+            stop = stop or (max_steps is not None and step >= max_steps)
             mid_epoch = step_in_epoch < steps_per_epoch
             if mid_epoch and (stop or (r.ckpt_every_steps and step % r.ckpt_every_steps == 0)):
                 save(LAST)
 
         if step_in_epoch >= steps_per_epoch:  # the epoch is complete
             epoch, step_in_epoch = epoch + 1, 0
-            last_epoch = epoch == o.epochs
-            if vis_images is not None and (epoch % r.vis_every == 0 or last_epoch):
-                grid = recon_grid(model, vis_images, r.seed)
-                save_png(grid, out / "vis" / f"recon-{epoch:04d}.png")
-                log.image("reconstruction", grid, step)
+            last_epoch = epoch == epochs
+            if epoch % r.vis_every == 0 or last_epoch:
+                pictures(f"{epoch:04d}")
             names = [LAST]
             if epoch % r.ckpt_every == 0 or last_epoch:
                 names.append(f"checkpoint-{epoch:04d}.pt")
             save(*names)
 
+    if step > start_step and pictures_at["step"] != step:  # the end of any run: --max-steps too
+        pictures(f"step{step:07d}")
     if interrupted:
         log.note(f"stopped by a signal at step {step}; continue with --resume")
     return {

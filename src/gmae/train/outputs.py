@@ -135,6 +135,28 @@ class RunLog:
             loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", img_s=f"{row['images_per_s']:.1f}"
         )
 
+    def hparams(self, config: dict, metrics: tuple[str, ...]) -> None:
+        """The resolved config (flattened: ``optim.base_lr`` ...) in TensorBoard's hparams view,
+        next to the scalar tags ``metrics``."""
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = {k: _hparam_value(v) for k, v in _flatten(config).items()}
+        writer = self.tb._get_file_writer()
+        for summary in hparams(flat, dict.fromkeys(metrics, 0.0)):
+            writer.add_summary(summary)
+
+    def histograms(self, arrays: dict, step: int, prefix: str = "health/") -> None:
+        """Per-Gaussian distributions (finite values only) as TensorBoard histograms."""
+        if not self.enabled:
+            return
+        for key, value in arrays.items():
+            v = torch.as_tensor(value).detach().float().flatten().cpu()
+            v = v[v.isfinite()]
+            if v.numel():
+                self.tb.add_histogram(f"{prefix}{key}", v, step)
+
     def advance(self) -> None:
         if self.enabled:
             self.bar.update(1)
@@ -153,6 +175,21 @@ class RunLog:
             self.tb.close()
             self.file.close()
             self.enabled = False
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _hparam_value(value):
+    """TensorBoard hparams take numbers, strings and booleans: None and lists become text."""
+    return value if isinstance(value, bool | int | float | str) else str(value)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
