@@ -534,6 +534,51 @@ def test_cli_export_gaussians(workspace, tmp_path, capsys):
     torch.testing.assert_close(g.means, ref.means, atol=1e-5, rtol=1e-5)
 
 
+def test_cli_export_gaussians_writes_the_3dgs_camera(workspace, tmp_path):
+    """cameras.json in the INRIA 3DGS convention (camera_to_JSON: position = camera centre,
+    rotation = camera-to-world, COLMAP axes, principal point at the centre): a viewer that
+    projects the PLY's centres through it puts them where GMAE draws them on the photo."""
+    from gmae.render import project
+    from gmae.zeroshot.common import load_model, load_photo
+
+    out, image = tmp_path / "g.ply", workspace / "images/im0.jpg"
+    assert main(["export", "gaussians", "--ckpt", str(workspace / "gmae.pt"), "--image",
+                 str(image), "--out", str(out)]) == 0  # fmt: skip
+    cams = json.loads((tmp_path / "cameras.json").read_text())
+    assert len(cams) == 1 and set(cams[0]) == {
+        "id", "img_name", "width", "height", "position", "rotation", "fx", "fy"}  # fmt: skip
+    cam = cams[0]
+    photo = load_photo(image)
+    h, w = photo.size
+    assert (cam["width"], cam["height"], cam["img_name"]) == (w, h, "im0")
+
+    # The viewer's projection: world -> camera with R_c2w^T (x - position), then the pinhole.
+    data, _ = read_ply_arrays(out)
+    xyz = np.stack([data["x"], data["y"], data["z"]], -1).astype(np.float64)
+    rot, pos = np.asarray(cam["rotation"]), np.asarray(cam["position"])
+    pc = (xyz - pos) @ rot  # rows: (R^T (x - pos))^T
+    uv = np.stack(
+        [cam["fx"] * pc[:, 0] / pc[:, 2] + w / 2, cam["fy"] * pc[:, 1] / pc[:, 2] + h / 2], -1
+    )
+
+    model = load_model(workspace / "gmae.pt", "gmae")
+    with torch.no_grad():
+        g = model.predict_gaussians(model_input([photo], model.img_size))
+        ref = project(g.means, g.scales, g.quats, g.opacities, model.camera_at(h, w))
+    np.testing.assert_allclose(uv, ref.means2d[0].numpy(), atol=1e-3)
+    np.testing.assert_allclose(pc[:, 2], ref.depths[0].numpy(), rtol=1e-5)
+
+    # --cameras names the file; the gmae frame has no pinhole camera, so none is written.
+    other = tmp_path / "cams" / "view.json"
+    assert main(["export", "gaussians", "--ckpt", str(workspace / "gmae.pt"), "--image",
+                 str(image), "--out", str(out), "--cameras", str(other)]) == 0  # fmt: skip
+    assert json.loads(other.read_text()) == cams
+    (tmp_path / "cameras.json").unlink()
+    assert main(["export", "gaussians", "--ckpt", str(workspace / "gmae.pt"), "--image",
+                 str(image), "--out", str(out), "--frame", "gmae"]) == 0  # fmt: skip
+    assert not (tmp_path / "cameras.json").exists()
+
+
 def test_cli_reads_compact_safetensors_checkpoints(workspace, tmp_path):
     pytest.importorskip("gmae.export.checkpoints")
     st = tmp_path / "gmae.safetensors"

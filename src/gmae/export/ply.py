@@ -166,3 +166,21 @@ def read_ply(path: str | os.PathLike):
         return torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]
 
     return Gaussians(t(means), t(scales), t(quats), t(colors), t(opac))
+
+
+def viewer_camera(width: int, height: int, img_name: str, distance: float = DISTANCE) -> dict:
+    """The camera that shows a ``pinhole``-frame PLY as GMAE draws the image, as one entry of
+    the INRIA 3DGS ``cameras.json`` (gaussian-splatting's ``camera_to_JSON``): ``position`` is
+    the camera centre in world coordinates, ``rotation`` the camera-to-world rotation (rows),
+    ``fx`` / ``fy`` in pixels at ``width`` x ``height``; camera axes x right, y down, z forward
+    (COLMAP's); the format has no principal point: the image centre, as GMAE's."""
+    return {
+        "id": 0,
+        "img_name": img_name,
+        "width": int(width),
+        "height": int(height),
+        "position": [0.0, 0.0, -float(distance)],
+        "rotation": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        "fx": distance * width / 2,
+        "fy": distance * height / 2,
+    }

@@ -152,6 +152,12 @@ def register(subparsers, groups) -> None:
         choices=["pinhole", "gmae"],
         help="pinhole: for splat viewers; gmae: GMAE's own camera (docs/zeroshot.md)",
     )
+    p.add_argument(
+        "--cameras",
+        type=Path,
+        help="also write the viewpoint as an INRIA 3DGS cameras.json here (default: cameras.json "
+        "next to --out; pinhole frame only)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_export_gaussians, out_kind="file")
 
@@ -344,7 +350,8 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
 
 
 def cmd_export_gaussians(args: argparse.Namespace) -> int:
-    from gmae.export.ply import DISTANCE, write_ply
+    from gmae import io as gio
+    from gmae.export.ply import DISTANCE, viewer_camera, write_ply
     from gmae.zeroshot.common import load_model, load_photo
 
     photo = load_photo(args.image)
@@ -360,9 +367,12 @@ def cmd_export_gaussians(args: argparse.Namespace) -> int:
     )  # fmt: skip
     h, w = photo.size
     if args.frame == "pinhole":
+        cameras = args.cameras or Path(args.out).with_name("cameras.json")
+        gio.write_json(cameras, [viewer_camera(w, h, Path(args.image).stem)])
         view = (
             f"pinhole camera at (0, 0, -{DISTANCE:g}) looking down +z, y down; "
-            f"fx = {DISTANCE * w / 2:g}, fy = {DISTANCE * h / 2:g} px at {w}x{h}"
+            f"fx = {DISTANCE * w / 2:g}, fy = {DISTANCE * h / 2:g} px at {w}x{h} (written to "
+            f"{cameras})"
         )
     else:
         view = f"gmae.render.Camera(mode='gmae', height={h}, width={w})"
