@@ -23,6 +23,8 @@
     this.colourSelect = root.querySelector(".gv-colour");
     this.peelSlider = root.querySelector(".gv-peel");
     this.onlyBox = root.querySelector(".gv-only");
+    this.sizeSlider = root.querySelector(".gv-size");
+    this.stretchSlider = root.querySelector(".gv-stretch");
     this.image = 0;
     this.drawn = 0;
     this.resetView();
@@ -97,6 +99,11 @@
     this.onlyBox.addEventListener("change", function () {
       self.draw();
     });
+    [this.sizeSlider, this.stretchSlider].forEach(function (el) {
+      el.addEventListener("input", function () {
+        self.draw();
+      });
+    });
     this.root.querySelector(".gv-reset").addEventListener("click", function () {
       self.resetView();
       self.draw();
@@ -122,8 +129,8 @@
     const H = this.canvas.height;
     const f = d.focal * W;
     const lowpass = 0.3 * (W / d.img_size) * (W / d.img_size);
-    const D = d.distance / this.zoom;
-    // World to camera: R = Rx(pitch) Ry(yaw), then the camera sits D in front of the origin.
+    // World to camera: R = Rx(pitch) Ry(yaw) about the Gaussians' mean depth on the axis,
+    // then the camera sits D in front of it (at yaw = pitch = 0, zoom 1: the model's camera).
     const cy = Math.cos(this.yaw);
     const sy = Math.sin(this.yaw);
     const cp = Math.cos(this.pitch);
@@ -132,12 +139,19 @@
     const peel = Number(this.peelSlider.value);
     const only = this.onlyBox.checked;
     const byDepth = this.colourSelect.value === "depth";
+    // Splat size shrinks every footprint (centres stand out); depth stretch spreads the
+    // centres along z about their mean, to see thin layers from the side. Both 1: as predicted.
+    const size2 = Math.pow(Number(this.sizeSlider.value) / 100, 2);
+    const stretch = Number(this.stretchSlider.value);
     let dmin = Infinity;
     let dmax = -Infinity;
+    let zmean = 0;
     for (let i = 0; i < n; i++) {
       dmin = Math.min(dmin, img.depth[i]);
       dmax = Math.max(dmax, img.depth[i]);
+      zmean += img.means[3 * i + 2] / n;
     }
+    const D = (d.distance + zmean) / this.zoom;
     const splats = [];
     for (let i = 0; i < n; i++) {
       const g = img.group[i];
@@ -146,14 +160,16 @@
       if (o < 1 / 255) continue;
       const mx = img.means[3 * i];
       const my = img.means[3 * i + 1];
-      const mz = img.means[3 * i + 2];
+      const mz = (img.means[3 * i + 2] - zmean) * stretch; // relative to the orbit centre
       const x = R[0] * mx + R[1] * my + R[2] * mz;
       const y = R[3] * mx + R[4] * my + R[5] * mz;
       const z = R[6] * mx + R[7] * my + R[8] * mz + D;
       if (z < 0.05) continue; // behind or at the camera
       // Camera-space covariance R S R^T (S symmetric: xx xy xz yy yz zz).
       const s = img.cov.slice(6 * i, 6 * i + 6);
-      const S = [s[0], s[1], s[2], s[1], s[3], s[4], s[2], s[4], s[5]];
+      const S = [s[0], s[1], s[2], s[1], s[3], s[4], s[2], s[4], s[5]].map(function (e) {
+        return e * size2;
+      });
       const RS = new Array(9);
       for (let r = 0; r < 3; r++) {
         for (let k = 0; k < 3; k++) {

@@ -114,11 +114,17 @@ def viewer_html(scene: dict, with_script: bool = True) -> str:
         f'<label>peel nearest layers <input type="range" class="gv-peel" min="0" '
         f'max="{groups - 1}" value="0" step="1"></label>'
         '<label><input type="checkbox" class="gv-only"> that layer alone</label>'
+        '<label>splat size <input type="range" class="gv-size" min="5" max="100" value="100">'
+        "</label>"
+        '<label>depth stretch <input type="range" class="gv-stretch" min="1" max="10" '
+        'step="0.5" value="1"></label>'
         '<button type="button" class="gv-reset">model\'s view</button>'
         '<p class="gv-status"></p>'
         '<p class="gv-help">Drag to orbit, scroll to zoom, double-click for the model\'s own '
-        "view (its render of the image). The slider hides the nearest depth layers one by one "
-        f"({groups} equal-count groups by camera depth), so the layers behind show through.</p>"
+        "view (its render of the image). Peeling hides the nearest depth layers one by one "
+        f"({groups} equal-count groups by camera depth), so the layers behind show through. "
+        "Smaller splats show where the centres are; depth stretch spreads them along the "
+        "viewing axis (a drawing aid: 1 is the depth the model predicted).</p>"
         "</div>"
         f'<script type="application/json" class="gv-data">{payload}</script>'
         "</div>"
