@@ -42,7 +42,12 @@ def register(subparsers, groups) -> None:
         "--steps steps. Re-running continues the same run instead of starting over.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="optimizer steps, the schedule's length (default 300)",
+    )
     p.add_argument("--data", default="imagenette-128", help="dataset spec (default imagenette-128)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=cmd_demo)
@@ -57,7 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gmae.train.engine import pretrain
 
     out = Path(args.out)
-    # The schedule spans exactly the steps run (one epoch of Imagenette is only 295 steps).
+    # The schedule spans exactly the steps run (one epoch of Imagenette is 295 steps).
     overrides = [*DEMO_OVERRIDES, f"data.spec={args.data}", f"optim.total_steps={args.steps}"]
     overrides += args.set
     cfg = load_config("gmae_tiny_imagenette64", overrides)
