@@ -6,6 +6,7 @@ import math
 import os
 import signal
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -422,6 +423,64 @@ def test_two_processes_match_one(tmp_path, fake):
     wa, wb = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def _cli_worker(rank, cases, results):
+    import contextlib
+    import io
+
+    from gmae.cli import main
+
+    torch.set_num_threads(1)
+    engine.build_model, engine.build_data = fake_build_model, fake_build_data
+    ckpt_io.check_metadata = lambda *a: None  # the stored config names the real MAE, not Fake
+    lines = []
+    for port, argvs in cases:
+        os.environ.update(
+            RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        )  # fmt: skip
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = main(argvs[rank])
+        errors = [line for line in err.getvalue().splitlines() if line.startswith("gmae: error")]
+        lines.append(" ".join([str(rc), *errors]))
+    (results / f"cli{rank}.txt").write_text("\n".join(lines))
+
+
+@pytest.mark.slow  # two processes: about 10 s, mostly importing torch twice
+def test_pretrain_cli_checks_on_rank0_only(tmp_path):
+    """gmae pretrain under torchrun with a --out per rank (no shared file system): the checks
+    of --out and the config of --resume come from rank 0; other ranks' directories do not
+    matter (each rank used to check its own and die, leaving the others waiting)."""
+    import torch.multiprocessing as mp
+
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(optim={"epochs": 4}, run={"vis_images": 0}), config)
+    out0, out1 = tmp_path / "out0", tmp_path / "out1"
+    out1.mkdir()
+    (out1 / "last.pt").write_bytes(b"stale")  # rank 1 alone would refuse a fresh run here
+    fresh = [["pretrain", "--config", str(config), "--out", str(o), "--max-steps", "2"]
+             for o in (out0, out1)]  # fmt: skip
+    (out1 / "resumed").mkdir()  # holds no checkpoint and no config: both come from rank 0
+    resume = [["pretrain", "--resume", "--out", str(o), "--max-steps", "4"]
+              for o in (out0, out1 / "resumed")]  # fmt: skip
+    cases = [(_free_port(), fresh), (_free_port(), resume)]
+    ctx = mp.start_processes(_cli_worker, args=(cases, tmp_path), nprocs=2, join=False)
+    deadline, done = time.monotonic() + 120, False
+    try:
+        while not done and time.monotonic() < deadline:
+            done = ctx.join(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()  # a rank left waiting for one that died
+    assert done, "a rank hung"
+    r0, r1 = ((tmp_path / f"cli{r}.txt").read_text().splitlines() for r in range(2))
+    assert r0 == r1 == ["0", "0"]
+    ckpt = torch.load(out0 / "last.pt", weights_only=True)
+    assert ckpt["step"] == 4
+    assert (out1 / "last.pt").read_bytes() == b"stale"  # rank 1 writes nothing
 
 
 def test_total_steps_sets_the_run_and_its_schedule(tmp_path, fake):

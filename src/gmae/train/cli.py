@@ -96,14 +96,34 @@ def register(subparsers, groups) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from gmae.train.checkpoint import check_metadata, load_checkpoint, model_kwargs, stored_config
-    from gmae.train.config import apply_overrides, config_from_dict, load_config
+    from gmae.train import distributed
+    from gmae.train.config import config_from_dict, config_to_dict
     from gmae.train.engine import pretrain
-    from gmae.train.outputs import LAST, check_run_dir, resume_path
 
     if args.max_steps is not None and args.max_steps < 1:
         raise GmaeError("--max-steps must be at least 1")
-    # Everything a user can get wrong is checked here, before data or model are built.
+    # Everything a user can get wrong is checked here, before data or model are built, by rank
+    # 0 alone: under torchrun the other ranks get its config (or its error), so ranks whose
+    # --out is not on a shared file system cannot disagree (the engine's decide_resume then
+    # tells every rank which checkpoint rank 0 resumes from).
+    raw = distributed.from_rank0(lambda: config_to_dict(_checked_config(args)), "pretrain")
+    cfg = config_from_dict(raw)
+    summary = pretrain(
+        cfg, args.out, resume=args.resume, max_steps=args.max_steps, force=args.force
+    )
+    if summary["interrupted"]:
+        return 3  # stopped early by SIGTERM / SIGUSR1 / Ctrl-C, last.pt saved: resume later
+    if summary["rank"] == 0:
+        print(f"done: step {summary['step']}, epoch {summary['epoch']}, run in {summary['out']}")
+    return 0
+
+
+def _checked_config(args: argparse.Namespace):
+    """The run's config (--config, or the checkpoint's with --resume), checked with --out."""
+    from gmae.train.checkpoint import check_metadata, load_checkpoint, model_kwargs, stored_config
+    from gmae.train.config import apply_overrides, config_from_dict, load_config
+    from gmae.train.outputs import LAST, check_run_dir, resume_path
+
     if args.config is not None:
         cfg = load_config(args.config, args.overrides)
     else:
@@ -118,14 +138,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     model_kwargs(cfg)  # the model section against the model's signature and sane bounds
     resume_path(args.out, args.resume)
     check_run_dir(args.out, args.force)
-    summary = pretrain(
-        cfg, args.out, resume=args.resume, max_steps=args.max_steps, force=args.force
-    )
-    if summary["interrupted"]:
-        return 3  # stopped early by SIGTERM / SIGUSR1 / Ctrl-C, last.pt saved: resume later
-    if summary["rank"] == 0:
-        print(f"done: step {summary['step']}, epoch {summary['epoch']}, run in {summary['out']}")
-    return 0
+    return cfg
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
