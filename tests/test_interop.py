@@ -69,6 +69,21 @@ def test_save_pretrained_roundtrip_in_hub_layout(tmp_path, images, name):
     assert load_any(str(out)).kind == "pretrained-dir"
 
 
+def test_from_pretrained_file_applies_img_size_with_other_overrides(tmp_path, images):
+    from gmae.export.checkpoints import save_compact
+    from gmae.hub import model_config
+
+    model = _model("gmae")
+    path = save_compact(model, model_config(model), tmp_path / "m.safetensors")
+    both = gmae.from_pretrained(path, img_size=48, mask_ratio=0.5)  # img_size was dropped
+    assert both.img_size == 48 and both.mask_ratio == 0.5
+    assert torch.equal(both.encoder.cls_token, model.encoder.cls_token)
+    assert gmae.from_pretrained(path, img_size=48).img_size == 48
+    # An override that changes the weights' shapes: one line naming the file.
+    with pytest.raises(GmaeError, match=r"m\.safetensors does not fit GMAE: .*shape"):
+        gmae.from_pretrained(path, num_gaussians=16)
+
+
 def test_from_pretrained_reads_committed_checkpoints_in_one_line():
     path = REPO / "checkpoints" / "gmae_tiny_imagenette64_e40.safetensors"
     model = gmae.from_pretrained(path)

@@ -204,13 +204,12 @@ def load_pretrained(
             raise GmaeError(f"{path}: overrides only apply to gmae checkpoints")
         return load_any(str(path))
     if path.is_file():
-        img_size = overrides.pop("img_size", None)
-        loaded = load_any(str(path), img_size=img_size)
-        if overrides:
-            if loaded.config is None:
-                raise GmaeError(f"{path}: overrides only apply to gmae checkpoints")
-            return _rebuild(loaded, overrides)
-        return loaded
+        if overrides.keys() <= {"img_size"}:  # load_any builds at img_size itself
+            return load_any(str(path), img_size=overrides.get("img_size"))
+        loaded = load_any(str(path))
+        if loaded.config is None:
+            raise GmaeError(f"{path}: overrides only apply to gmae checkpoints")
+        return _rebuild(loaded, overrides)
     name = str(name_or_path)
     if path.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
         raise GmaeError(f"checkpoint {path} not found")
@@ -221,10 +220,11 @@ def load_pretrained(
 
 def _rebuild(loaded: Any, overrides: dict[str, Any]) -> Any:
     from gmae.export.checkpoints import LoadedModel, _build_from_config
+    from gmae.train.checkpoint import load_state
 
-    cfg = apply_overrides(loaded.config, overrides, loaded.source)
+    cfg = apply_overrides(loaded.config, overrides, loaded.source)  # img_size included
     model = _build_from_config(cfg, None)
-    model.load_state_dict(loaded.model.state_dict())
+    load_state(model, loaded.model.state_dict(), loaded.source)  # one line if shapes change
     return LoadedModel(model.eval(), loaded.kind, loaded.source, loaded.name, cfg, loaded.info)
 
 
