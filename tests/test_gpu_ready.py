@@ -237,6 +237,23 @@ def test_fp32_islands_have_no_autocast_eligible_ops():
     assert calls == ["linear"]
 
 
+def test_tf32_flags_are_restored_after_a_run_or_benchmark():
+    from gmae.precision import tf32_matmuls
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = tuple(f.allow_tf32 for f in flags)
+    try:
+        for f in flags:
+            f.allow_tf32 = False
+        with pytest.raises(RuntimeError, match="boom"), tf32_matmuls(True):
+            assert all(f.allow_tf32 for f in flags)
+            raise RuntimeError("boom")  # restored on the way out of a failed run too
+        assert not any(f.allow_tf32 for f in flags)
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
+
+
 def test_losses_and_head_stay_fp32_under_cpu_autocast():
     """CPU autocast rounds linear / matmul to bf16 too: the head, the losses and InfoNCE must
     come out in fp32 and equal the fp32 computation of the same (bf16-rounded) inputs."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from gmae.precision import tf32_matmuls
 from gmae.train.checkpoint import model_kwargs
 from gmae.train.config import load_config
 from gmae.train.distributed import pick_device
@@ -139,9 +140,6 @@ def bench_train(
     k_curve: list[str] | None = None,
     amp: str = "none",
 ) -> dict[str, Any]:
-    from gmae.models import create_model
-    from gmae.render import resolve_backend
-
     if threads:
         torch.set_num_threads(threads)
     if k_curve:
@@ -149,12 +147,40 @@ def bench_train(
             presets[0], k_curve, batch_size, repeats, warmup, device, json_path=json_path
         )
     dev = pick_device(device)
-    if dev.type == "cuda":  # as training: TF32 on (the renderer and losses opt out)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    elif amp != "none":
+    if dev.type != "cuda" and amp != "none":
         from gmae.errors import GmaeError
 
         raise GmaeError(f"--amp {amp} needs --device cuda (training ignores AMP on the CPU)")
+    with contextlib.ExitStack() as flags:
+        if dev.type == "cuda":  # as training: TF32 only without autocast, restored afterwards
+            flags.enter_context(tf32_matmuls(amp == "none"))
+        rows, backend = _bench_presets(presets, batch_size, repeats, warmup, dev, amp)
+
+    report = {
+        "device": str(dev),
+        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "amp": amp,
+        "render_backend": backend,
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "repeats": repeats,
+        "warmup": warmup,
+        "results": rows,
+    }
+    print(format_table(report))
+    if json_path is not None:
+        from gmae import io as gio
+
+        gio.write_text(json_path, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _bench_presets(presets, batch_size, repeats, warmup, dev, amp) -> tuple[list, str | None]:
+    """One row per preset: the MAE and GMAE step times (and GMAE's render share)."""
+    from gmae.models import create_model
+    from gmae.render import resolve_backend
+
     backend = None
     rows = []
     for suffix in presets:
@@ -199,25 +225,7 @@ def bench_train(
         result["gmae_over_mae"] = result["gmae"]["step_s"] / result["mae"]["step_s"]
         result["gmae_over_mae_cpu"] = result["gmae"]["step_cpu_s"] / result["mae"]["step_cpu_s"]
         rows.append(result)
-
-    report = {
-        "device": str(dev),
-        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-        "amp": amp,
-        "render_backend": backend,
-        "cpu": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "repeats": repeats,
-        "warmup": warmup,
-        "results": rows,
-    }
-    print(format_table(report))
-    if json_path is not None:
-        from gmae import io as gio
-
-        gio.write_text(json_path, json.dumps(report, indent=2) + "\n")
-    return report
+    return rows, backend
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -59,7 +59,7 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA; ignored on CPU
-    tf32: bool = True  # TF32 matmuls / convolutions on CUDA (renderer, losses stay exact fp32)
+    tf32: bool = True  # TF32 matmuls / convolutions on CUDA, only with amp none (gmae.precision)
     log_every: int = 10  # optimizer steps between metrics lines
     ckpt_every: int = 10  # epochs between checkpoint-EPOCH.pt (last.pt after every epoch)
     ckpt_every_steps: int = 0  # also refresh last.pt every N steps mid-epoch (0: off)

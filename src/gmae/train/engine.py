@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from gmae import __version__
 from gmae.data.transforms import to_unit_float
 from gmae.errors import GmaeError
+from gmae.precision import tf32_matmuls
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
 from gmae.train.config import Config, config_to_dict, save_config
@@ -171,9 +172,10 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     if device.type != "cuda":
         amp = None
     scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
-    if device.type == "cuda":  # the renderer and the losses turn it off for themselves
-        torch.backends.cuda.matmul.allow_tf32 = r.tf32
-        torch.backends.cudnn.allow_tf32 = r.tf32
+    if device.type == "cuda":
+        # TF32 only without autocast: the islands' backward runs under the global flag (see
+        # gmae.precision); under autocast the blocks' matmuls are half precision anyway.
+        cleanup.enter_context(tf32_matmuls(r.tf32 and amp is None))
 
     # Batch and learning rate: MAE's linear scaling rule on the effective batch.
     accum = o.accum_iter
