@@ -84,6 +84,29 @@ def test_from_pretrained_file_applies_img_size_with_other_overrides(tmp_path, im
         gmae.from_pretrained(path, num_gaussians=16)
 
 
+def test_save_pretrained_after_loading_keeps_the_whole_config(tmp_path):
+    from gmae.export.checkpoints import save_compact
+    from gmae.hub import model_config
+    from gmae.train.config import config_from_dict, config_to_dict
+
+    model = _model("mae")
+    raw = config_to_dict(model_config(model))
+    raw["data"]["spec"] = "imagenette-64"
+    raw["optim"]["base_lr"] = 3e-4
+    cfg = config_from_dict(raw)
+    first = model.save_pretrained(tmp_path / "a", config=cfg)
+    again = gmae.from_pretrained(first).save_pretrained(tmp_path / "b")  # no config= given
+    stored = json.loads((again / "config.json").read_text())["config"]
+    assert stored == json.loads((first / "config.json").read_text())["config"]
+    # Loaded at another size (directory or compact file): the size it was built at.
+    path = save_compact(model, cfg, tmp_path / "m.safetensors")
+    for source in (first, path):
+        big = gmae.from_pretrained(source, img_size=48)
+        assert big.gmae_config["data"] == {**stored["data"], "img_size": 48}
+        assert big.gmae_config["optim"]["base_lr"] == 3e-4
+    assert load_any(str(path), img_size=48).config.data.img_size == 48
+
+
 def test_from_pretrained_reads_committed_checkpoints_in_one_line():
     path = REPO / "checkpoints" / "gmae_tiny_imagenette64_e40.safetensors"
     model = gmae.from_pretrained(path)

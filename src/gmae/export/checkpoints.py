@@ -204,17 +204,29 @@ def load_model(
     return loaded.model, loaded.config
 
 
+def _at_size(cfg: Any, img_size: int | None) -> Any:
+    """``cfg`` with ``data.img_size`` = ``img_size`` (checked against the model), or ``cfg``."""
+    from gmae.train.config import check_model, config_from_dict, config_to_dict
+
+    if img_size is None or img_size == cfg.data.img_size:
+        return cfg
+    check_model(cfg.model, img_size)
+    raw = config_to_dict(cfg)
+    raw["data"]["img_size"] = img_size
+    return config_from_dict(raw)
+
+
 def _build_from_config(cfg: Any, img_size: int | None) -> nn.Module:
     from gmae.models import create_model
     from gmae.train.checkpoint import model_kwargs
+    from gmae.train.config import config_to_dict
 
-    kwargs = model_kwargs(cfg)
-    if img_size is not None:
-        from gmae.train.config import check_model
-
-        check_model(cfg.model, img_size)
-        kwargs["img_size"] = img_size
-    return create_model(**kwargs)
+    cfg = _at_size(cfg, img_size)
+    model = create_model(**model_kwargs(cfg))
+    # The whole config (data, normalisation, recipe) at the size built, not create_model's
+    # model-only record: save_pretrained after loading writes back what was loaded.
+    model.gmae_config = config_to_dict(cfg)
+    return model
 
 
 def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
@@ -240,7 +252,8 @@ def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
     cfg = stored_config(raw, path)
     check_metadata(cfg, shapes, path)  # before anything is allocated
     tensors, _ = read_safetensors(path)
-    model = _build_from_config(cfg, img_size)
+    cfg = _at_size(cfg, img_size)  # what the model is built at, also in LoadedModel.config
+    model = _build_from_config(cfg, None)
     load_state(
         model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, path
     )
@@ -260,7 +273,8 @@ def _load_training(
         raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
     cfg = stored_config(ckpt["config"], path)
     check_metadata(cfg, ckpt["model"], path)  # before anything is allocated
-    model = _build_from_config(cfg, img_size)
+    cfg = _at_size(cfg, img_size)
+    model = _build_from_config(cfg, None)
     load_state(model, ckpt["model"], path)
     info = {"epoch": ckpt.get("epoch"), "step": ckpt.get("step")}
     return LoadedModel(model.eval(), "training", str(path), cfg.model["name"], cfg, info)
@@ -450,10 +464,10 @@ def load_any(
     if ckpt == RANDOM:
         if config is None:
             raise GmaeError("--ckpt random needs --config PRESET (the architecture to initialise)")
-        cfg = load_config(config)
+        cfg = _at_size(load_config(config), img_size)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = _build_from_config(cfg, img_size)
+            model = _build_from_config(cfg, None)
         info = {"config": str(config), "seed": seed}
         return LoadedModel(model.eval(), "random", RANDOM, cfg.model["name"], cfg, info)
     if config is not None:
