@@ -29,14 +29,15 @@ TINY = dict(
 )  # fmt: skip
 
 
-def save_tiny_checkpoint(path: Path, name: str, seed: int = 0) -> Path:
+def save_tiny_checkpoint(path: Path, name: str, seed: int = 0, data: str | None = None) -> Path:
     from gmae.train.checkpoint import model_kwargs, save_checkpoint
     from gmae.train.config import config_from_dict, config_to_dict
 
     model_cfg = {"name": name, **{k: v for k, v in TINY.items() if k != "img_size"}}
     if name == "gmae":
         model_cfg["num_gaussians"] = 16
-    cfg = config_from_dict({"model": model_cfg, "data": {"img_size": TINY["img_size"]}})
+    data_cfg = {"img_size": TINY["img_size"], **({"spec": data} if data else {})}
+    cfg = config_from_dict({"model": model_cfg, "data": data_cfg})
     torch.manual_seed(seed)
     model = create_model(**model_kwargs(cfg))
     save_checkpoint(path, {"format": 1, "config": config_to_dict(cfg), "model": model.state_dict()})
@@ -187,7 +188,10 @@ def test_report_commands_exist():
     from gmae.report.builders import report_commands
 
     parser = build_parser()
-    for line in report_commands("model.pt"):
+    lines = report_commands("model.pt", "deadleaves:size=64,texture=1")
+    assert lines[:-1] == report_commands("model.pt")  # the occlusion command only when asked
+    assert lines[-1].startswith("gmae zeroshot occlusion --ckpt model.pt --data deadleaves:")
+    for line in lines:
         argv = shlex.split(line)
         assert argv[0] == "gmae"
         args = parser.parse_args(argv[1:])  # SystemExit (a test failure) on an unknown option
@@ -266,6 +270,111 @@ def test_build_report_rejects_bad_input(tmp_path):
 def test_report_cli_missing_checkpoint(tmp_path, capsys):
     assert main(["report", "--ckpt", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "none.pt not found" in capsys.readouterr().err
+
+
+# --- the occlusion section of a dead-leaves checkpoint ----------------------------------------
+
+DEADLEAVES = "deadleaves:size=32"
+
+
+@pytest.fixture(scope="module")
+def occlusion_report(tmp_path_factory):
+    """``gmae report --quick`` of a random tiny GMAE whose stored config trained on dead leaves
+    (4 scenes; seed 1, so that the seed-0 random baseline is a different model)."""
+    root = tmp_path_factory.mktemp("occlusion_report")
+    ckpt = save_tiny_checkpoint(root / "gmae.pt", "gmae", seed=1, data=DEADLEAVES)
+    out = root / "out"
+    argv = ["report", "--ckpt", str(ckpt), "--out", str(out), "--quick", "--num-images", "1",
+            "--occlusion-images", "4", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    return ckpt, out
+
+
+def _summary_cells(html: str) -> dict[str, str]:
+    box = re.search(r'<div class="summary">(.*?)</div></div>', html)[1]
+    return dict(re.findall(r"<div><span>(.*?)</span><span>(.*?)</span>", box + "</div>"))
+
+
+def test_report_occlusion_section(occlusion_report):
+    from gmae.data.deadleaves import occlusion_pairs
+    from gmae.zeroshot.common import Photo, load_model
+    from gmae.zeroshot.occlusion import load_scenes, model_maps, pair_accuracy
+
+    ckpt, out = occlusion_report
+    html = (out / "index.html").read_text()
+    assert "Occlusion (dead leaves)" in parse(out / "index.html").headings
+    occ = json.loads((out / "report.json").read_text())["occlusion"]
+    assert occ["data"] == DEADLEAVES and occ["n_images"] == 4
+    d, r, b = occ["depth_order"], occ["rank_correlation"], occ["boundaries"]
+    for name in ("gmae", "random_gmae", "shuffled"):
+        assert 0 <= d[name]["mean"] <= 1 and d[name]["n"] == 4 and d[name]["pairs"] > 0
+        lo, hi = d[name]["ci"]
+        assert lo <= d[name]["mean"] <= hi
+        assert name in r and 0 <= b[name]["ods"] <= 1
+    assert d["gmae"]["mean"] != d["random_gmae"]["mean"]  # a different (random) model
+    for name in ("canny", "sobel"):
+        assert 0 < b[name]["ods"] <= 1
+    assert "per_image" not in d["gmae"]  # the per-scene lists stay in the command's JSON
+
+    # The numbers are those of the checkpoint on the first 4 test scenes of its own spec.
+    model = load_model(ckpt, "gmae", "cpu")
+    scenes = load_scenes(DEADLEAVES, "test", 4)
+    depth = model_maps(model, [Photo(str(i), s.image) for i, s in enumerate(scenes)], (4, 8)).depth
+    acc = [pair_accuracy(m, *occlusion_pairs(s.leaf, 1))[0] for m, s in zip(depth, scenes)]
+    assert d["gmae"]["mean"] == pytest.approx(np.mean(acc))
+
+    # On the page: the table with the numbers, the plain sentence, the summary line, pictures.
+    section = html.split("Occlusion (dead leaves)</h2>", 1)[1].split("<h2>", 1)[0]
+    mean, ci = d["gmae"]["mean"], d["gmae"]["ci"]
+    assert f"<td>GMAE</td><td>{mean:.4g}</td><td>[{ci[0]:.3f}, {ci[1]:.3f}]</td>" in section
+    for label, name in (("Canny (edges only)", "canny"), ("Sobel (edges only)", "sobel")):
+        assert f"<td>{label}</td>" in section and f"<td>{b[name]['ods']:.4g}</td>" in section
+    assert "random GMAE" in section and "shuffled" in section
+    sentence = re.search(r"<p>(GMAE puts the occluding side nearer.*?)</p>", section)[1]
+    assert f"{d['gmae']['mean']:.3f}" in sentence and "0.5" in sentence and "0.75" in sentence
+    cell = _summary_cells(html)["occlusion depth order: GMAE / random / shuffled"]
+    assert cell.startswith(f"{d['gmae']['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] / ")
+    assert "4 scenes" in cell
+    strips = [decode_png(src) for src in re.findall(r'<img src="([^"]+)"', section)]
+    pngs = sorted(p.name for p in out.glob("occlusion_*.png"))
+    assert len(strips) == 2 and pngs == ["occlusion_00.png", "occlusion_01.png"]
+    # scene | true rank | GMAE depth | random depth | true boundaries | GMAE edges, 4x enlarged
+    assert strips[0].size == (4 * (6 * 32 + 5 * 2), 4 * 32)
+    assert f"--data {DEADLEAVES}" in html  # the command that computes the full scores
+
+
+def test_report_without_deadleaves_has_no_occlusion_section(report):
+    html = (report / "index.html").read_text()
+    assert "Occlusion" not in html and "occlusion depth order" not in html
+    assert "occlusion" not in json.loads((report / "report.json").read_text())
+    assert not list(report.glob("occlusion_*.png"))
+
+
+def test_report_occlusion_bad_options(tmp_path, capsys):
+    ckpt = save_tiny_checkpoint(tmp_path / "gmae.pt", "gmae")
+    base = ["report", "--ckpt", str(ckpt), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*base, "--occlusion-data", "cifar10"]) == 2
+    assert "--occlusion-data needs a dead-leaves spec" in capsys.readouterr().err
+    assert main([*base, "--occlusion-data", "deadleaves:colour=1"]) == 2
+    assert "bad deadleaves option 'colour=1'" in capsys.readouterr().err
+    assert main([*base, "--occlusion-data", DEADLEAVES, "--occlusion-images", "1"]) == 2
+    assert "--occlusion-images must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # failed before any work
+
+
+def test_occlusion_verdict_states_what_the_number_means():
+    from gmae.report.builders import occlusion_verdict
+
+    def say(mean, lo, hi):
+        return occlusion_verdict({"gmae": {"mean": mean, "ci": [lo, hi], "n": 24}})
+
+    assert "reaches the goal of 0.75" in say(0.8, 0.77, 0.83)
+    assert "better than chance (0.5), below the goal of 0.75" in say(0.6, 0.55, 0.65)
+    assert "better than chance (0.5), and the CI reaches" in say(0.7, 0.6, 0.8)
+    assert "not distinguishable from chance" in say(0.51, 0.48, 0.54)
+    assert "worse than chance" in say(0.4, 0.35, 0.45)
+    assert "0.800" in say(0.8, 0.77, 0.83) and "24 scenes" in say(0.8, 0.77, 0.83)
+    assert "too few for a CI" in occlusion_verdict({"gmae": {"mean": 0.5, "n": 1}})
 
 
 # --- the 3-D Gaussian viewer ------------------------------------------------------------------

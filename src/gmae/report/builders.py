@@ -3,7 +3,9 @@
 ``build_report(model, out_dir)`` is what ``gmae report`` and ``gmae demo`` call. It runs every
 zero-shot procedure (gmae.zeroshot) on a few BSDS500 val images and Weizmann horses and writes one
 self-contained page (``index.html``, PNGs embedded as base64 and also written next to it) plus
-``report.json`` with the numbers.
+``report.json`` with the numbers. A checkpoint trained on dead leaves (or any model given a
+dead-leaves spec) also gets the occlusion scores of ``gmae.zeroshot.occlusion`` on a few test
+scenes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +34,26 @@ class ReportSettings:
     nthresh: int = 15  # boundary benchmark thresholds (the full benchmark uses 99)
     layer_pages: int = 2  # photos shown with the full layering section (a BSDS, a horse)
     workers: int = 2  # boundary-benchmark processes
+    occlusion_images: int = 24  # dead-leaves test scenes scored (dead-leaves checkpoints only)
+    occlusion_pictures: int = 4  # of them pictured
+    occlusion_boot: int = 10_000  # bootstrap resamples of the occlusion CIs
 
     @classmethod
-    def make(cls, num_images: int | None = None, quick: bool = False) -> ReportSettings:
+    def make(
+        cls,
+        num_images: int | None = None,
+        quick: bool = False,
+        occlusion_images: int | None = None,
+    ) -> ReportSettings:
         if quick:
             n = 2 if num_images is None else num_images
-            return cls(num_images=n, layers=(4, 8), nthresh=5, layer_pages=1, workers=1)
-        return cls() if num_images is None else cls(num_images=num_images)
+            s = cls(num_images=n, layers=(4, 8), nthresh=5, layer_pages=1, workers=1,
+                    occlusion_images=8, occlusion_pictures=2, occlusion_boot=2000)  # fmt: skip
+        else:
+            s = cls() if num_images is None else cls(num_images=num_images)
+        if occlusion_images is not None:
+            s = replace(s, occlusion_images=occlusion_images)
+        return s
 
 
 # --- layering ----------------------------------------------------------------------------------
@@ -199,6 +214,8 @@ def build_report(
     checkpoint: str | os.PathLike | None = None,
     metrics: str | os.PathLike | None = None,
     mae_option: str | None = "--mae-ckpt",
+    occlusion_data: str | None = None,
+    occlusion_images: int | None = None,
 ) -> Path:
     """Run the zero-shot procedures on a few BSDS500 / horse images and write OUT/index.html.
 
@@ -208,6 +225,9 @@ def build_report(
     the summary box (training budget). ``metrics``: the run's metrics.jsonl for the training
     curves (default: the one next to ``checkpoint``, if any). ``mae_option``: how the caller
     takes an MAE checkpoint, named when there is none (None: the caller has no such option).
+    ``occlusion_data``: a dead-leaves spec whose test scenes get the occlusion section (default:
+    the checkpoint's own ``data.spec`` when it is a dead-leaves spec; otherwise no section);
+    ``occlusion_images``: how many scenes (default 24, quick 8).
     Returns the page's path; the numbers are also in OUT/report.json.
     """
     from gmae.evaluate.boundaries import evaluate_boundaries
@@ -223,9 +243,11 @@ def build_report(
 
     if not isinstance(model, GMAE):
         raise GmaeError(f"the report needs a GMAE model, got {type(model).__name__}")
-    s = settings or ReportSettings.make(num_images, quick)
+    s = settings or ReportSettings.make(num_images, quick, occlusion_images)
     if s.num_images < 1:
         raise GmaeError(f"--num-images must be at least 1, got {s.num_images}")
+    if s.occlusion_images < 2:  # the shuffled control pairs scenes
+        raise GmaeError(f"--occlusion-images must be at least 2, got {s.occlusion_images}")
     t0 = time.perf_counter()
     model.eval()
     if mae_model is not None:
@@ -236,6 +258,9 @@ def build_report(
     rep = HtmlReport(title or "GMAE zero-shot report")
     params = sum(p.numel() for p in model.parameters())
     facts = checkpoint_facts(checkpoint) if checkpoint is not None else {}
+    # Checked before the slow sections, so a bad spec fails at once.
+    occlusion_spec = occlusion_data or trained_deadleaves_spec(facts)
+    scenes = _occlusion_scenes(occlusion_spec, s.occlusion_images) if occlusion_spec else []
     if metrics is None and checkpoint is not None:
         beside = Path(checkpoint).parent / "metrics.jsonl"
         metrics = beside if beside.is_file() else None
@@ -399,6 +424,13 @@ def build_report(
         f"first {len(horses)} Weizmann horses",
     )
 
+    # 4b. Occlusion order on dead-leaves scenes, where the model was trained on them (or asked).
+    if occlusion_spec:
+        random_model = _random_twin(model, facts, checkpoint)
+        numbers["occlusion"] = add_occlusion_section(
+            rep, model, occlusion_spec, scenes, s, random_model, mae_model, progress
+        )
+
     # 5. Statistics
     rep.heading("Gaussian statistics")
     batches = photo_batches(photos, model.img_size, 8)
@@ -416,7 +448,8 @@ def build_report(
 
     # 6. How to reproduce
     rep.heading("Commands")
-    rep.code("\n".join(report_commands(str(checkpoint) if checkpoint is not None else "C")))
+    ckpt_name = str(checkpoint) if checkpoint is not None else "C"
+    rep.code("\n".join(report_commands(ckpt_name, occlusion_spec)))
     numbers["seconds"] = round(time.perf_counter() - t0, 1)
     rep.text(f"Built in {numbers['seconds']} s.")
 
@@ -437,6 +470,8 @@ def build_report(
         ("figure-ground mIoU: GMAE depth / centre prior",
          f"{fgs['gmae_depth_otsu']['miou']:.3f} / {fgs['centre_prior']['miou']:.3f} "
          f"({len(horses)} horses)"),
+        *([("occlusion depth order: GMAE / random / shuffled",
+            occlusion_summary(numbers["occlusion"]))] if occlusion_spec else []),
         ("Spearman(scale, depth), pooled", _num(corr["scale_gmean"]["pooled"])),
         ("MAE baseline", mae_text),
         ("built in", f"{numbers['seconds']} s"),
@@ -446,9 +481,11 @@ def build_report(
     return rep.save(out)
 
 
-def report_commands(ckpt: str = "C") -> list[str]:
+def report_commands(ckpt: str = "C", occlusion_spec: str | None = None) -> list[str]:
     """The full-size commands behind each section (every option exists: tests parse them)."""
-    return [
+    import shlex
+
+    commands = [
         f"gmae zeroshot layers --ckpt {ckpt} --image photo.jpg --out runs/layers",
         f"gmae zeroshot edges --ckpt {ckpt} --images BSDS/images/val --out runs/edges "
         "--baselines canny sobel",
@@ -459,6 +496,159 @@ def report_commands(ckpt: str = "C") -> list[str]:
         f"gmae zeroshot stats --ckpt {ckpt} --data imagenette-128 --json runs/stats.json",
         f"gmae export gaussians --ckpt {ckpt} --image photo.jpg --out photo.ply",
     ]
+    if occlusion_spec:
+        commands.append(
+            f"gmae zeroshot occlusion --ckpt {ckpt} --data {shlex.quote(occlusion_spec)} "
+            "--json runs/occlusion.json --out runs/occlusion"
+        )
+    return commands
+
+
+# --- occlusion (dead leaves) ------------------------------------------------------------------
+
+
+def trained_deadleaves_spec(facts: dict) -> str | None:
+    """The checkpoint's training data spec when it is a dead-leaves one, else None."""
+    from gmae.data.deadleaves import is_deadleaves_spec
+
+    spec = ((facts.get("config") or {}).get("data") or {}).get("spec")
+    return spec if isinstance(spec, str) and is_deadleaves_spec(spec) else None
+
+
+def _occlusion_scenes(spec: str, count: int):
+    from gmae.data.deadleaves import is_deadleaves_spec
+    from gmae.zeroshot.occlusion import load_scenes
+
+    if not is_deadleaves_spec(spec):
+        raise GmaeError(
+            f"--occlusion-data needs a dead-leaves spec (deadleaves[:key=value,...]), got {spec!r}"
+        )
+    return load_scenes(spec, "test", count)
+
+
+def _random_twin(model, facts: dict, checkpoint):
+    """The random-GMAE baseline of ``gmae zeroshot occlusion`` (same architecture, seed 0), built
+    from the checkpoint's stored config; None when the model came without one."""
+    from gmae.export.checkpoints import LoadedModel, random_like
+    from gmae.train.checkpoint import stored_config
+    from gmae.zeroshot.common import model_device
+
+    if not facts.get("config"):
+        return None
+    cfg = stored_config(facts["config"], checkpoint)
+    twin = random_like(LoadedModel(model, "report", str(checkpoint), "gmae", cfg)).model
+    return twin.to(model_device(model)).eval()
+
+
+def _ci_text(score: dict) -> str:
+    ci = score.get("ci")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
+
+
+def occlusion_verdict(depth_order: dict) -> str:
+    """One plain sentence on GMAE's depth-order accuracy (0.5 chance, goal 0.75)."""
+    from gmae.zeroshot.occlusion import GMAE
+
+    d = depth_order[GMAE]
+    head = (
+        f"GMAE puts the occluding side nearer for {d['mean']:.3f} of the pixel pairs across a "
+        f"true occlusion boundary ({d['n']} scenes"
+    )
+    if "ci" not in d:
+        return head + "; too few for a CI). 0.5 is chance; the goal is 0.75."
+    lo, hi = d["ci"]
+    if lo >= 0.75:
+        verdict = "it reaches the goal of 0.75"
+    elif lo > 0.5:
+        verdict = "better than chance (0.5)" + (
+            ", and the CI reaches the goal of 0.75" if hi >= 0.75 else ", below the goal of 0.75"
+        )
+    elif hi < 0.5:
+        verdict = "worse than chance (0.5): it tends to put the occluded side nearer"
+    else:
+        verdict = "not distinguishable from chance (0.5); the goal is 0.75"
+    return head + f", 95 % CI {lo:.3f}-{hi:.3f}): {verdict}."
+
+
+def occlusion_summary(numbers: dict) -> str:
+    """The summary box's line: depth-order accuracy of GMAE (with CI) and its baselines."""
+    from gmae.zeroshot.occlusion import GMAE, RANDOM, SHUFFLED
+
+    d = numbers["depth_order"]
+    base = " / ".join(f"{d[m]['mean']:.3f}" if m in d else "-" for m in (RANDOM, SHUFFLED))
+    return (
+        f"{d[GMAE]['mean']:.3f} {_ci_text(d[GMAE])} / {base} ({numbers['n_images']} scenes; "
+        "chance 0.5, goal 0.75)"
+    )
+
+
+def add_occlusion_section(
+    rep: HtmlReport,
+    model,
+    spec: str,
+    scenes,
+    s: ReportSettings,
+    random_model=None,
+    mae_model=None,
+    progress: bool = False,
+) -> dict:
+    """The "Occlusion (dead leaves)" section: ``gmae.zeroshot.occlusion``'s scores of the scenes
+    (depth order, rank correlation, edges, with the random / shuffled baselines), a sentence on
+    what they mean and picture strips. Returns the scores (without per-image lists)."""
+    from gmae.zeroshot.occlusion import DEFAULT_MAX_DIST as MAX_DIST
+    from gmae.zeroshot.occlusion import GMAE, RANDOM, SHUFFLED, occlusion_scores, scene_strip
+
+    layers = tuple(L for L in s.layers if L <= model.num_gaussians) or (model.num_gaussians,)
+    result, maps = occlusion_scores(
+        model, scenes, random_model, mae_model, layers=layers, max_dist=MAX_DIST,
+        n_boot=s.occlusion_boot, workers=s.workers, progress=progress,
+    )  # fmt: skip
+    d, r, b = result["depth_order"], result["rank_correlation"], result["boundaries"]
+    size = scenes[0].image.shape[0]
+    rep.heading("Occlusion (dead leaves)")
+    rep.text(occlusion_verdict(d))
+    labels = {GMAE: "GMAE", RANDOM: "random GMAE (same architecture)",
+              SHUFFLED: "shuffled (next scene's GMAE map)"}  # fmt: skip
+
+    def mean(score: dict):  # nan: no scene had pairs / three leaves with a finite depth
+        return score["mean"] if np.isfinite(score["mean"]) else "-"
+
+    rows = [
+        [labels[m], mean(d[m]), _ci_text(d[m]), mean(r[m]), _ci_text(r[m]), b[m]["ods"]]
+        for m in (GMAE, RANDOM, SHUFFLED)
+        if m in d
+    ]
+    rows += [[m.capitalize() + " (edges only)", "-", "-", "-", "-", b[m]["ods"]]
+             for m in ("canny", "sobel")]  # fmt: skip
+    rep.table(
+        ["method", "depth-order accuracy", "95 % CI", "rank correlation", "95 % CI", "edges ODS"],
+        rows,
+        f"{len(scenes)} test scenes of {spec} ({size} px). Depth-order accuracy: share of pixel "
+        "pairs across a true occlusion boundary whose occluding side is nearer (0.5 chance, goal "
+        "0.75); rank correlation: Spearman rho of each leaf's median depth and its true order (0 "
+        f"chance); edges: layer-index edges (L = {', '.join(map(str, layers))}) against the true "
+        f"boundaries, BSDS benchmark at tolerance {MAX_DIST} of the diagonal. 95 % "
+        "bootstrap CIs over scenes.",
+    )
+    if random_model is None:
+        rep.text("No random-GMAE baseline: the model came without a stored config.")
+    depth_names = " | ".join(f"{labels[m].split(' (')[0]} depth" for m in maps)
+    rep.open_columns()
+    for i, scene in enumerate(scenes[: s.occlusion_pictures]):
+        rep.image(
+            f"occlusion_{i:02d}",
+            scene_strip(scene, i, maps),
+            f"test scene {i}: scene | true occlusion rank | {depth_names} | true boundaries | "
+            "GMAE edges (near = bright)",
+        )
+    rep.close_columns()
+
+    def compact(v):  # per-image lists belong in `gmae zeroshot occlusion`'s JSON, not here
+        if not isinstance(v, dict):
+            return v
+        return {k: compact(x) for k, x in v.items() if k != "per_image"}
+
+    return {"data": spec, **compact(result)}
 
 
 def _num(v) -> str:

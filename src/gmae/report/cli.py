@@ -14,7 +14,8 @@ def register(subparsers, groups) -> None:
         "report",
         help="one HTML page with every zero-shot result of a GMAE checkpoint",
         description="Reconstructions, depth layers, edges (BSDS500 val, with Canny and "
-        "ODS/OIS/AP), figure-ground (Weizmann horses, mIoU), Gaussian statistics: "
+        "ODS/OIS/AP), figure-ground (Weizmann horses, mIoU), Gaussian statistics and, for a "
+        "checkpoint trained on dead leaves, occlusion order on dead-leaves test scenes: "
         "OUT/index.html (self-contained) with its PNGs and OUT/report.json.",
     )
     p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
@@ -26,6 +27,15 @@ def register(subparsers, groups) -> None:
         "--metrics",
         type=Path,
         help="the run's metrics.jsonl, for the training curves (default: the one next to --ckpt)",
+    )
+    p.add_argument(
+        "--occlusion-data",
+        metavar="SPEC",
+        help="dead-leaves spec for the occlusion section (default: the checkpoint's own data.spec "
+        "when it is deadleaves...; no section otherwise)",
+    )
+    p.add_argument(
+        "--occlusion-images", type=int, help="dead-leaves test scenes scored (default 24, quick 8)"
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_report)
@@ -40,7 +50,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     page = build_report(
         model, args.out, mae_model=mae, num_images=args.num_images, quick=args.quick,
         title=f"GMAE zero-shot report: {args.ckpt.name}", checkpoint=args.ckpt,
-        metrics=args.metrics,
+        metrics=args.metrics, occlusion_data=args.occlusion_data,
+        occlusion_images=args.occlusion_images,
     )  # fmt: skip
     print(f"wrote {page}")
     return 0

@@ -268,12 +268,11 @@ def load_scenes(spec: str, split: str = "test", num_images: int = 0) -> list[Dea
     return [ds.scene(i) for i in range(n)]
 
 
-def save_pictures(out, scenes: Sequence[DeadLeavesScene], maps: dict[str, ModelMaps], count: int):
-    """OUT/scene_NNNNNN.png: the scene, the true occlusion rank, each model's expected depth
-    (near = bright, per-image rank-normalised), the true boundaries and GMAE's edges."""
-    from pathlib import Path
-
-    from gmae.zeroshot.common import colormap, save_png, strip
+def scene_strip(scene: DeadLeavesScene, index: int, maps: dict[str, ModelMaps]) -> np.ndarray:
+    """One scene's picture strip (uint8 RGB, 4x enlarged): the scene, the true occlusion rank,
+    each model's expected depth (near = bright, per-image rank-normalised), the true boundaries
+    and GMAE's edges. ``index``: the scene's position in the maps."""
+    from gmae.zeroshot.common import colormap, strip
 
     def ranked(a: np.ndarray) -> np.ndarray:
         """Near = 1, far = 0, by average rank (equal values stay equal); inf = 0."""
@@ -287,12 +286,21 @@ def save_pictures(out, scenes: Sequence[DeadLeavesScene], maps: dict[str, ModelM
             r[ok] = (ranks.max() - ranks) / max(ranks.max() - ranks.min(), 1e-12)
         return r.reshape(a.shape)
 
+    parts = [scene.image, colormap(ranked(scene.rank.astype(float)), "magma")]
+    parts += [colormap(ranked(m.depth[index]), "magma") for m in maps.values()]
+    parts += [scene.boundaries.astype(np.float64), maps[GMAE].edges[index]]
+    return np.kron(strip(parts, gap=2), np.ones((4, 4, 1), np.uint8))
+
+
+def save_pictures(out, scenes: Sequence[DeadLeavesScene], maps: dict[str, ModelMaps], count: int):
+    """OUT/scene_NNNNNN.png: ``scene_strip`` of each of the first ``count`` scenes."""
+    from pathlib import Path
+
+    from gmae.zeroshot.common import save_png
+
     written = []
     for i, s in enumerate(scenes[:count]):
-        parts = [s.image, colormap(ranked(s.rank.astype(float)), "magma")]
-        parts += [colormap(ranked(m.depth[i]), "magma") for m in maps.values()]
-        parts += [s.boundaries.astype(np.float64), maps[GMAE].edges[i]]
         path = Path(out) / f"scene_{i:06d}.png"
-        save_png(path, np.kron(strip(parts, gap=2), np.ones((4, 4, 1), np.uint8)))
+        save_png(path, scene_strip(s, i, maps))
         written.append(path)
     return written
