@@ -181,7 +181,8 @@ def test_plain_timm_safetensors_is_a_ckpt(tmp_path, images):
     ).eval()
     path = tmp_path / "vit.safetensors"
     save_file(vit.state_dict(), str(path))
-    loaded = load_any(str(path))
+    with pytest.warns(UserWarning, match="no input normalisation"):
+        loaded = load_any(str(path))
     assert loaded.kind == "timm" and loaded.info["learned_pos_embed"]
     with torch.no_grad():
         ref = vit.forward_features(loaded.model.normalize(images))
@@ -263,6 +264,41 @@ def test_encoder_exports_as_vit_model_with_its_processor(tmp_path, images):
     back = load_any(str(out / "model.safetensors"))
     assert back.kind == "hf" and back.name == "vit"
     torch.testing.assert_close(back.model.forward_features(images), model.forward_features(images))
+
+
+def test_timm_and_hf_exports_keep_their_normalisation(tmp_path, images):
+    pytest.importorskip("transformers")
+    model = _model("mae", pixel_mean=[0.5, 0.4, 0.3], pixel_std=[0.2, 0.25, 0.3])
+    model.save_pretrained(tmp_path / "m")
+    ref = model.forward_features(images)
+    outs = {"hf": tmp_path / "hf", "timm": tmp_path / "timm", "file": tmp_path / "v.safetensors"}
+    for kind, out in outs.items():
+        command = "hf" if kind == "hf" else "timm"
+        assert main(["export", command, "--ckpt", str(tmp_path / "m"), "--out", str(out)]) == 0
+        loaded = load_any(str(out))
+        assert loaded.model.normalize.mean.flatten().tolist() == pytest.approx([0.5, 0.4, 0.3])
+        torch.testing.assert_close(loaded.model.forward_features(images), ref, atol=1e-5, rtol=0)
+    # HF: the processor's mean first, else the model config's; its LayerNorm epsilon is used.
+    hf = outs["hf"]
+    assert load_any(str(hf)).info["normalization"] == "preprocessor_config.json"
+    (hf / "preprocessor_config.json").unlink()
+    config = json.loads((hf / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-5
+    (hf / "config.json").write_text(json.dumps(config))
+    loaded = load_any(str(hf / "model.safetensors"))
+    assert loaded.info["normalization"] == "config.json"
+    assert loaded.model.normalize.std.flatten().tolist() == pytest.approx([0.2, 0.25, 0.3])
+    assert {m.eps for m in loaded.model.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
+    # Nothing stored: ImageNet's, with a warning saying so.
+    del config["image_mean"], config["image_std"]
+    (hf / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="stores no input normalisation"):
+        loaded = load_any(str(hf))
+    assert loaded.model.normalize.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+    config["image_std"] = config["image_mean"] = "imagenet"
+    (hf / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GmaeError, match="stored mean 'imagenet' is not a list of numbers"):
+        load_any(str(hf))
 
 
 def test_hf_export_errors(tmp_path, capsys):

@@ -309,6 +309,9 @@ def load_mae_release(
     num_heads: int | None = None,
     decoder_num_heads: int = 16,
     norm_pix_loss: bool = False,
+    pixel_mean: list[float] | None = None,
+    pixel_std: list[float] | None = None,
+    layer_norm_eps: float | None = None,
 ) -> LoadedModel:
     """An MAE-release (timm-style) state dict -> our encoder (+ MAE decoder if present).
 
@@ -317,6 +320,8 @@ def load_mae_release(
     the fixed sin-cos table is recomputed (any image size works); a learned one is kept, and
     resampled if ``img_size`` changes the grid. Visualisation checkpoints with a decoder become a
     full ``MAE`` (pixel targets, no norm-pix: that is how MAE trained them).
+    ``pixel_mean`` / ``pixel_std``: the input normalisation (default ImageNet's, MAE's own);
+    ``layer_norm_eps``: every LayerNorm's epsilon (default ours and MAE's, 1e-6).
     """
     from gmae.models import MAE, MaskedImageModel
     from gmae.models.vit import sincos_pos_embed_2d
@@ -363,12 +368,17 @@ def load_mae_release(
         )
 
         def build() -> nn.Module:
-            return MAE(**common, **decoder, norm_pix_loss=norm_pix_loss)
+            return MAE(
+                **common, **decoder, norm_pix_loss=norm_pix_loss, pixel_mean=pixel_mean,
+                pixel_std=pixel_std,
+            )  # fmt: skip
     else:
         decoder = {}
 
         def build() -> nn.Module:
-            return MaskedImageModel(**common, mask_ratio=0.75, pixel_mean=None, pixel_std=None)
+            return MaskedImageModel(
+                **common, mask_ratio=0.75, pixel_mean=pixel_mean, pixel_std=pixel_std
+            )
 
     # The architecture read off the file must be sane and match the file's tensors exactly
     # before the real model is allocated.
@@ -378,6 +388,10 @@ def load_mae_release(
         expected = build().state_dict()
     check_shapes(expected, mapped, source)
     model = build()
+    if layer_norm_eps is not None:
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = layer_norm_eps
     # Fixed sin-cos tables are recomputed; a learned table is loaded into the buffer.
     pos = state["pos_embed"].float()
     learned = not torch.allclose(pos, sincos_pos_embed_2d(embed_dim, grid), atol=1e-4)
@@ -519,6 +533,8 @@ def _load_vit_safetensors(path: Path, meta: dict[str, str], img_size: int | None
     shapes, _ = read_header(path)
     side = _sibling_config(path)
     kwargs: dict[str, Any] = {}
+    # Where the input normalisation comes from, first found wins: (file, mean, std).
+    norms: list[tuple[str, Any, Any]] = []
     if is_hf_vit(shapes):
         kind = "hf"
         tensors, _ = read_safetensors(path)
@@ -529,21 +545,84 @@ def _load_vit_safetensors(path: Path, meta: dict[str, str], img_size: int | None
             kwargs["decoder_num_heads"] = int(side["decoder_num_attention_heads"])
         if "norm_pix_loss" in side:
             kwargs["norm_pix_loss"] = bool(side["norm_pix_loss"])
+        if "layer_norm_eps" in side:  # HF's ViTConfig default is 1e-12, ours 1e-6
+            kwargs["layer_norm_eps"] = _positive(side["layer_norm_eps"], "layer_norm_eps", path)
+        processor = _sibling_json(path, "preprocessor_config.json")
+        norms.append(
+            ("preprocessor_config.json", processor.get("image_mean"), processor.get("image_std"))
+        )
+        norms.append(("config.json", side.get("image_mean"), side.get("image_std")))
     elif is_mae_release(shapes):
         kind = "timm"
         state, _ = read_safetensors(path)
         if meta.get("format") == TIMM_FORMAT:
             kwargs["num_heads"] = int(json.loads(meta["timm_kwargs"])["num_heads"])
+            overlay = _json_or_empty(meta.get("pretrained_cfg_overlay"))
+            norms.append(("its metadata", overlay.get("mean"), overlay.get("std")))
         elif isinstance(side.get("model_args"), dict) and "num_heads" in side["model_args"]:
             kwargs["num_heads"] = int(side["model_args"]["num_heads"])
+        pretrained = side.get("pretrained_cfg")
+        if isinstance(pretrained, dict):
+            norms.append(("config.json", pretrained.get("mean"), pretrained.get("std")))
     else:
         raise GmaeError(
             f"{path} is not a gmae compact checkpoint (no 'format: {FORMAT}' metadata), nor timm "
             "or Hugging Face ViT weights"
         )
+    found = next(((src, m, sd) for src, m, sd in norms if m is not None and sd is not None), None)
+    if found is None:
+        import warnings
+
+        warnings.warn(
+            f"{path} stores no input normalisation (mean / std): assuming ImageNet's",
+            stacklevel=2,
+        )
+        normalization = "ImageNet (assumed: none stored)"
+    else:
+        normalization = found[0]
+        kwargs["pixel_mean"] = _channel_values(found[1], "mean", path)
+        kwargs["pixel_std"] = _channel_values(found[2], "std", path)
+        if min(kwargs["pixel_std"]) <= 0:
+            raise GmaeError(f"{path}: the stored std {kwargs['pixel_std']} is not positive")
     loaded = load_mae_release(state, str(path), img_size=img_size, **kwargs)
     loaded.kind = kind
+    loaded.info["normalization"] = normalization
     return loaded
+
+
+def _sibling_json(path: Path, name: str) -> dict[str, Any]:
+    """``name`` beside a weights file as a mapping, or {} (absent or not a mapping)."""
+    other = path.parent / name
+    try:
+        raw = json.loads(other.read_text()) if other.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise GmaeError(f"cannot read {other}: not valid JSON ({exc})") from exc
+    return raw if isinstance(raw, dict) else {}
+
+
+def _json_or_empty(text: str | None) -> dict[str, Any]:
+    try:
+        raw = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _channel_values(values: Any, what: str, path: Path) -> list[float]:
+    """A stored per-channel mean or std as a list of finite floats (one line if it is not)."""
+    import math
+
+    ok = isinstance(values, list | tuple) and values
+    ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    if not ok:
+        raise GmaeError(f"{path}: the stored {what} {values!r} is not a list of numbers")
+    return [float(v) for v in values]
+
+
+def _positive(value: Any, what: str, path: Path) -> float:
+    if not isinstance(value, int | float) or not 0 < value < 1:
+        raise GmaeError(f"{path}: {what} {value!r} is not a small positive number")
+    return float(value)
 
 
 def _load_dir(path: Path, img_size: int | None) -> LoadedModel:
