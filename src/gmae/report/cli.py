@@ -35,7 +35,10 @@ def register(subparsers, groups) -> None:
         "when it is deadleaves...; no section otherwise)",
     )
     p.add_argument(
-        "--occlusion-images", type=int, help="dead-leaves test scenes scored (default 24, quick 8)"
+        "--occlusion-images",
+        type=int,
+        metavar="N",
+        help="dead-leaves test scenes scored (default 24, quick 8)",
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_report)
