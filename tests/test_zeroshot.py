@@ -465,6 +465,20 @@ def test_cli_layers(workspace, tmp_path):
     assert len(list((out / "groups").iterdir())) == 8
 
 
+def test_cli_layers_reads_a_save_pretrained_directory(workspace, tmp_path):
+    """--ckpt takes what gmae.from_pretrained takes, as occlusion and eval do."""
+    import gmae
+
+    saved = gmae.from_pretrained(workspace / "gmae.pt").save_pretrained(tmp_path / "saved")
+    outs = [tmp_path / "from_pt", tmp_path / "from_dir"]
+    for ckpt, out in zip([workspace / "gmae.pt", saved], outs, strict=True):
+        rc = main(["zeroshot", "layers", "--ckpt", str(ckpt), "--image",
+                   str(workspace / "images/im0.jpg"), "--out", str(out), "--ks", "4"])  # fmt: skip
+        assert rc == 0
+    a, b = ((o / "first_k" / "K0004.png").read_bytes() for o in outs)
+    assert a == b  # the same model either way
+
+
 def test_cli_edges_writes_boundary_pngs(workspace, tmp_path):
     from gmae.evaluate.boundaries import load_prediction
 

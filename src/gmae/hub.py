@@ -186,7 +186,7 @@ def _download(repo_id: str, cache_dir: Any, local_files_only: bool) -> Path:
     return Path(paths[0]).parent
 
 
-def load_pretrained(
+def load_pretrained_model(
     name_or_path: str | os.PathLike,
     *,
     cache_dir: str | os.PathLike | None = None,
@@ -237,4 +237,8 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
     ``huggingface_hub``; ``cache_dir=``, ``local_files_only=``). Other keyword arguments override
     model arguments that keep the weights' shapes (``img_size``, ``mask_ratio``, ...).
     """
-    return load_pretrained(name_or_path, **kwargs).model
+    return load_pretrained_model(name_or_path, **kwargs).model
+
+
+# The old name, kept for callers; gmae.train.load_pretrained is the training-checkpoint loader.
+load_pretrained = load_pretrained_model

@@ -38,16 +38,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_model(path: str | os.PathLike, kind: str | None = None, device: str = "cpu"):
-    """A pretrained MAE or GMAE (eval mode) from a ``.pt`` training checkpoint or an exported
-    ``.safetensors`` file. ``kind`` ("gmae" / "mae") checks what the file holds."""
+    """A pretrained MAE or GMAE (eval mode) from anything ``--ckpt`` names
+    (``gmae.export.load_any``: a training ``.pt``, a compact ``.safetensors``, a
+    ``save_pretrained`` directory, an HF ``ViTMAEForPreTraining`` export ...). ``kind``
+    ("gmae" / "mae") checks what the file holds."""
+    from gmae.export.checkpoints import load_any
     from gmae.models import GMAE, MAE
 
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    from gmae.export.checkpoints import load_model as load_checkpoint_model
-
-    model, _ = load_checkpoint_model(path)  # .pt training checkpoints and .safetensors
+    model = load_any(str(path)).model
     wanted = {"gmae": GMAE, "mae": MAE}.get(kind or "", (GMAE, MAE))
     if not isinstance(model, wanted):
         need = kind.upper() if kind else "an MAE or GMAE"
