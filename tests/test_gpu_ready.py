@@ -343,6 +343,18 @@ def test_device_is_local_rank_modulo_device_count(fake_cuda):
     assert pick_device("cpu", local_rank=5) == torch.device("cpu")
 
 
+def test_one_device_rule_outside_torchrun(fake_cuda, monkeypatch):
+    from gmae.cli import build_parser
+    from gmae.train.distributed import pick_device
+
+    fake_cuda(4)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert pick_device("cuda:2") == torch.device("cuda", 2)  # gmae.devices' rule
+    with pytest.raises(GmaeError, match="only 4 CUDA devices"):
+        pick_device("cuda:7")
+    assert build_parser().parse_args(["bench", "train", "--device", "cuda:1"]).device == "cuda:1"
+
+
 def test_rng_state_keeps_only_this_ranks_gpu(fake_cuda, tmp_path):
     from gmae.train import checkpoint as ckpt_io
 

@@ -180,7 +180,7 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from gmae.evaluate.common import resolve_device
+    from gmae.devices import resolve_device
     from gmae.export.checkpoints import load_any
 
     if args.img_size is not None and args.img_size < 1:

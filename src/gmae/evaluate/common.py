@@ -18,13 +18,6 @@ from gmae.errors import GmaeError
 FEATURE_KINDS = ("cls", "mean")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """The shared ``--device`` rule (``gmae.devices``)."""
-    from gmae.devices import resolve_device as resolve
-
-    return resolve(name)
-
-
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ def compare_to_random(
     max_iter: int = 1000,
 ) -> dict[str, Any]:
     """Scores of the checkpoint and of a random model of its architecture, and the verdict."""
-    from gmae.evaluate.common import resolve_device, split_features
+    from gmae.devices import resolve_device
+    from gmae.evaluate.common import split_features
     from gmae.evaluate.knn import knn_eval
     from gmae.evaluate.linprobe import cached_linprobe
     from gmae.export.checkpoints import load_any, random_like

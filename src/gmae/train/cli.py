@@ -12,6 +12,7 @@ from gmae.errors import GmaeError
 def register(subparsers, groups) -> None:
     """Add this package's commands to the `gmae` parser."""
     from gmae.cli import command_group
+    from gmae.devices import add_device_argument
     from gmae.train.config import preset_names
 
     p = subparsers.add_parser(
@@ -69,9 +70,7 @@ def register(subparsers, groups) -> None:
     b.add_argument("--batch-size", type=int, help="default: the presets' batch size")
     b.add_argument("--repeats", type=int, default=5, help="timed steps (median reported)")
     b.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    b.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time the steps"
-    )
+    add_device_argument(b)
     b.add_argument(
         "--amp",
         default="none",

@@ -37,8 +37,17 @@ class DistInfo:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    """CPU, or GPU ``local_rank % device_count``: the same whether each process sees every GPU
-    of its node or (CUDA_VISIBLE_DEVICES per rank, as some schedulers set it) only its own."""
+    """Outside torchrun (no WORLD_SIZE): ``gmae.devices.resolve_device`` (also ``cuda:N``).
+    Under torchrun: CPU, or GPU ``local_rank % device_count``, the same whether each process
+    sees every GPU of its node or (CUDA_VISIBLE_DEVICES per rank, as some schedulers set it)
+    only its own."""
+    if "WORLD_SIZE" not in os.environ:
+        from gmae.devices import resolve_device
+
+        device = resolve_device(pref)
+        if device.type == "cuda" and device.index is None:  # an index: RNG forks name it
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        return device
     if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -294,9 +294,10 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
     import sys
 
     from gmae import io as gio
+    from gmae.devices import resolve_device
     from gmae.export.checkpoints import RANDOM, load_any, random_like
     from gmae.models import GMAE
-    from gmae.zeroshot.common import Photo, check_health, load_model, resolve_device
+    from gmae.zeroshot.common import Photo, check_health, load_model
     from gmae.zeroshot.occlusion import (
         DEFAULT_MAX_DIST,
         load_scenes,

@@ -30,18 +30,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # --- models -----------------------------------------------------------------------------------
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """The shared ``--device`` rule (``gmae.devices``): also ``cuda:N``."""
-    from gmae.devices import resolve_device as resolve
-
-    return resolve(name)
-
-
 def load_model(path: str | os.PathLike, kind: str | None = None, device: str = "cpu"):
     """A pretrained MAE or GMAE (eval mode) from anything ``--ckpt`` names
     (``gmae.export.load_any``: a training ``.pt``, a compact ``.safetensors``, a
     ``save_pretrained`` directory, an HF ``ViTMAEForPreTraining`` export ...). ``kind``
     ("gmae" / "mae") checks what the file holds."""
+    from gmae.devices import resolve_device
     from gmae.export.checkpoints import load_any
     from gmae.models import GMAE, MAE
 
