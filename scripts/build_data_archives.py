@@ -3,7 +3,7 @@
     python scripts/build_data_archives.py --out DIR --download              # all five
     python scripts/build_data_archives.py cifar10 --out DIR --sources SRC   # from files in SRC
     python scripts/build_data_archives.py weizmann-horse --out DIR \\
-        --source weizmann-horse=~/weizmann_horse_db.zip
+        --source weizmann=~/weizmann_horse_db.zip
 
 Each archive is packed in the layout ``gmae.data.archives`` expects (docs/data.md), written
 atomically into DIR, and its SHA-256 is added to ``DIR/SHA256SUMS``; point ``GMAE_SHARED_DATA``

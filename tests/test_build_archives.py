@@ -219,3 +219,10 @@ def test_missing_source_without_download_names_the_flag(build, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.endswith("pass --download") and "cifar-10-binary.tar.gz" in err
     assert not (tmp_path / "SHA256SUMS").exists()
+
+
+def test_usage_names_real_source_keys(build):
+    import re
+
+    keys = re.findall(r"--source ([\w-]+)=", build.__doc__)
+    assert keys and set(keys) <= set(build.SOURCES), keys

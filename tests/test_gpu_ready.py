@@ -275,6 +275,14 @@ def test_losses_and_head_stay_fp32_under_cpu_autocast():
     torch.testing.assert_close(nce, patch_infonce(pred.float(), target.float()), rtol=0, atol=0)
 
 
+def test_doctor_build_flags_exclude_each_other(capsys):
+    from gmae.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "--build", "--no-build"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_doctor_reports_backends(tmp_path, fake_gsplat, capsys):
     import json
 

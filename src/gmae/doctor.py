@@ -23,12 +23,13 @@ def register(subparsers, groups) -> None:
         help="devices, CUDA, renderer backends; builds gsplat's kernels before a GPU run",
         description=__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", "'"),
     )
-    p.add_argument(
+    build = p.add_mutually_exclusive_group()
+    build.add_argument(
         "--build",
         action="store_true",
         help="load (and, the first time, build) gsplat's CUDA kernels even without a visible GPU",
     )
-    p.add_argument(
+    build.add_argument(
         "--no-build",
         action="store_true",
         help="do not load gsplat's kernels (report only whether gsplat is installed)",
