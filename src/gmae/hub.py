@@ -214,7 +214,11 @@ def load_pretrained_model(
     if path.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
         raise GmaeError(f"checkpoint {path} not found")
     if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
-        return load_dir(_download(name, cache_dir, local_files_only), **overrides)
+        try:
+            snapshot = _download(name, cache_dir, local_files_only)
+        except GmaeError as exc:  # most often a mistyped local path that looks like owner/name
+            raise GmaeError(f"no such local file or directory {name}; as a Hub id: {exc}") from exc
+        return load_dir(snapshot, **overrides)
     raise GmaeError(f"{name} is neither a file, a directory nor a Hub id (owner/name)")
 
 
