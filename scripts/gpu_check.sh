@@ -191,10 +191,15 @@ for meta in sorted((d / "steps").glob("*.meta")):
         except ValueError as exc:
             row["result_error"] = str(exc)
     report["steps"][name] = row
-report["ok"] = all(r["status"] in ("ok", "skipped") for r in report["steps"].values())
+statuses = [r["status"] for r in report["steps"].values()]
+report["counts"] = {s: statuses.count(s) for s in ("ok", "failed", "skipped")}
+report["ok"] = report["counts"]["failed"] == 0
+# "complete": nothing skipped, so every check really ran (a GPU without gsplat skips parity).
+report["complete"] = report["ok"] and report["counts"]["skipped"] == 0
 tmp = d / f".gpu_check.json.{os.getpid()}.tmp"
 tmp.write_text(json.dumps(report, indent=2) + "\n")
 os.replace(tmp, d / "gpu_check.json")
 summary = ", ".join(f"{k} {v['status']}" for k, v in report["steps"].items())
-print(f"gpu_check: {summary}; wrote {d / 'gpu_check.json'}")
+state = "complete" if report["complete"] else ("incomplete" if report["ok"] else "FAILED")
+print(f"gpu_check: {state}: {summary}; wrote {d / 'gpu_check.json'}")
 EOF

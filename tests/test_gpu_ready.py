@@ -532,3 +532,6 @@ def test_gpu_check_script_dry_run_writes_json(tmp_path):
     steps = report["steps"]
     assert set(steps) == {"doctor", "parity", "amp_step", "nccl", "bench_render", "bench_train"}
     assert all(s["status"] == "skipped" for s in steps.values()) and report["ok"]
+    # Nothing failed, but nothing ran either: the report must not read as a finished check.
+    assert report["counts"] == {"ok": 0, "failed": 0, "skipped": 6}
+    assert report["complete"] is False and "incomplete" in proc.stdout
