@@ -84,8 +84,11 @@ class ResumableSampler(DistributedSampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed
-    (itself derived from the loader's per-epoch generator), for any third-party randomness.
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed.
+
+    With persistent workers (the default) this runs once, when the loader starts (at the run's
+    first epoch or at the resume), so numpy / ``random`` draws in a transform would not resume
+    bit for bit; our transforms draw only from the per-sample torch generator, which does.
     Workers ignore Ctrl-C: the main process decides when to stop and shuts them down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
