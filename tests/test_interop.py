@@ -160,7 +160,8 @@ def test_timm_local_dir_export_loads_with_our_data_config(tmp_path, images):
     from gmae.data.transforms import eval_transform
 
     cfg = timm.data.resolve_data_config(model=vit)
-    assert cfg["input_size"] == (3, 24, 24) and cfg["crop_pct"] == 1.0
+    # input_size is a list (from the JSON) before timm 1.0.31, a tuple after
+    assert tuple(cfg["input_size"]) == (3, 24, 24) and cfg["crop_pct"] == 1.0
     assert tuple(cfg["mean"]) == pytest.approx((0.485, 0.456, 0.406))
     transform = timm.data.create_transform(**cfg)
     photo = _photo()
@@ -206,7 +207,7 @@ def test_evaluation_docs_snippet_loads(tmp_path):
         exec(snippet, scope)  # noqa: S102  (our own docs)
     finally:
         os.chdir(cwd)
-    assert scope["cfg"]["input_size"] == (3, 24, 24)
+    assert tuple(scope["cfg"]["input_size"]) == (3, 24, 24)
 
 
 # --- Hugging Face -------------------------------------------------------------------------------

@@ -181,7 +181,8 @@ def _assign(
     r = np.concatenate([ar_a, a_idx, na + ar_b, na + b_idx])
     c = np.concatenate([ar_a, na + b_idx, na + ar_b, a_idx])
     v = np.concatenate([np.full(na, outlier), w, np.full(nb, 0.5), np.ones(a_idx.size)])
-    graph = csr_array((v, (r, c)), shape=(na + nb, na + nb))
+    # int32 indices: SciPy 1.11's matching refuses the int64 ones csr_array keeps from int64 input
+    graph = csr_array((v, (r.astype(np.int32), c.astype(np.int32))), shape=(na + nb, na + nb))
     graph.sort_indices()  # (a no-op in current SciPy) keeps the order the note above needs
     row_ind, col_ind = min_weight_full_bipartite_matching(graph)
     real = (row_ind < na) & (col_ind >= na)
