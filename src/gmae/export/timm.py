@@ -94,7 +94,6 @@ def save_timm(
     source: str = "",
 ) -> dict[str, Any]:
     """Write ``model.encoder`` as a timm state dict with its timm recipe in the metadata."""
-    import timm
     from safetensors.torch import save_file
 
     from gmae import __version__
@@ -104,21 +103,11 @@ def save_timm(
     if out.suffix != ".safetensors":
         raise GmaeError(f"timm exports are .safetensors files, got {out}")
     encoder = model.encoder
-    name = model_name or timm_name(encoder)
-    if not timm.is_model(name.split(".")[0]):
-        raise GmaeError(f"unknown timm model name {name!r} (see timm.list_models('vit_*'))")
-    kwargs = timm_kwargs(encoder, global_pool)
-    mean = [round(float(v), 6) for v in model.normalize.mean.flatten()]
-    std = [round(float(v), 6) for v in model.normalize.std.flatten()]
-    overlay = {
-        "custom_load": False,  # some timm ViT names default to .npz loaders
-        "num_classes": 0,
-        "mean": mean,
-        "std": std,
-        "input_size": [encoder.in_chans, encoder.img_size, encoder.img_size],
-        "interpolation": "bicubic",
-        "crop_pct": 1.0,
-    }
+    name, kwargs = _timm_target(encoder, model_name, global_pool)
+    cfg = pretrained_cfg(model)
+    mean, std = cfg["mean"], cfg["std"]
+    # custom_load False: some timm ViT names default to .npz loaders.
+    overlay = {k: cfg[k] for k in OVERLAY_KEYS}
     metadata = {
         "format": FORMAT,
         "timm_model": name,
@@ -132,6 +121,23 @@ def save_timm(
     with gio.atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return {"out": str(out), "timm_model": name, "timm_kwargs": kwargs, "mean": mean, "std": std}
+
+
+# The pretrained_cfg keys a single-file export stores as timm's pretrained_cfg_overlay.
+OVERLAY_KEYS = ("custom_load", "num_classes", "mean", "std", "input_size", "interpolation",
+                "crop_pct")  # fmt: skip
+
+
+def _timm_target(
+    encoder: nn.Module, model_name: str | None, global_pool: str
+) -> tuple[str, dict[str, Any]]:
+    """The timm architecture name (checked) and create_model kwargs for ``encoder``."""
+    import timm
+
+    name = model_name or timm_name(encoder)
+    if not timm.is_model(name.split(".")[0]):
+        raise GmaeError(f"unknown timm model name {name!r} (see timm.list_models('vit_*'))")
+    return name, timm_kwargs(encoder, global_pool)
 
 
 def pretrained_cfg(model: nn.Module, crop_pct: float = 1.0) -> dict[str, Any]:
@@ -164,7 +170,6 @@ def save_timm_dir(
     """Write ``model.encoder`` as a timm Hub-style directory (``config.json`` with
     ``architecture``, ``model_args`` and ``pretrained_cfg``, plus ``model.safetensors``) that
     ``timm.create_model("local-dir:OUT", pretrained=True)`` loads; each file is atomic."""
-    import timm
     from safetensors.torch import save
 
     from gmae import io as gio
@@ -173,10 +178,7 @@ def save_timm_dir(
     if out.exists() and not out.is_dir():
         raise GmaeError(f"--out {out} exists and is not a directory")
     encoder = model.encoder
-    name = model_name or timm_name(encoder)
-    if not timm.is_model(name.split(".")[0]):
-        raise GmaeError(f"unknown timm model name {name!r} (see timm.list_models('vit_*'))")
-    kwargs = timm_kwargs(encoder, global_pool)
+    name, kwargs = _timm_target(encoder, model_name, global_pool)
     cfg = pretrained_cfg(model)
     config = {
         "architecture": name,
