@@ -36,6 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gmae.data.datasets import decode_cifar10_records
+from gmae.errors import GmaeError
+
 # Fixed metadata for every member, so that a rebuild is byte-identical.
 _MTIME = 1_700_000_000
 CIFAR_CLASSES_FALLBACK = (
@@ -147,14 +150,10 @@ def build_cifar10(source: Path, quality: int = 75) -> dict[str, bytes]:
     for split, names in (("train", expected[:5]), ("test", expected[5:])):
         counts = [0] * 10
         for batch in names:
-            raw = np.frombuffer(batches[batch], dtype=np.uint8)
-            if raw.size % 3073:
-                raise BuildError(f"{batch}: size {raw.size} is not a multiple of 3073 bytes")
-            records = raw.reshape(-1, 3073)
-            labels = records[:, 0]
-            if labels.max(initial=0) > 9:
-                raise BuildError(f"{batch}: label {labels.max()} out of range 0-9")
-            images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            try:
+                images, labels = decode_cifar10_records(batches[batch], batch, len(classes))
+            except GmaeError as exc:
+                raise BuildError(str(exc)) from None
             for label, pixels in zip(labels.tolist(), images):
                 path = f"cifar10/{split}/{classes[label]}/{counts[label]:04d}.jpg"
                 out[path] = _jpeg(Image.fromarray(np.ascontiguousarray(pixels)), quality)

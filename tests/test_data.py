@@ -374,58 +374,142 @@ def test_named_spec_errors():
 # --- CIFAR-10 without the archive -------------------------------------------------------------
 
 
-class _FakeCIFAR10:
-    base_folder = "cifar-10-batches-py"
-    classes = ["airplane", "automobile"]
+def _fake_cifar10_binary(path, n_train=4, n_test=2, classes=("airplane", "automobile"), n_labels=2):
+    """A tar.gz with the binary version's layout: label byte + R, G, B planes per record."""
+    import io
+    import tarfile
 
-    def __init__(self, root, train, download):
-        self.data = np.zeros((4 if train else 2, 32, 32, 3), np.uint8)
-        self.targets = [0, 1, 1, 0][: len(self.data)]
+    rng = np.random.default_rng(0)
+
+    def records(n, first_label):
+        out = bytearray()
+        for i in range(n):
+            out.append((first_label + i) % n_labels)
+            out += rng.integers(0, 256, 3 * 32 * 32, dtype=np.uint8).tobytes()
+        return bytes(out)
+
+    members = {"cifar-10-batches-bin/batches.meta.txt": "\n".join(classes).encode() + b"\n\n"}
+    for i in range(1, 6):
+        members[f"cifar-10-batches-bin/data_batch_{i}.bin"] = records(n_train if i == 1 else 0, 0)
+    members["cifar-10-batches-bin/test_batch.bin"] = records(n_test, 0)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _serve_cifar10(monkeypatch, fake):
+    """Replace the network: download_url copies ``fake`` (MD5 as published for it)."""
+    import hashlib
+    import shutil
+
+    import torchvision.datasets.utils as tv_utils
+
+    import gmae.data.datasets as datasets
+
+    calls = []
+
+    def download_url(url, root, filename=None, md5=None):
+        calls.append(url)
+        target = Path(root) / filename
+        shutil.copyfile(fake, target)
+        if not tv_utils.check_integrity(str(target), md5):
+            raise RuntimeError("File not found or corrupted.")
+
+    monkeypatch.setattr(tv_utils, "download_url", download_url)
+    monkeypatch.setattr(datasets, "CIFAR10_BINARY_MD5", hashlib.md5(fake.read_bytes()).hexdigest())
+    return calls
 
 
 def test_cifar10_download_fallback(tmp_path, tmp_data_dir, monkeypatch):
-    import torchvision.datasets
-
     monkeypatch.setenv("GMAE_SHARED_DATA", str(tmp_path / "no-archives"))
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _FakeCIFAR10)
+    calls = _serve_cifar10(monkeypatch, _fake_cifar10_binary(tmp_path / "fake.tar.gz"))
     # Never a silent download: without the opt-in spec, one line naming it.
     with pytest.raises(GmaeError, match="no archive .* use the spec cifar10:download") as err:
         build_dataset("cifar10", "val")
-    assert "\n" not in str(err.value)
-    assert not (tmp_data_dir / "cifar10-torchvision").exists()
+    assert "\n" not in str(err.value) and not calls
+    assert not (tmp_data_dir / "cifar10-binary").exists()
     assert gmae.data.dataset_splits("cifar10:download") == ["train", "test"]
     ds = build_dataset("cifar10:download", "val")
+    assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"]
     assert len(ds) == 2 and ds.classes == ["airplane", "automobile"] and ds.targets == [0, 1]
-    assert ds.samples[1][0].endswith("cifar-10-batches-py/test#1") and ds.samples[1][1] == 1
+    assert ds.samples[1][0].endswith("cifar-10-batches-bin/test#1") and ds.samples[1][1] == 1
     img, label = ds[1]
     assert img.mode == "RGB" and img.size == (32, 32) and label == 1
+    # The planes are R, G, B of 32 x 32 in row order: pixel (row 1, col 2) of image 1's red plane.
+    import tarfile
+
+    with tarfile.open(tmp_path / "fake.tar.gz") as tar:
+        raw = tar.extractfile("cifar-10-batches-bin/test_batch.bin").read()
+    record = np.frombuffer(raw, np.uint8)[3073:]
+    assert record[0] == 1 and img.getpixel((2, 1)) == tuple(
+        record[1 + c * 1024 + 32 + 2] for c in range(3)
+    )
     x, _ = build_dataset("CIFAR10:download", "train", transform=eval_transform(32))[3]
-    assert x.shape == (3, 32, 32)
+    assert x.shape == (3, 32, 32) and len(calls) == 1  # the verified download is reused
+    # Only the archive is left behind: no temporary files, nothing extracted.
+    assert [p.name for p in (tmp_data_dir / "cifar10-binary").iterdir()] == [
+        "cifar-10-binary.tar.gz"
+    ]
+
+
+def test_cifar10_download_checksum_mismatch_leaves_nothing(tmp_path, tmp_data_dir, monkeypatch):
+    import gmae.data.datasets as datasets
+
+    monkeypatch.setenv("GMAE_SHARED_DATA", str(tmp_path / "no-archives"))
+    _serve_cifar10(monkeypatch, _fake_cifar10_binary(tmp_path / "fake.tar.gz"))
+    monkeypatch.setattr(datasets, "CIFAR10_BINARY_MD5", "0" * 32)
+    with pytest.raises(GmaeError, match="CIFAR-10 unavailable.*corrupted"):
+        build_dataset("cifar10:download")
+    assert list((tmp_data_dir / "cifar10-binary").iterdir()) == []
+
+
+def test_read_cifar10_binary_rejects_other_archives(tmp_path):
+    import io
+    import tarfile
+
+    from gmae.data.datasets import read_cifar10_binary
+
+    other = tmp_path / "other.tar.gz"
+    with tarfile.open(other, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(GmaeError, match="not the CIFAR-10 binary archive"):
+        read_cifar10_binary(other, "train")
+    torn = _fake_cifar10_binary(tmp_path / "torn.tar.gz")
+    (tmp_path / "cut.tar.gz").write_bytes(torn.read_bytes()[:-200])
+    with pytest.raises(GmaeError, match="cut.tar.gz"):
+        read_cifar10_binary(tmp_path / "cut.tar.gz", "test")
+    wrong = _fake_cifar10_binary(tmp_path / "wrong.tar.gz", classes=("one",))
+    with pytest.raises(GmaeError, match=r"wrong.tar.gz \(test\): label 1 but 1 class names"):
+        read_cifar10_binary(wrong, "test")
 
 
 def test_cifar10_offline_without_archive(tmp_path, tmp_data_dir, monkeypatch):
-    import torchvision.datasets
+    import torchvision.datasets.utils as tv_utils
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network unreachable")
 
     monkeypatch.setenv("GMAE_SHARED_DATA", str(tmp_path / "no-archives"))
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setattr(tv_utils, "download_url", offline)
     with pytest.raises(GmaeError, match="CIFAR-10 unavailable.*GMAE_SHARED_DATA.*network"):
         build_dataset("cifar10:download")
 
 
 def test_cifar10_corrupt_archive_does_not_fall_back(tmp_path, tmp_data_dir, monkeypatch):
-    import torchvision.datasets
-
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "cifar10-jpeg.tar.gz").write_bytes(b"not really")
     (shared / "SHA256SUMS").write_text(f"{'0' * 64}  cifar10-jpeg.tar.gz\n")
     monkeypatch.setenv("GMAE_SHARED_DATA", str(shared))
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _FakeCIFAR10)
+    calls = _serve_cifar10(monkeypatch, _fake_cifar10_binary(tmp_path / "fake.tar.gz"))
     with pytest.raises(GmaeError, match="checksum mismatch"):
         build_dataset("cifar10:download")  # even with the download allowed
+    assert not calls
 
 
 # --- transforms -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Spec strings:
     ``cifar10``              splits train / test (``val`` = test); offline archive
-    ``cifar10:download``     the same, but without an archive download it with torchvision
+    ``cifar10:download``     the same, but without an archive download the authors' binary
+                             version (MD5-checked, read as raw bytes: nothing is unpickled)
     ``imagenette-128``       splits train / val (``test`` = val); offline archive
     ``imagefolder:/path``    ``/path/{train,val,test}/<class>/<image>``: ``split`` picks the folder
                              (``val`` and ``test`` stand in for each other if only one exists).
@@ -15,6 +16,7 @@ Spec strings:
 from __future__ import annotations
 
 import os
+import tarfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +31,21 @@ from gmae.data.deadleaves import SPLITS as DEADLEAVES_SPLITS
 from gmae.data.deadleaves import build_deadleaves, is_deadleaves_spec, parse_spec
 from gmae.data.images import SafeImageFolder
 from gmae.errors import GmaeError
+from gmae.io import atomic_path
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
-# Opt-in to torchvision's CIFAR-10 download when the offline archive is absent (never implicit).
+# Opt-in to downloading CIFAR-10 when the offline archive is absent (never implicit). The authors'
+# "binary version" (fixed-length records) rather than the Python one: the latter is pickled, and
+# we never unpickle downloaded files. MD5 as published on the CIFAR page.
 CIFAR10_DOWNLOAD_SPEC = "cifar10:download"
+CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+_CIFAR10_BIN_DIR = "cifar-10-batches-bin"
+_CIFAR10_BIN_MEMBERS = {
+    "train": tuple(f"{_CIFAR10_BIN_DIR}/data_batch_{i}.bin" for i in range(1, 6)),
+    "test": (f"{_CIFAR10_BIN_DIR}/test_batch.bin",),
+}
+_CIFAR10_RECORD = 1 + 3 * 32 * 32  # label byte, then the R, G and B planes of 32 x 32
 SPLIT_NAMES = ("train", "val", "test")
 
 # Named specs: the split folders each archive holds, and the names accepted as aliases.
@@ -163,31 +176,84 @@ def _cifar10(split: str, transform: Callable | None, data_root, allow_download: 
                 f"CIFAR-10 unavailable: no archive {archive} (set GMAE_SHARED_DATA to the "
                 "directory holding cifar10-jpeg.tar.gz, or build it with "
                 f"scripts/build_data_archives.py); use the spec {CIFAR10_DOWNLOAD_SPEC} to "
-                "download it with torchvision instead"
+                "download the authors' binary version instead"
             ) from None
         return _cifar10_download(split, transform, data_root, archive)
     return SafeImageFolder(root / split, transform=transform)
 
 
 def _cifar10_download(split: str, transform, data_root, archive: Path) -> Dataset:
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, download_url
 
-    dest = data_dir(data_root) / "cifar10-torchvision"
+    dest = data_dir(data_root) / "cifar10-binary"
+    tar_path = dest / Path(CIFAR10_BINARY_URL).name
+    if not check_integrity(str(tar_path), CIFAR10_BINARY_MD5):
+        try:
+            # Downloaded beside its final name and renamed only once the MD5 matches.
+            with atomic_path(tar_path) as tmp:
+                download_url(CIFAR10_BINARY_URL, str(tmp.parent), tmp.name, CIFAR10_BINARY_MD5)
+        except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+            raise GmaeError(
+                f"CIFAR-10 unavailable: no archive {archive} (set GMAE_SHARED_DATA to the "
+                f"directory holding cifar10-jpeg.tar.gz) and downloading it to {dest} failed: {exc}"
+            ) from exc
+    data, targets, classes = read_cifar10_binary(tar_path, split)
+    ident = f"{dest}/{_CIFAR10_BIN_DIR}/{split}"
+    return ArrayImageDataset(data, targets, classes, ident, transform=transform)
+
+
+def read_cifar10_binary(
+    path: str | os.PathLike, split: str
+) -> tuple[np.ndarray, list[int], list[str]]:
+    """Images [N, 32, 32, 3] uint8, labels and class names of one split of the CIFAR-10 binary
+    archive, read from the tar members' bytes (nothing is extracted or unpickled)."""
+    path = Path(path)
+
+    def member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+        try:
+            info = tar.getmember(name)
+        except KeyError:
+            raise GmaeError(f"{path}: not the CIFAR-10 binary archive (no {name})") from None
+        handle = tar.extractfile(info) if info.isfile() else None
+        if handle is None:
+            raise GmaeError(f"{path}: {name} is not a regular file")
+        return handle.read()
+
     try:
-        tv = CIFAR10(str(dest), train=split == "train", download=True)
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
-        raise GmaeError(
-            f"CIFAR-10 unavailable: no archive {archive} (set GMAE_SHARED_DATA to the directory "
-            f"holding cifar10-jpeg.tar.gz) and downloading it to {dest} failed: {exc}"
-        ) from exc
-    ident = f"{dest}/{tv.base_folder}/{split}"
-    return ArrayImageDataset(tv.data, tv.targets, tv.classes, ident, transform=transform)
+        with tarfile.open(path, "r:gz") as tar:
+            meta = member_bytes(tar, f"{_CIFAR10_BIN_DIR}/batches.meta.txt")
+            raw = b"".join(member_bytes(tar, m) for m in _CIFAR10_BIN_MEMBERS[split])
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise GmaeError(f"{path}: unreadable CIFAR-10 archive ({exc})") from exc
+    classes = [
+        line.strip() for line in meta.decode("ascii", "replace").splitlines() if line.strip()
+    ]
+    images, labels = decode_cifar10_records(raw, f"{path} ({split})", len(classes))
+    return images, labels.tolist(), classes
+
+
+def decode_cifar10_records(
+    raw: bytes, source: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 binary records -> images [N, 32, 32, 3] uint8 and labels [N] int64.
+
+    A record is one label byte and 3072 pixel bytes: the R, G and B planes of 32 x 32, each in
+    row order. Errors name ``source``.
+    """
+    if not raw or len(raw) % _CIFAR10_RECORD:
+        raise GmaeError(f"{source}: {len(raw)} bytes are not whole {_CIFAR10_RECORD}-byte records")
+    records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if int(labels.max()) >= num_classes:
+        raise GmaeError(f"{source}: label {int(labels.max())} but {num_classes} class names")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
 
 
 class ArrayImageDataset(Dataset):
     """In-memory uint8 images (N, H, W, 3) with ImageFolder-style attributes.
 
-    Wraps torchvision's downloaded CIFAR-10. ``samples`` holds ``("<source>#<index>", label)``
+    Wraps the downloaded CIFAR-10 binary version. ``samples`` holds ``("<source>#<index>", label)``
     identifiers in place of file paths.
     """
 
