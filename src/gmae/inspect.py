@@ -82,12 +82,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import torch
 
     from gmae import io as gio
-    from gmae.zeroshot.common import load_model
+    from gmae.loading.loaders import load_mae_or_gmae
     from gmae.zeroshot.stats import dataset_batches
 
     if not 2 <= args.num_images <= MAX_IMAGES:
         raise GmaeError(f"--num-images must be between 2 and {MAX_IMAGES}, got {args.num_images}")
-    model = load_model(args.ckpt, "gmae", args.device)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     batches, _ = dataset_batches(
         args.data, args.split, model.img_size, args.num_images, args.num_images
     )

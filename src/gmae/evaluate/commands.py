@@ -181,7 +181,7 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace):
     from gmae.devices import resolve_device
-    from gmae.export.checkpoints import load_any
+    from gmae.loading.loaders import load_any
 
     if args.img_size is not None and args.img_size < 1:
         raise GmaeError(f"--img-size must be positive, got {args.img_size}")

@@ -43,7 +43,7 @@ def compare_to_random(
     from gmae.evaluate.common import split_features
     from gmae.evaluate.knn import knn_eval
     from gmae.evaluate.linprobe import cached_linprobe
-    from gmae.export.checkpoints import load_any, random_like
+    from gmae.loading.loaders import load_any, random_like
 
     dev = resolve_device(device)
     trained = load_any(ckpt)

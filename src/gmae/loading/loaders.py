@@ -1,19 +1,13 @@
-"""Model files gmae can read, and the compact ``.safetensors`` format for committed models.
+"""The one model loader: anything a ``--ckpt`` argument can name -> a model in eval mode.
 
-Formats (all loaded without unpickling code: ``torch.load(weights_only=True)`` or safetensors):
+    load_any(ckpt, config=None, img_size=None, seed=0) -> LoadedModel   every format, "random"
+    load_model(path, img_size=None) -> (model, config)  compact .safetensors or training .pt
+    load_pretrained(path) -> (model, config)             a training .pt
+    load_mae_or_gmae(path, kind=None, device="cpu")      load_any + a model-class check
+    model_kwargs(cfg) -> create_model arguments of a training config
 
-- **training checkpoint** ``.pt`` (``gmae.train.checkpoint``): config, model, optimiser, RNG ...
-- **compact checkpoint** ``.safetensors`` (written by :func:`save_compact`): the model's state
-  dict (fp32, or fp16 with ``fp16=True``) and, in the safetensors metadata, ``format``
-  (``gmae.checkpoint``), ``format_version``, ``config`` (the resolved training config as JSON),
-  ``gmae_version`` and ``source``.
-- **MAE release checkpoint** ``.pth`` (facebookresearch/mae): ``{"model": state_dict}`` with
-  timm key names (``cls_token``, ``pos_embed``, ``patch_embed.proj.weight``,
-  ``blocks.0.attn.qkv.weight``, ``norm.weight``); encoder-only for the released ViT-B/L/H, with
-  the decoder (``decoder_embed.weight`` ...) for the visualisation checkpoints.
-
-:func:`load_any` turns any of them (or ``"random"`` with a config preset) into a
-:class:`LoadedModel`, which is what the evaluation commands use.
+Formats are recognised and read by :mod:`gmae.loading.formats`; what they say is validated by
+:mod:`gmae.loading.checks` (and :func:`check_metadata`) before a model is allocated.
 """
 
 from __future__ import annotations
@@ -21,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +23,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from gmae.devices import resolve_device
 from gmae.errors import GmaeError
-from gmae.train.checkpoint import check_shapes, load_state
-
-FORMAT = "gmae.checkpoint"
-FORMAT_VERSION = "1"
-RANDOM = "random"
+from gmae.loading import formats
+from gmae.loading.checks import (
+    channel_values,
+    check_release_sizes,
+    check_shapes,
+    config_at_size,
+    config_with_overrides,
+    load_state,
+    small_positive,
+    stored_config,
+)
+from gmae.models import GMAE, MAE, MaskedImageModel, create_model
+from gmae.models.vit import sincos_pos_embed_2d
+from gmae.train.config import Config, check_model, config_to_dict, load_config
 
 # Widths of the standard ViTs -> their head counts (not recoverable from the weights).
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -83,145 +88,19 @@ class LoadedModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Compact format
+# Models from training configs
 # --------------------------------------------------------------------------------------------
 
 
-def save_compact(
-    model: nn.Module,
-    config: Any,
-    path: str | os.PathLike,
-    fp16: bool = False,
-    source: str = "",
-) -> Path:
-    """Write ``model``'s weights and its ``Config`` to ``path`` (``.safetensors``), atomically."""
-    from safetensors.torch import save
-
-    from gmae import __version__
-    from gmae import io as gio
-    from gmae.train.config import config_to_dict
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise GmaeError(f"compact checkpoints are .safetensors files, got {path}")
-    tensors = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().cpu()
-        if fp16 and value.is_floating_point():
-            value = value.half()
-        tensors[key] = value.contiguous().clone()  # no shared storage (safetensors refuses it)
-    metadata = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": json.dumps(config_to_dict(config)),
-        "gmae_version": __version__,
-        "dtype": "float16" if fp16 else "float32",
-        "source": source,
-    }
-    # Serialised in memory and written by gmae's atomic writer: safetensors' own save_file
-    # leaves a hidden .tmpXXXXXX file behind when killed mid-write.
-    try:
-        gio.write_bytes(path, save(tensors, metadata=metadata))
-    except OSError as exc:
-        raise GmaeError(f"cannot write {path}: {gio.describe_os_error(exc)}") from exc
-    return path
+def model_kwargs(cfg: Config) -> dict[str, Any]:
+    """``create_model`` arguments of a config: the model section plus the image size (checked:
+    types from the model's signature, finite numbers, sane sizes)."""
+    check_model(cfg.model, cfg.data.img_size)
+    return {**cfg.model, "img_size": cfg.data.img_size}
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(tensors, metadata)`` of a safetensors file, with one-line errors."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
-    return tensors, metadata
-
-
-def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """``(shapes, metadata)`` of a safetensors file: the header only, no tensor is read."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
-    return shapes, metadata
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata of a safetensors file (no tensors read)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
-
-
-def export_checkpoint(
-    ckpt: str | os.PathLike, out: str | os.PathLike, fp16: bool = False
-) -> dict[str, Any]:
-    """``gmae export checkpoint``: a training checkpoint (or compact file) -> compact file."""
-    loaded = load_any(str(ckpt))
-    if loaded.config is None:
-        raise GmaeError(
-            f"{ckpt} carries no gmae training config ({loaded.kind} checkpoint): only gmae "
-            "training checkpoints can be exported to the compact format"
-        )
-    path = save_compact(loaded.model, loaded.config, out, fp16=fp16, source=str(ckpt))
-    n = sum(t.numel() for t in loaded.model.state_dict().values())
-    return {"out": str(path), "tensors_numel": n, "bytes": path.stat().st_size, "fp16": fp16}
-
-
-def load_model(
-    path: str | os.PathLike, img_size: int | None = None, map_location: Any = "cpu"
-) -> tuple[nn.Module, Any]:
-    """``(model, config)`` from a compact ``.safetensors`` or a training ``.pt`` checkpoint.
-
-    The model is rebuilt from the stored config (at ``img_size`` if given: the sin-cos position
-    embeddings are recomputed for the new grid) and returned in eval mode, in float32.
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        loaded = _load_compact(path, img_size)
-    else:
-        loaded = _load_training(path, img_size, map_location)
-    return loaded.model, loaded.config
-
-
-def _at_size(cfg: Any, img_size: int | None) -> Any:
-    """``cfg`` with ``data.img_size`` = ``img_size`` (checked against the model), or ``cfg``."""
-    from gmae.train.config import check_model, config_from_dict, config_to_dict
-
-    if img_size is None or img_size == cfg.data.img_size:
-        return cfg
-    check_model(cfg.model, img_size)
-    raw = config_to_dict(cfg)
-    raw["data"]["img_size"] = img_size
-    return config_from_dict(raw)
-
-
-def _build_from_config(cfg: Any, img_size: int | None) -> nn.Module:
-    from gmae.models import create_model
-    from gmae.train.checkpoint import model_kwargs
-    from gmae.train.config import config_to_dict
-
-    cfg = _at_size(cfg, img_size)
+def build_model(cfg: Config) -> nn.Module:
+    """The model of a training config, freshly initialised."""
     model = create_model(**model_kwargs(cfg))
     # The whole config (data, normalisation, recipe) at the size built, not create_model's
     # model-only record: save_pretrained after loading writes back what was loaded.
@@ -229,77 +108,104 @@ def _build_from_config(cfg: Any, img_size: int | None) -> nn.Module:
     return model
 
 
-def _load_compact(path: Path, img_size: int | None) -> LoadedModel:
-    from gmae.train.checkpoint import check_metadata, stored_config
+def check_metadata(cfg: Config, tensors: dict[str, Any], source: Any) -> None:
+    """Check a file's stored model config against the tensors it actually holds, before the
+    model is built: the architecture the config describes is instantiated on the ``meta``
+    device (no memory) and its state dict must have exactly the file's keys and shapes.
 
-    shapes, meta = read_header(path)
-    if meta.get("format") != FORMAT:
-        if "timm_model" in meta:
-            raise GmaeError(
-                f"{path} is a timm export (gmae export timm), not a gmae checkpoint: load it with "
-                "gmae.export.create_timm_model or gmae.export.load_any"
-            )
-        raise GmaeError(f"{path} is not a gmae compact checkpoint (no 'format: {FORMAT}' metadata)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise GmaeError(
-            f"{path} has compact-checkpoint format version {meta.get('format_version')!r}; this "
-            f"gmae reads version {FORMAT_VERSION}"
-        )
+    ``tensors``: key -> tensor or shape (a safetensors header gives shapes without reading).
+    Sane bounds on the config itself are checked first (``config.check_model``), so a few-byte
+    file cannot ask for a ViT with a thousand blocks or a billion Gaussians.
+    """
     try:
-        raw = json.loads(meta["config"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise GmaeError(f"{path} has no readable config in its metadata") from exc
-    cfg = stored_config(raw, path)
+        check_model(cfg.model, cfg.data.img_size)
+    except GmaeError as exc:
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
+    try:
+        with torch.device("meta"):
+            expected = create_model(**model_kwargs(cfg)).state_dict()
+    except GmaeError as exc:
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {first}") from exc
+    check_shapes(expected, tensors, source)
+
+
+def _float_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16 compact weights -> fp32 (models are built and evaluated in fp32)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# gmae's own formats
+# --------------------------------------------------------------------------------------------
+
+
+def load_compact(path: Path, img_size: int | None = None) -> LoadedModel:
+    """A compact ``.safetensors`` checkpoint (``gmae export checkpoint``)."""
+    shapes, meta = formats.read_header(path)
+    cfg = stored_config(formats.compact_config(path, meta), path)
     check_metadata(cfg, shapes, path)  # before anything is allocated
-    tensors, _ = read_safetensors(path)
-    cfg = _at_size(cfg, img_size)  # what the model is built at, also in LoadedModel.config
-    model = _build_from_config(cfg, None)
-    load_state(
-        model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, path
-    )
+    tensors, _ = formats.read_safetensors(path)
+    cfg = config_at_size(cfg, img_size)  # what the model is built at, also in .config
+    model = build_model(cfg)
+    load_state(model, _float_state(tensors), path)
     return LoadedModel(
         model.eval(), "compact", str(path), cfg.model["name"], cfg, {"dtype": meta.get("dtype")}
     )
 
 
-def _load_training(
-    path: Path, img_size: int | None, map_location: Any = "cpu", ckpt: dict | None = None
+def load_training(
+    path: Path,
+    img_size: int | None = None,
+    map_location: Any = "cpu",
+    ckpt: dict | None = None,
 ) -> LoadedModel:
-    from gmae.train.checkpoint import check_metadata, load_checkpoint, stored_config
-
+    """A ``gmae pretrain`` checkpoint (``ckpt``: its contents, when already read)."""
     if ckpt is None:
-        ckpt = load_checkpoint(path, map_location=map_location)
+        ckpt = formats.read_training_checkpoint(path, map_location=map_location)
     if not isinstance(ckpt["model"], dict):
         raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
     cfg = stored_config(ckpt["config"], path)
     check_metadata(cfg, ckpt["model"], path)  # before anything is allocated
-    cfg = _at_size(cfg, img_size)
-    model = _build_from_config(cfg, None)
+    cfg = config_at_size(cfg, img_size)
+    model = build_model(cfg)
     load_state(model, ckpt["model"], path)
     info = {"epoch": ckpt.get("epoch"), "step": ckpt.get("step")}
     return LoadedModel(model.eval(), "training", str(path), cfg.model["name"], cfg, info)
 
 
+def load_dir(directory: str | os.PathLike, **overrides: Any) -> LoadedModel:
+    """A ``save_pretrained`` directory (``config.json`` + ``model.safetensors``).
+
+    ``overrides``: model arguments that do not change the weights' shapes (``img_size``,
+    ``mask_ratio``, ``render_backend`` ...); the weights must still fit exactly.
+    """
+    directory = Path(directory)
+    meta = formats.read_dir_config(directory)
+    weights = directory / formats.WEIGHTS_NAME
+    cfg = stored_config(meta["config"], directory / formats.CONFIG_NAME)
+    shapes, _ = formats.read_header(weights)
+    check_metadata(cfg, shapes, weights)  # before anything is allocated
+    cfg = config_with_overrides(cfg, overrides, directory)
+    tensors, _ = formats.read_safetensors(weights)
+    model = build_model(cfg)
+    load_state(model, _float_state(tensors), weights)
+    return LoadedModel(model.eval(), "pretrained-dir", str(directory), cfg.model["name"], cfg)
+
+
+def with_overrides(loaded: LoadedModel, overrides: dict[str, Any]) -> LoadedModel:
+    """``loaded`` rebuilt with model arguments replaced; its weights must still fit."""
+    cfg = config_with_overrides(loaded.config, overrides, loaded.source)  # img_size included
+    model = build_model(cfg)
+    load_state(model, loaded.model.state_dict(), loaded.source)  # one line if shapes change
+    return LoadedModel(model.eval(), loaded.kind, loaded.source, loaded.name, cfg, loaded.info)
+
+
 # --------------------------------------------------------------------------------------------
 # MAE release checkpoints
 # --------------------------------------------------------------------------------------------
-
-
-def _torch_load(path: Path) -> Any:
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise GmaeError(
-            f"cannot read checkpoint {path}: not a weights-only PyTorch file "
-            f"({type(exc).__name__}: {first[:200]})"
-        ) from exc
-
-
-def is_mae_release(state: Any) -> bool:
-    return isinstance(state, dict) and "patch_embed.proj.weight" in state and "cls_token" in state
 
 
 def load_mae_release(
@@ -323,9 +229,6 @@ def load_mae_release(
     ``pixel_mean`` / ``pixel_std``: the input normalisation (default ImageNet's, MAE's own);
     ``layer_norm_eps``: every LayerNorm's epsilon (default ours and MAE's, 1e-6).
     """
-    from gmae.models import MAE, MaskedImageModel
-    from gmae.models.vit import sincos_pos_embed_2d
-
     if "norm.weight" not in state and "fc_norm.weight" in state:
         raise GmaeError(
             f"{source} is a fine-tuned (global-pool) MAE checkpoint; use a pretrained encoder "
@@ -382,8 +285,8 @@ def load_mae_release(
 
     # The architecture read off the file must be sane and match the file's tensors exactly
     # before the real model is allocated.
-    _check_release_sizes({**common, **decoder}, source)
-    mapped = _map_release_keys(state, has_decoder)
+    check_release_sizes({**common, **decoder}, source)
+    mapped = formats.map_release_keys(state, has_decoder)
     with torch.device("meta"):
         expected = build().state_dict()
     check_shapes(expected, mapped, source)
@@ -408,41 +311,12 @@ def load_mae_release(
     )
 
 
-def _check_release_sizes(sizes: dict[str, Any], source: str) -> None:
-    from gmae.train.config import MODEL_INT_BOUNDS
-
-    for key, value in sizes.items():
-        if key in MODEL_INT_BOUNDS and isinstance(value, int):
-            lo, hi = MODEL_INT_BOUNDS[key]
-            if not lo <= value <= hi:
-                raise GmaeError(f"{source}: {key} {value} read off the weights is out of range")
-    if not 0 < sizes["mlp_ratio"] <= 64:
-        raise GmaeError(f"{source}: MLP ratio {sizes['mlp_ratio']} is out of range")
-
-
-def _map_release_keys(state: dict[str, torch.Tensor], has_decoder: bool) -> dict[str, Any]:
-    enc_keys = ("cls_token", "patch_embed.", "blocks.", "norm.")
-    mapped: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith(enc_keys):
-            mapped[f"encoder.{key}"] = value
-        elif (
-            has_decoder
-            and key.startswith(("decoder_", "mask_token"))
-            and key != "decoder_pos_embed"
-        ):
-            mapped[key] = value
-    return mapped
-
-
 def random_like(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
     """A freshly initialised model of ``loaded``'s architecture (the random-encoder baseline)."""
-    from gmae.models import MaskedImageModel
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if loaded.config is not None:
-            model = _build_from_config(loaded.config, loaded.img_size)
+            model = build_model(config_at_size(loaded.config, loaded.img_size))
         else:  # release checkpoint: rebuild the encoder from its dimensions
             enc = loaded.model.encoder
             mlp_ratio = enc.blocks[0].mlp.fc1.out_features / enc.embed_dim if enc.depth else 4.0
@@ -451,7 +325,90 @@ def random_like(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
                 enc.num_heads, mlp_ratio, 0.75, None, None,
             )  # fmt: skip
     info = {"random_like": loaded.source, "seed": seed}
-    return LoadedModel(model.eval(), "random", RANDOM, loaded.name, loaded.config, info)
+    return LoadedModel(model.eval(), "random", formats.RANDOM, loaded.name, loaded.config, info)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain timm and Hugging Face ViT weights (encoders), files or directories
+# --------------------------------------------------------------------------------------------
+
+
+def load_vit_safetensors(
+    path: Path, meta: dict[str, str], img_size: int | None = None
+) -> LoadedModel:
+    """timm ``VisionTransformer`` or HF ``ViTModel`` / ``ViTMAE*`` weights -> encoder (+ MAE
+    decoder for ``ViTMAEForPreTraining``). Head counts come from the export's metadata or the
+    ``config.json`` beside the file, else the standard one for the width."""
+    shapes, _ = formats.read_header(path)
+    side = formats.sibling_json(path, formats.CONFIG_NAME)
+    kwargs: dict[str, Any] = {}
+    # Where the input normalisation comes from, first found wins: (file, mean, std).
+    norms: list[tuple[str, Any, Any]] = []
+    if formats.is_hf_vit(shapes):
+        kind = "hf"
+        tensors, _ = formats.read_safetensors(path)
+        state = formats.hf_to_timm(tensors, str(path))
+        if "num_attention_heads" in side:
+            kwargs["num_heads"] = int(side["num_attention_heads"])
+        if "decoder_num_attention_heads" in side:
+            kwargs["decoder_num_heads"] = int(side["decoder_num_attention_heads"])
+        if "norm_pix_loss" in side:
+            kwargs["norm_pix_loss"] = bool(side["norm_pix_loss"])
+        if "layer_norm_eps" in side:  # HF's ViTConfig default is 1e-12, ours 1e-6
+            kwargs["layer_norm_eps"] = small_positive(
+                side["layer_norm_eps"], "layer_norm_eps", path
+            )
+        processor = formats.sibling_json(path, "preprocessor_config.json")
+        norms.append(
+            ("preprocessor_config.json", processor.get("image_mean"), processor.get("image_std"))
+        )
+        norms.append(("config.json", side.get("image_mean"), side.get("image_std")))
+    elif formats.is_mae_release(shapes):
+        kind = "timm"
+        state, _ = formats.read_safetensors(path)
+        if meta.get("format") == formats.TIMM_FORMAT:
+            kwargs["num_heads"] = int(json.loads(meta["timm_kwargs"])["num_heads"])
+            overlay = formats.json_or_empty(meta.get("pretrained_cfg_overlay"))
+            norms.append(("its metadata", overlay.get("mean"), overlay.get("std")))
+        elif isinstance(side.get("model_args"), dict) and "num_heads" in side["model_args"]:
+            kwargs["num_heads"] = int(side["model_args"]["num_heads"])
+        pretrained = side.get("pretrained_cfg")
+        if isinstance(pretrained, dict):
+            norms.append(("config.json", pretrained.get("mean"), pretrained.get("std")))
+    else:
+        raise GmaeError(
+            f"{path} is not a gmae compact checkpoint (no 'format: {formats.COMPACT_FORMAT}' "
+            "metadata), nor timm or Hugging Face ViT weights"
+        )
+    found = next(((src, m, sd) for src, m, sd in norms if m is not None and sd is not None), None)
+    if found is None:
+        warnings.warn(
+            f"{path} stores no input normalisation (mean / std): assuming ImageNet's",
+            stacklevel=2,
+        )
+        normalization = "ImageNet (assumed: none stored)"
+    else:
+        normalization = found[0]
+        kwargs["pixel_mean"] = channel_values(found[1], "mean", path)
+        kwargs["pixel_std"] = channel_values(found[2], "std", path)
+        if min(kwargs["pixel_std"]) <= 0:
+            raise GmaeError(f"{path}: the stored std {kwargs['pixel_std']} is not positive")
+    loaded = load_mae_release(state, str(path), img_size=img_size, **kwargs)
+    loaded.kind = kind
+    loaded.info["normalization"] = normalization
+    return loaded
+
+
+def load_any_dir(path: Path, img_size: int | None = None) -> LoadedModel:
+    """A ``save_pretrained`` directory, or a timm / HF directory with ``model.safetensors``."""
+    if formats.is_pretrained_dir(path):
+        return load_dir(path, **({} if img_size is None else {"img_size": img_size}))
+    weights = path / formats.WEIGHTS_NAME
+    if not weights.is_file():
+        raise GmaeError(
+            f"{path} is a directory without {formats.WEIGHTS_NAME}: not a model directory"
+        )
+    return load_vit_safetensors(weights, formats.read_metadata(weights), img_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,34 +430,32 @@ def load_any(
     ``"random"``: a freshly initialised model (``seed``) built from
     ``config`` (a preset name or YAML file), the baseline for every protocol.
     """
-    from gmae.train.config import load_config
-
-    if ckpt == RANDOM:
+    if ckpt == formats.RANDOM:
         if config is None:
             raise GmaeError("--ckpt random needs --config PRESET (the architecture to initialise)")
-        cfg = _at_size(load_config(config), img_size)
+        cfg = config_at_size(load_config(config), img_size)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = _build_from_config(cfg, None)
+            model = build_model(cfg)
         info = {"config": str(config), "seed": seed}
-        return LoadedModel(model.eval(), "random", RANDOM, cfg.model["name"], cfg, info)
+        return LoadedModel(model.eval(), "random", formats.RANDOM, cfg.model["name"], cfg, info)
     if config is not None:
         raise GmaeError("--config is only used with --ckpt random (checkpoints carry their own)")
     path = Path(ckpt).expanduser()
     if path.is_dir():
-        return _load_dir(path, img_size)
+        return load_any_dir(path, img_size)
     if not path.is_file():
         raise GmaeError(f"checkpoint {path} not found")
     if path.suffix == ".safetensors":
-        meta = read_metadata(path)
-        if meta.get("format") == FORMAT:
-            return _load_compact(path, img_size)
-        return _load_vit_safetensors(path, meta, img_size)
-    obj = _torch_load(path)
+        meta = formats.read_metadata(path)
+        if formats.is_compact(meta):
+            return load_compact(path, img_size)
+        return load_vit_safetensors(path, meta, img_size)
+    obj = formats.read_weights_only(path)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj:
-        return _load_training(path, img_size, ckpt=obj)
+        return load_training(path, img_size, ckpt=obj)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if is_mae_release(state):
+    if formats.is_mae_release(state):
         return load_mae_release(state, str(path), img_size=img_size)
     raise GmaeError(
         f"{path} is not a gmae training checkpoint, a compact .safetensors checkpoint or an MAE "
@@ -508,130 +463,39 @@ def load_any(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Plain timm and Hugging Face ViT weights (encoders), files or directories
-# --------------------------------------------------------------------------------------------
+def load_model(
+    path: str | os.PathLike, img_size: int | None = None, map_location: Any = "cpu"
+) -> tuple[nn.Module, Config]:
+    """``(model, config)`` from a compact ``.safetensors`` or a training ``.pt`` checkpoint.
 
-
-def _sibling_config(path: Path) -> dict[str, Any]:
-    """The ``config.json`` beside a weights file (timm and HF directories have one), or {}."""
-    cfg = path.parent / "config.json"
-    try:
-        raw = json.loads(cfg.read_text()) if cfg.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {cfg}: not valid JSON ({exc})") from exc
-    return raw if isinstance(raw, dict) else {}
-
-
-def _load_vit_safetensors(path: Path, meta: dict[str, str], img_size: int | None) -> LoadedModel:
-    """timm ``VisionTransformer`` or HF ``ViTModel`` / ``ViTMAE*`` weights -> encoder (+ MAE
-    decoder for ``ViTMAEForPreTraining``). Head counts come from the export's metadata or the
-    ``config.json`` beside the file, else the standard one for the width."""
-    from gmae.export.hf import hf_to_timm, is_hf_vit
-    from gmae.export.timm import FORMAT as TIMM_FORMAT
-
-    shapes, _ = read_header(path)
-    side = _sibling_config(path)
-    kwargs: dict[str, Any] = {}
-    # Where the input normalisation comes from, first found wins: (file, mean, std).
-    norms: list[tuple[str, Any, Any]] = []
-    if is_hf_vit(shapes):
-        kind = "hf"
-        tensors, _ = read_safetensors(path)
-        state = hf_to_timm(tensors, str(path))
-        if "num_attention_heads" in side:
-            kwargs["num_heads"] = int(side["num_attention_heads"])
-        if "decoder_num_attention_heads" in side:
-            kwargs["decoder_num_heads"] = int(side["decoder_num_attention_heads"])
-        if "norm_pix_loss" in side:
-            kwargs["norm_pix_loss"] = bool(side["norm_pix_loss"])
-        if "layer_norm_eps" in side:  # HF's ViTConfig default is 1e-12, ours 1e-6
-            kwargs["layer_norm_eps"] = _positive(side["layer_norm_eps"], "layer_norm_eps", path)
-        processor = _sibling_json(path, "preprocessor_config.json")
-        norms.append(
-            ("preprocessor_config.json", processor.get("image_mean"), processor.get("image_std"))
-        )
-        norms.append(("config.json", side.get("image_mean"), side.get("image_std")))
-    elif is_mae_release(shapes):
-        kind = "timm"
-        state, _ = read_safetensors(path)
-        if meta.get("format") == TIMM_FORMAT:
-            kwargs["num_heads"] = int(json.loads(meta["timm_kwargs"])["num_heads"])
-            overlay = _json_or_empty(meta.get("pretrained_cfg_overlay"))
-            norms.append(("its metadata", overlay.get("mean"), overlay.get("std")))
-        elif isinstance(side.get("model_args"), dict) and "num_heads" in side["model_args"]:
-            kwargs["num_heads"] = int(side["model_args"]["num_heads"])
-        pretrained = side.get("pretrained_cfg")
-        if isinstance(pretrained, dict):
-            norms.append(("config.json", pretrained.get("mean"), pretrained.get("std")))
+    The model is rebuilt from the stored config (at ``img_size`` if given: the sin-cos position
+    embeddings are recomputed for the new grid) and returned in eval mode, in float32.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        loaded = load_compact(path, img_size)
     else:
-        raise GmaeError(
-            f"{path} is not a gmae compact checkpoint (no 'format: {FORMAT}' metadata), nor timm "
-            "or Hugging Face ViT weights"
-        )
-    found = next(((src, m, sd) for src, m, sd in norms if m is not None and sd is not None), None)
-    if found is None:
-        import warnings
-
-        warnings.warn(
-            f"{path} stores no input normalisation (mean / std): assuming ImageNet's",
-            stacklevel=2,
-        )
-        normalization = "ImageNet (assumed: none stored)"
-    else:
-        normalization = found[0]
-        kwargs["pixel_mean"] = _channel_values(found[1], "mean", path)
-        kwargs["pixel_std"] = _channel_values(found[2], "std", path)
-        if min(kwargs["pixel_std"]) <= 0:
-            raise GmaeError(f"{path}: the stored std {kwargs['pixel_std']} is not positive")
-    loaded = load_mae_release(state, str(path), img_size=img_size, **kwargs)
-    loaded.kind = kind
-    loaded.info["normalization"] = normalization
-    return loaded
+        loaded = load_training(path, img_size, map_location)
+    return loaded.model, loaded.config
 
 
-def _sibling_json(path: Path, name: str) -> dict[str, Any]:
-    """``name`` beside a weights file as a mapping, or {} (absent or not a mapping)."""
-    other = path.parent / name
-    try:
-        raw = json.loads(other.read_text()) if other.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {other}: not valid JSON ({exc})") from exc
-    return raw if isinstance(raw, dict) else {}
+def load_pretrained(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, Config]:
+    """``(model, config)`` from a pretraining checkpoint; the model is in eval mode.
+
+    The model is rebuilt from the config stored in the checkpoint, so no other file is needed.
+    """
+    loaded = load_training(Path(path), map_location=map_location)
+    return loaded.model, loaded.config
 
 
-def _json_or_empty(text: str | None) -> dict[str, Any]:
-    try:
-        raw = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return raw if isinstance(raw, dict) else {}
-
-
-def _channel_values(values: Any, what: str, path: Path) -> list[float]:
-    """A stored per-channel mean or std as a list of finite floats (one line if it is not)."""
-    import math
-
-    ok = isinstance(values, list | tuple) and values
-    ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
-    if not ok:
-        raise GmaeError(f"{path}: the stored {what} {values!r} is not a list of numbers")
-    return [float(v) for v in values]
-
-
-def _positive(value: Any, what: str, path: Path) -> float:
-    if not isinstance(value, int | float) or not 0 < value < 1:
-        raise GmaeError(f"{path}: {what} {value!r} is not a small positive number")
-    return float(value)
-
-
-def _load_dir(path: Path, img_size: int | None) -> LoadedModel:
-    """A ``save_pretrained`` directory, or a timm / HF directory with ``model.safetensors``."""
-    from gmae.hub import WEIGHTS_NAME, is_pretrained_dir, load_dir
-
-    if is_pretrained_dir(path):
-        return load_dir(path, **({} if img_size is None else {"img_size": img_size}))
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise GmaeError(f"{path} is a directory without {WEIGHTS_NAME}: not a model directory")
-    return _load_vit_safetensors(weights, read_metadata(weights), img_size)
+def load_mae_or_gmae(path: str | os.PathLike, kind: str | None = None, device: Any = "cpu"):
+    """A pretrained MAE or GMAE (eval mode, on ``device``) from anything ``--ckpt`` names
+    (:func:`load_any`: a training ``.pt``, a compact ``.safetensors``, a ``save_pretrained``
+    directory, an HF ``ViTMAEForPreTraining`` export ...). ``kind`` ("gmae" / "mae") checks
+    what the file holds."""
+    model = load_any(str(path)).model
+    wanted = {"gmae": GMAE, "mae": MAE}.get(kind or "", (GMAE, MAE))
+    if not isinstance(model, wanted):
+        need = kind.upper() if kind else "an MAE or GMAE"
+        raise GmaeError(f"{path} holds a {type(model).__name__}; this needs a {need} checkpoint")
+    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()

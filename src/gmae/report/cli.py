@@ -45,11 +45,11 @@ def register(subparsers, groups) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gmae.loading.loaders import load_mae_or_gmae
     from gmae.report.builders import build_report
-    from gmae.zeroshot.common import load_model
 
-    model = load_model(args.ckpt, "gmae", args.device)
-    mae = load_model(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
+    mae = load_mae_or_gmae(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
     page = build_report(
         model, args.out, mae_model=mae, num_images=args.num_images, quick=args.quick,
         title=f"GMAE zero-shot report: {args.ckpt.name}", checkpoint=args.ckpt,
