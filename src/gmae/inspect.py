@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
+from gmae.loading import GMAE_CKPT_HELP
 
 MAX_IMAGES = 1024  # one batch: the across-image statistics need every image at once
 
@@ -25,7 +26,7 @@ def register(subparsers, groups) -> None:
         "spread, within-image depth spread, dependence of the layout on the image, centres in "
         "masked patches, coverage. Prints a verdict (healthy / degraded / degenerate).",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
     p.add_argument("--data", default="imagenette-128", help="data set spec")
     p.add_argument("--split", default="val", help="split of --data (default val)")
     p.add_argument("--num-images", type=int, default=128, help=f"images (2..{MAX_IMAGES})")

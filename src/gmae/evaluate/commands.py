@@ -13,19 +13,13 @@ from typing import Any
 
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
+from gmae.loading import CKPT_HELP
 
 # Kept here (not imported from the protocol modules) so that building the parser imports no
 # torch; tests check they match linprobe.DEFAULT_WDS / RECIPES and finetune.PRESETS.
 LINPROBE_RECIPES = ("cached", "mae")
 LINPROBE_WDS = (1e-6, 1e-5, 1e-4, 1e-3)
 FINETUNE_PRESETS = ("mae", "cpu")
-
-CKPT_HELP = (
-    "a training checkpoint (.pt), a compact checkpoint (.safetensors, gmae export checkpoint), "
-    "an MAE release checkpoint (.pth), or 'random' (needs --config): a randomly initialised "
-    "model of the same architecture, the baseline"
-)
-
 
 PRESET_DEFAULT = " (default: the --preset's value, see docs/evaluation.md)"
 

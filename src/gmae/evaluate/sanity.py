@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from gmae.evaluate.common import write_result
 
     p = argparse.ArgumentParser(prog="python -m gmae.evaluate.sanity", description=__doc__)
-    p.add_argument("--ckpt", required=True)
+    p.add_argument(
+        "--ckpt", required=True, help="the trained checkpoint: anything gmae eval --ckpt reads"
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=0)

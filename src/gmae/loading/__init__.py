@@ -22,13 +22,15 @@ from __future__ import annotations
 from gmae.lazy import lazy_exports
 
 # --ckpt help, shared by every command that takes one.
+# --ckpt help, shared by every command that takes one (all read it with load_any).
 CKPT_HELP = (
     "checkpoint: training .pt, compact .safetensors, save_pretrained / timm / HF directory, "
-    "timm or HF .safetensors, MAE release .pth, or 'random' (with --config)"
+    "timm or HF .safetensors, MAE release .pth, or 'random' (with --config: a freshly "
+    "initialised model of that architecture, the baseline)"
 )
 GMAE_CKPT_HELP = (
-    "GMAE checkpoint: training .pt, compact .safetensors or save_pretrained directory (read as "
-    "gmae eval --ckpt reads it)"
+    "GMAE checkpoint: training .pt, compact .safetensors or save_pretrained directory (any "
+    "--ckpt of gmae eval that holds a GMAE)"
 )
 MAE_CKPT_HELP = (
     "MAE checkpoint for the MAE baselines: training .pt, compact .safetensors, save_pretrained "

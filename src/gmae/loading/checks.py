@@ -65,6 +65,28 @@ def config_with_overrides(cfg: Config, overrides: dict[str, Any], source: Any) -
     return new
 
 
+def check_tensors(state: Any, source: Any) -> None:
+    """A state dict read from a ``.pt`` file: string keys and dense tensors (a weights-only
+    load can still yield ints, lists, sparse or ``meta`` tensors)."""
+    if not isinstance(state, dict):
+        raise GmaeError(f"checkpoint {source}: its weights are not a state dict")
+    bad = [repr(k) for k in state if not isinstance(k, str)]
+    bad += [f"{k} ({_what(v)})" for k, v in state.items() if isinstance(k, str) and _what(v)]
+    if bad:
+        raise GmaeError(
+            f"checkpoint {source}: its weights are not a state dict of dense tensors: {few(bad)}"
+        )
+
+
+def _what(value: Any) -> str:
+    """What is wrong with a state-dict value ("" if it is a dense tensor)."""
+    if not isinstance(value, torch.Tensor):
+        return type(value).__name__
+    if value.is_meta:
+        return "meta tensor"
+    return "" if value.layout == torch.strided else f"{value.layout} tensor"
+
+
 def check_shapes(expected: dict[str, Any], tensors: dict[str, Any], source: Any) -> None:
     """The file's tensors (or shapes) must be exactly the keys and shapes of ``expected`` (the
     state dict of a model built on the ``meta`` device)."""
@@ -81,9 +103,10 @@ def check_shapes(expected: dict[str, Any], tensors: dict[str, Any], source: Any)
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
-    """Strict ``load_state_dict`` with a one-line error naming what does not fit: missing or
-    unexpected keys, shapes, dtypes (a floating-point weight must come as floating point), and
-    non-finite values."""
+    """Strict ``load_state_dict`` with a one-line error naming what does not fit: keys that
+    are not tensors, missing or unexpected keys, shapes, dtypes (a floating-point weight must
+    come as floating point), and non-finite values."""
+    check_tensors(state, source)
     expected = module.state_dict()
     problems = _misfits(expected, state, lambda v: tuple(v.shape))
     dtypes = [
@@ -130,6 +153,45 @@ def check_finite(state: dict[str, torch.Tensor], source: Any) -> None:
             f"checkpoint {source} has non-finite (NaN or inf) weights in {len(bad)} tensor(s): "
             f"{few(bad)}"
         )
+
+
+def check_release_shapes(state: dict[str, Any], source: str) -> None:
+    """The tensors an MAE-release / timm ViT architecture is read off must have the ranks and
+    matching widths of a ViT: cls_token [1, 1, D], pos_embed [1, 1 + N, D],
+    patch_embed.proj.weight [D, C, P, P], norm.weight [D], blocks.0.mlp.fc1.weight [H, D]."""
+    shapes = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    width = shapes.get("cls_token", (0, 0, 0))[-1]
+    rules = {
+        "cls_token": lambda s: len(s) == 3 and s[:2] == (1, 1) and s[2] >= 1,
+        "pos_embed": lambda s: len(s) == 3 and s[0] == 1 and s[1] >= 2 and s[2] == width,
+        "patch_embed.proj.weight": lambda s: len(s) == 4 and s[0] == width and s[2] == s[3] >= 1,
+        "norm.weight": lambda s: s == (width,),
+        "blocks.0.mlp.fc1.weight": lambda s: len(s) == 2 and s[1] == width,
+        "decoder_embed.weight": lambda s: len(s) == 2 and s[1] == width,
+    }
+    for key, fits in rules.items():
+        if key in state and (key not in shapes or not fits(shapes[key])):
+            raise GmaeError(
+                f"{source}: {key} has shape {list(shapes.get(key, ()))}, not that of a ViT of "
+                f"width {width}"
+            )
+
+
+def stored_int(value: Any, key: str, source: Any) -> int:
+    """A size a file's metadata states (``num_heads`` ...): a whole number within the bounds a
+    config may ask for."""
+    lo, hi = MODEL_INT_BOUNDS[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise GmaeError(
+            f"{source}: the stored {key} {value!r} is not a whole number in [{lo}, {hi}]"
+        )
+    return value
+
+
+def stored_bool(value: Any, key: str, source: Any) -> bool:
+    if not isinstance(value, bool):
+        raise GmaeError(f"{source}: the stored {key} {value!r} is not true or false")
+    return value
 
 
 def check_release_sizes(sizes: dict[str, Any], source: str) -> None:

@@ -112,7 +112,7 @@ def compact_config(path: Path, metadata: dict[str, str]) -> Any:
         )
     try:
         return json.loads(metadata["config"])
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, ValueError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
         raise GmaeError(f"{path} has no readable config in its metadata") from exc
 
 
@@ -262,7 +262,7 @@ def is_pretrained_dir(path: str | os.PathLike) -> bool:
         return False
     try:
         return json.loads(cfg.read_text()).get("format") == PRETRAINED_FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):
         return False
 
 
@@ -273,7 +273,7 @@ def read_dir_config(directory: Path) -> dict[str, Any]:
         raise GmaeError(f"{directory} has no {CONFIG_NAME}: not a gmae save_pretrained directory")
     try:
         meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise GmaeError(f"cannot read {path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != PRETRAINED_FORMAT:
         raise GmaeError(
@@ -296,7 +296,7 @@ def sibling_json(path: Path, name: str) -> dict[str, Any]:
     other = path.parent / name
     try:
         raw = json.loads(other.read_text()) if other.is_file() else {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise GmaeError(f"cannot read {other}: not valid JSON ({exc})") from exc
     return raw if isinstance(raw, dict) else {}
 
@@ -305,6 +305,6 @@ def json_or_empty(text: str | None) -> dict[str, Any]:
     """A JSON mapping from a metadata string, or {} (absent, invalid or not a mapping)."""
     try:
         raw = json.loads(text) if text else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return raw if isinstance(raw, dict) else {}

@@ -12,7 +12,6 @@ Formats are recognised and read by :mod:`gmae.loading.formats`; what they say is
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -28,13 +27,17 @@ from gmae.errors import GmaeError
 from gmae.loading import formats
 from gmae.loading.checks import (
     channel_values,
+    check_release_shapes,
     check_release_sizes,
     check_shapes,
+    check_tensors,
     config_at_size,
     config_with_overrides,
     load_state,
     small_positive,
+    stored_bool,
     stored_config,
+    stored_int,
 )
 from gmae.models import GMAE, MAE, MaskedImageModel, create_model
 from gmae.models.vit import sincos_pos_embed_2d
@@ -167,6 +170,7 @@ def load_training(
         ckpt = formats.read_training_checkpoint(path, map_location=map_location)
     if not isinstance(ckpt["model"], dict):
         raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
+    check_tensors(ckpt["model"], path)
     cfg = stored_config(ckpt["config"], path)
     check_metadata(cfg, ckpt["model"], path)  # before anything is allocated
     cfg = config_at_size(cfg, img_size)
@@ -229,6 +233,7 @@ def load_mae_release(
     ``pixel_mean`` / ``pixel_std``: the input normalisation (default ImageNet's, MAE's own);
     ``layer_norm_eps``: every LayerNorm's epsilon (default ours and MAE's, 1e-6).
     """
+    check_tensors(state, source)
     if "norm.weight" not in state and "fc_norm.weight" in state:
         raise GmaeError(
             f"{source} is a fine-tuned (global-pool) MAE checkpoint; use a pretrained encoder "
@@ -243,6 +248,7 @@ def load_mae_release(
         raise GmaeError(
             f"{source} is not an MAE/timm ViT checkpoint (missing {', '.join(missing)})"
         )
+    check_release_shapes(state, source)
     embed_dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
     in_chans = state["patch_embed.proj.weight"].shape[1]
@@ -287,8 +293,14 @@ def load_mae_release(
     # before the real model is allocated.
     check_release_sizes({**common, **decoder}, source)
     mapped = formats.map_release_keys(state, has_decoder)
-    with torch.device("meta"):
-        expected = build().state_dict()
+    try:
+        with torch.device("meta"):
+            expected = build().state_dict()
+    except (GmaeError, TypeError, ValueError, RuntimeError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GmaeError(
+            f"{source}: the ViT read off its weights cannot be built ({first})"
+        ) from exc
     check_shapes(expected, mapped, source)
     model = build()
     if layer_norm_eps is not None:
@@ -348,12 +360,17 @@ def load_vit_safetensors(
         kind = "hf"
         tensors, _ = formats.read_safetensors(path)
         state = formats.hf_to_timm(tensors, str(path))
+        config_json = path.parent / formats.CONFIG_NAME
         if "num_attention_heads" in side:
-            kwargs["num_heads"] = int(side["num_attention_heads"])
+            kwargs["num_heads"] = stored_int(side["num_attention_heads"], "num_heads", config_json)
         if "decoder_num_attention_heads" in side:
-            kwargs["decoder_num_heads"] = int(side["decoder_num_attention_heads"])
+            kwargs["decoder_num_heads"] = stored_int(
+                side["decoder_num_attention_heads"], "decoder_num_heads", config_json
+            )
         if "norm_pix_loss" in side:
-            kwargs["norm_pix_loss"] = bool(side["norm_pix_loss"])
+            kwargs["norm_pix_loss"] = stored_bool(
+                side["norm_pix_loss"], "norm_pix_loss", config_json
+            )
         if "layer_norm_eps" in side:  # HF's ViTConfig default is 1e-12, ours 1e-6
             kwargs["layer_norm_eps"] = small_positive(
                 side["layer_norm_eps"], "layer_norm_eps", path
@@ -367,11 +384,16 @@ def load_vit_safetensors(
         kind = "timm"
         state, _ = formats.read_safetensors(path)
         if meta.get("format") == formats.TIMM_FORMAT:
-            kwargs["num_heads"] = int(json.loads(meta["timm_kwargs"])["num_heads"])
+            timm_kwargs = formats.json_or_empty(meta.get("timm_kwargs"))
+            if "num_heads" not in timm_kwargs:
+                raise GmaeError(f"{path}: its timm_kwargs metadata has no num_heads")
+            kwargs["num_heads"] = stored_int(timm_kwargs["num_heads"], "num_heads", path)
             overlay = formats.json_or_empty(meta.get("pretrained_cfg_overlay"))
             norms.append(("its metadata", overlay.get("mean"), overlay.get("std")))
         elif isinstance(side.get("model_args"), dict) and "num_heads" in side["model_args"]:
-            kwargs["num_heads"] = int(side["model_args"]["num_heads"])
+            kwargs["num_heads"] = stored_int(
+                side["model_args"]["num_heads"], "num_heads", path.parent / formats.CONFIG_NAME
+            )
         pretrained = side.get("pretrained_cfg")
         if isinstance(pretrained, dict):
             norms.append(("config.json", pretrained.get("mean"), pretrained.get("std")))

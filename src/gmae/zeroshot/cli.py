@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
+from gmae.loading import GMAE_CKPT_HELP, MAE_CKPT_HELP
 
 
 def register(subparsers, groups) -> None:
@@ -23,9 +24,7 @@ def register(subparsers, groups) -> None:
     )
 
     def common(p: argparse.ArgumentParser, batch: bool = True) -> None:
-        p.add_argument(
-            "--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)"
-        )
+        p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
         if batch:
             p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
@@ -80,7 +79,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--masks", type=Path, help="ground-truth masks (same stems, 0/255)")
     p.add_argument("--out", required=True, type=Path, help="output folder of masks")
     p.add_argument("--json", type=Path, help="write the scores here (default OUT/scores.json)")
-    p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the MAE baselines")
+    p.add_argument("--mae-ckpt", type=Path, help=MAE_CKPT_HELP)
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
     p.set_defaults(func=cmd_figure_ground)
 
@@ -109,15 +108,13 @@ def register(subparsers, groups) -> None:
         "figure-ground vs the unoccluded leaves, each beside a randomly initialised GMAE and the "
         "shuffled control (docs/occlusion.md).",
     )
-    p.add_argument(
-        "--ckpt", required=True, help="GMAE checkpoint (.pt/.safetensors) or 'random' (--config)"
-    )
+    p.add_argument("--ckpt", required=True, help=f"{GMAE_CKPT_HELP}, or 'random' (--config)")
     p.add_argument("--config", help="preset or YAML for --ckpt random")
     p.add_argument("--data", required=True, help="dead-leaves spec, e.g. deadleaves:size=64")
     p.add_argument("--split", default="test", help="split of --data (default test)")
     p.add_argument("--num-images", type=int, default=0, help="first N scenes (0: all)")
     p.add_argument("--json", required=True, type=Path, help="write the scores here (JSON)")
-    p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the figure-ground baselines")
+    p.add_argument("--mae-ckpt", type=Path, help=MAE_CKPT_HELP)
     p.add_argument("--no-random", action="store_true", help="skip the random-GMAE baseline")
     p.add_argument("--gap", type=int, default=1, help="pixels between the two sides of a pair")
     p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32],
@@ -141,7 +138,7 @@ def register(subparsers, groups) -> None:
         "3DGS PLY that common splat viewers open (see docs/zeroshot.md for the frame and the "
         "camera to view it from).",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
     p.add_argument(
         "--image", required=True, type=Path, help="the photo (resized to the model input)"
     )
