@@ -144,6 +144,18 @@ def test_every_ckpt_command_loads_through_load_any(tmp_path, checkpoint_argvs, m
     assert commands == {"eval", "zeroshot", "report", "inspect", "export"}
 
 
+def test_report_facts_read_what_report_ckpt_loads(tmp_path):
+    """gmae report --ckpt takes what the loader takes; its summary box reads the stored config
+    of gmae's own formats (a save_pretrained directory too) and nothing of others."""
+    from gmae.report.summary import checkpoint_facts
+
+    model = _model("gmae")
+    for fmt in ("training", "compact", "pretrained-dir"):
+        facts = checkpoint_facts(_write(fmt, model, tmp_path))
+        assert facts["config"] == model.gmae_config, fmt
+    assert checkpoint_facts(_write("timm-dir", model, tmp_path))["config"] is None
+
+
 # --- every format, one loader ---------------------------------------------------------------
 
 
