@@ -40,3 +40,52 @@ def folder(tmp_path_factory) -> Path:
                 pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def checkpoint_argvs(folder: Path, tmp_path: Path):
+    """Every gmae (sub)command that reads a checkpoint (``--ckpt``, ``--mae-ckpt``,
+    ``--resume``), as ``argvs(ckpt, good) -> [(command, flag, argv)]``: ``argv`` runs
+    ``command`` with ``flag`` set to ``ckpt``, ``--ckpt`` (when it is not the flag) set to
+    ``good`` and every other required option set to a usable value (images from ``folder``)."""
+    import argparse
+
+    from gmae.cli import build_parser
+
+    def walk(p, prefix, found):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*prefix, name), found)
+        if {o for a in p._actions for o in a.option_strings} & {"--ckpt", "--mae-ckpt", "--resume"}:
+            found[prefix] = p
+        return found
+
+    photo = folder / "train" / "cat" / "0.png"
+    values = {
+        "--data": f"imagefolder:{folder}", "--image": str(photo), "--images": str(photo.parent),
+        "--masks": str(photo.parent), "--json": str(tmp_path / "out.json"),
+    }  # fmt: skip
+
+    def argvs(ckpt: Path, good: Path) -> list[tuple[tuple[str, ...], str, list[str]]]:
+        runs = []
+        for command, parser in sorted(walk(build_parser(), (), {}).items()):
+            actions = [a for a in parser._actions if a.required]
+            groups = parser._mutually_exclusive_groups
+            actions += [g._group_actions[0] for g in groups if g.required]
+            opts = {o for a in parser._actions for o in a.option_strings}
+            for flag in ("--ckpt", "--mae-ckpt", "--resume"):
+                if flag not in opts:
+                    continue
+                argv = [*command]
+                for a in actions:
+                    if a.option_strings and a.option_strings[0] != flag:
+                        name = a.option_strings[0]
+                        default = str(good) if name == "--ckpt" else str(tmp_path / "o" / name[2:])
+                        argv += [name, values.get(name, default)]
+                if command == ("pretrain",):
+                    argv += ["--out", str(tmp_path / "run")]
+                runs.append((command, flag, [*argv, flag, str(ckpt)]))
+        return runs
+
+    return argvs

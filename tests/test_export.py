@@ -1,4 +1,5 @@
-"""Model interop (gmae.export): timm exports, compact checkpoints, MAE release checkpoints."""
+"""Model interop (gmae.export): timm exports and compact checkpoints (loading every format,
+MAE release checkpoints included, is tests/test_loading.py)."""
 
 from __future__ import annotations
 
@@ -152,54 +153,6 @@ def test_eval_gives_the_same_results_from_both_formats(tmp_path, capsys):
     assert results[0] == results[1]
 
 
-# --- MAE release checkpoints ------------------------------------------------------------------
-
-
-def _release_state(model) -> dict[str, torch.Tensor]:
-    """What facebookresearch/mae's mae_pretrain_vit_*.pth holds under "model"."""
-    return {k: v.clone() for k, v in timm_state_dict(model.encoder).items()}
-
-
-def test_mae_release_checkpoint_loads_for_evaluation(tmp_path, images):
-    # Width 192 = ViT-Tiny's, so the head count (not stored in the weights) is the standard 3.
-    torch.manual_seed(0)
-    src = create_model("mae", encoder="tiny", depth=1, img_size=24, patch_size=6,
-                       decoder_dim=32, decoder_depth=1, decoder_num_heads=2).eval()  # fmt: skip
-    path = tmp_path / "mae_pretrain_vit_tiny.pth"
-    torch.save({"model": _release_state(src)}, path)
-    loaded = load_any(str(path))
-    assert loaded.kind == "mae-release" and loaded.name == "vit"
-    assert loaded.img_size == 24 and loaded.model.encoder.num_heads == 3
-    assert not loaded.info["learned_pos_embed"]
-    torch.testing.assert_close(loaded.model.forward_features(images), src.forward_features(images))
-    assert not hasattr(loaded.model, "reconstruct")
-
-    # With the decoder (MAE's visualisation checkpoints): a full MAE that can reconstruct.
-    full = _release_state(src)
-    full.update({k: v for k, v in src.state_dict().items() if not k.startswith("encoder.")})
-    full["decoder_pos_embed"] = src.decoder_pos_embed.clone()
-    torch.save({"model": full}, tmp_path / "mae_visualize.pth")
-    vis = load_mae_release(torch.load(tmp_path / "mae_visualize.pth")["model"],
-                           decoder_num_heads=2)  # fmt: skip
-    assert vis.name == "mae"
-    noise = torch.rand(3, 16)
-    torch.testing.assert_close(
-        vis.model.reconstruct(images, noise=noise)["recon"],
-        src.reconstruct(images, noise=noise)["recon"],
-    )
-
-
-def test_mae_release_learned_pos_embed_is_kept(tmp_path, images):
-    torch.manual_seed(0)
-    src = create_model("mae", encoder="tiny", depth=1, img_size=24, patch_size=6).eval()
-    state = _release_state(src)
-    state["pos_embed"] = state["pos_embed"] + 0.5 * torch.randn_like(state["pos_embed"])
-    loaded = load_mae_release(state)
-    assert loaded.info["learned_pos_embed"]
-    torch.testing.assert_close(loaded.model.encoder.pos_embed, state["pos_embed"])
-    assert load_mae_release(state, img_size=48).model.encoder.pos_embed.shape == (1, 65, 192)
-
-
 # --- errors -----------------------------------------------------------------------------------
 
 
@@ -207,7 +160,7 @@ def test_export_errors(tmp_path, capsys):
     torch.manual_seed(0)
     src = create_model("mae", encoder="tiny", depth=1, img_size=24, patch_size=6)
     release = tmp_path / "release.pth"
-    torch.save({"model": _release_state(src)}, release)
+    torch.save({"model": timm_state_dict(src.encoder)}, release)  # an MAE release checkpoint
     with pytest.raises(GmaeError, match="are .safetensors files"):
         save_compact(src, None, tmp_path / "x.pt")
     assert main(["export", "checkpoint", "--ckpt", str(release),
@@ -229,7 +182,7 @@ def test_export_errors(tmp_path, capsys):
         load_model(junk)
     with pytest.raises(GmaeError, match="not found"):
         load_model(tmp_path / "missing.safetensors")
-    finetuned = {**_release_state(src), "fc_norm.weight": torch.ones(192)}
+    finetuned = {**timm_state_dict(src.encoder), "fc_norm.weight": torch.ones(192)}
     del finetuned["norm.weight"]
     with pytest.raises(GmaeError, match="fine-tuned"):
         load_mae_release(finetuned)

@@ -250,62 +250,25 @@ def _tiny_gmae_checkpoint(path: Path) -> Path:
     return path
 
 
-def _ckpt_commands(parser) -> dict[tuple[str, ...], list]:
-    """Every (sub)command that takes --ckpt, --mae-ckpt or --resume, with its parser."""
-    import argparse
-
-    found = {}
-
-    def walk(p, prefix):
-        for action in p._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, (*prefix, name))
-        opts = {o for a in p._actions for o in a.option_strings}
-        if opts & {"--ckpt", "--mae-ckpt", "--resume"}:
-            found[prefix] = p
-
-    walk(parser, ())
-    return found
-
-
-def test_crafted_pickle_through_every_checkpoint_path_runs_nothing(tmp_path, folder, capsys):
-    from gmae.cli import build_parser
-
+def test_crafted_pickle_through_every_checkpoint_path_runs_nothing(
+    tmp_path, checkpoint_argvs, capsys
+):
     marker = tmp_path / "pwned"
     evil_pickle = tmp_path / "evil.pt"
     torch.save({"config": {"model": {"name": "gmae"}}, "model": {"w": _Evil(marker)}}, evil_pickle)
     evil_release = tmp_path / "evil.pth"
     torch.save({"model": _Evil(marker)}, evil_release)
     good = _tiny_gmae_checkpoint(tmp_path / "good.pt")
-    photo = folder / "train" / "cat" / "0.png"
-    values = {
-        "--data": f"imagefolder:{folder}", "--image": str(photo), "--images": str(photo.parent),
-        "--masks": str(photo.parent), "--json": str(tmp_path / "out.json"),
-    }  # fmt: skip
-    commands = _ckpt_commands(build_parser())
-    assert len(commands) >= 13, sorted(commands)  # eval 4, zeroshot 4, export 3, report, pretrain
+    commands = set()
     runs = 0
-    for command, parser in sorted(commands.items()):
-        actions = [a for a in parser._actions if a.required]
-        actions += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
-        opts = {o for a in parser._actions for o in a.option_strings}
-        for flag in ("--ckpt", "--mae-ckpt", "--resume"):
-            if flag not in opts:
-                continue
-            for evil in (evil_pickle, evil_release):
-                argv = [*command]
-                for a in actions:
-                    if a.option_strings and a.option_strings[0] != flag:
-                        name = a.option_strings[0]
-                        default = str(good) if name == "--ckpt" else str(tmp_path / "o" / name[2:])
-                        argv += [name, values.get(name, default)]
-                if command == ("pretrain",):
-                    argv += ["--out", str(tmp_path / "run")]
-                argv += [flag, str(evil)]
-                line = one_error(capsys, main(argv))
-                assert f"cannot read checkpoint {evil}" in line, (argv, line)
-                runs += 1
+    for evil in (evil_pickle, evil_release):
+        for command, _, argv in checkpoint_argvs(evil, good):
+            line = one_error(capsys, main(argv))
+            assert f"cannot read checkpoint {evil}" in line, (argv, line)
+            commands.add(command)
+            runs += 1
+    # eval 4, zeroshot 4, export 3, report, pretrain
+    assert len(commands) >= 13, sorted(commands)
     assert not marker.exists()
     assert runs >= 2 * len(commands)
 

@@ -14,22 +14,23 @@ The layout is written by hand rather than through ``huggingface_hub.PyTorchModel
 mixin stores constructor arguments only, while evaluation needs the whole training config (data
 settings, normalisation, recipe), and a mixin base on the models would change their class
 hierarchy for DDP and ``torch.compile``. ``huggingface_hub`` is used for downloads only.
+
+Reading the layout (and every other format) is ``gmae.loading``; ``load_dir``,
+``is_pretrained_dir`` and ``apply_overrides`` are re-exported from there.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from gmae.errors import GmaeError
+from gmae.loading.formats import CONFIG_NAME, WEIGHTS_NAME, is_pretrained_dir
+from gmae.loading.formats import PRETRAINED_FORMAT as FORMAT
+from gmae.loading.formats import PRETRAINED_FORMAT_VERSION as FORMAT_VERSION
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT = "gmae.pretrained"
-FORMAT_VERSION = "1"
 # owner/name[@revision], as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -77,88 +78,18 @@ def save_pretrained(model: Any, save_directory: str | os.PathLike, config: Any =
     return directory
 
 
-def is_pretrained_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory written by :func:`save_pretrained`."""
-    cfg = Path(path) / CONFIG_NAME
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+def __getattr__(name: str) -> Any:
+    """Readers that moved to ``gmae.loading``, imported on first use (they need torch, and
+    ``import gmae`` imports this module)."""
+    if name == "load_dir":
+        from gmae.loading.loaders import load_dir
 
+        return load_dir
+    if name == "apply_overrides":
+        from gmae.loading.checks import config_with_overrides
 
-def _read_dir_config(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise GmaeError(f"{directory} has no {CONFIG_NAME}: not a gmae save_pretrained directory")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise GmaeError(
-            f"{path} is not a gmae config (no 'format: {FORMAT}'); for timm or Hugging Face "
-            "directories use gmae.export.load_any"
-        )
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise GmaeError(
-            f"{path} has format version {meta.get('format_version')!r}; this gmae reads "
-            f"version {FORMAT_VERSION}"
-        )
-    if not isinstance(meta.get("config"), dict):
-        raise GmaeError(f"{path} has no 'config' mapping")
-    return meta
-
-
-def load_dir(directory: str | os.PathLike, **overrides: Any) -> Any:
-    """A :class:`gmae.export.LoadedModel` from a ``save_pretrained`` directory.
-
-    ``overrides``: model arguments that do not change the weights' shapes (``img_size``,
-    ``mask_ratio``, ``render_backend`` ...); the weights must still fit exactly.
-    """
-    from gmae.export.checkpoints import (
-        LoadedModel,
-        _build_from_config,
-        read_header,
-        read_safetensors,
-    )
-    from gmae.train.checkpoint import check_metadata, load_state, stored_config
-
-    directory = Path(directory)
-    meta = _read_dir_config(directory)
-    weights = directory / WEIGHTS_NAME
-    cfg = stored_config(meta["config"], directory / CONFIG_NAME)
-    shapes, _ = read_header(weights)
-    check_metadata(cfg, shapes, weights)  # before anything is allocated
-    cfg = apply_overrides(cfg, overrides, directory)
-    tensors, _ = read_safetensors(weights)
-    model = _build_from_config(cfg, None)
-    load_state(
-        model, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, weights
-    )
-    return LoadedModel(model.eval(), "pretrained-dir", str(directory), cfg.model["name"], cfg)
-
-
-def apply_overrides(cfg: Any, overrides: dict[str, Any], source: Any) -> Any:
-    """``cfg`` with model arguments replaced (``img_size`` goes to the data section)."""
-    from gmae.train.config import config_from_dict, config_to_dict
-
-    if not overrides:
-        return cfg
-    raw = config_to_dict(cfg)
-    for key, value in overrides.items():
-        if key == "img_size":
-            raw["data"]["img_size"] = value
-        elif key == "name":
-            raise GmaeError(f"{source}: the model name comes from the checkpoint, not an override")
-        else:
-            raw["model"][key] = value
-    from gmae.train.config import check_model
-
-    new = config_from_dict(raw)
-    check_model(new.model, new.data.img_size)
-    return new
+        return config_with_overrides
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _download(repo_id: str, cache_dir: Any, local_files_only: bool) -> Path:
@@ -193,8 +124,8 @@ def load_pretrained_model(
     local_files_only: bool = False,
     **overrides: Any,
 ) -> Any:
-    """``name_or_path`` -> :class:`gmae.export.LoadedModel` (see :func:`from_pretrained`)."""
-    from gmae.export.checkpoints import load_any
+    """``name_or_path`` -> :class:`gmae.loading.LoadedModel` (see :func:`from_pretrained`)."""
+    from gmae.loading.loaders import load_any, load_dir, with_overrides
 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -209,7 +140,7 @@ def load_pretrained_model(
         loaded = load_any(str(path))
         if loaded.config is None:
             raise GmaeError(f"{path}: overrides only apply to gmae checkpoints")
-        return _rebuild(loaded, overrides)
+        return with_overrides(loaded, overrides)
     name = str(name_or_path)
     if path.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
         raise GmaeError(f"checkpoint {path} not found")
@@ -220,16 +151,6 @@ def load_pretrained_model(
             raise GmaeError(f"no such local file or directory {name}; as a Hub id: {exc}") from exc
         return load_dir(snapshot, **overrides)
     raise GmaeError(f"{name} is neither a file, a directory nor a Hub id (owner/name)")
-
-
-def _rebuild(loaded: Any, overrides: dict[str, Any]) -> Any:
-    from gmae.export.checkpoints import LoadedModel, _build_from_config
-    from gmae.train.checkpoint import load_state
-
-    cfg = apply_overrides(loaded.config, overrides, loaded.source)  # img_size included
-    model = _build_from_config(cfg, None)
-    load_state(model, loaded.model.state_dict(), loaded.source)  # one line if shapes change
-    return LoadedModel(model.eval(), loaded.kind, loaded.source, loaded.name, cfg, loaded.info)
 
 
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
+from gmae.loading import GMAE_CKPT_HELP
 
 MAX_IMAGES = 1024  # one batch: the across-image statistics need every image at once
 
@@ -25,7 +26,7 @@ def register(subparsers, groups) -> None:
         "spread, within-image depth spread, dependence of the layout on the image, centres in "
         "masked patches, coverage. Prints a verdict (healthy / degraded / degenerate).",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
     p.add_argument("--data", default="imagenette-128", help="data set spec")
     p.add_argument("--split", default="val", help="split of --data (default val)")
     p.add_argument("--num-images", type=int, default=128, help=f"images (2..{MAX_IMAGES})")
@@ -82,12 +83,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import torch
 
     from gmae import io as gio
-    from gmae.zeroshot.common import load_model
+    from gmae.loading.loaders import load_mae_or_gmae
     from gmae.zeroshot.stats import dataset_batches
 
     if not 2 <= args.num_images <= MAX_IMAGES:
         raise GmaeError(f"--num-images must be between 2 and {MAX_IMAGES}, got {args.num_images}")
-    model = load_model(args.ckpt, "gmae", args.device)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     batches, _ = dataset_batches(
         args.data, args.split, model.img_size, args.num_images, args.num_images
     )

@@ -13,19 +13,13 @@ from typing import Any
 
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
+from gmae.loading import CKPT_HELP
 
 # Kept here (not imported from the protocol modules) so that building the parser imports no
 # torch; tests check they match linprobe.DEFAULT_WDS / RECIPES and finetune.PRESETS.
 LINPROBE_RECIPES = ("cached", "mae")
 LINPROBE_WDS = (1e-6, 1e-5, 1e-4, 1e-3)
 FINETUNE_PRESETS = ("mae", "cpu")
-
-CKPT_HELP = (
-    "a training checkpoint (.pt), a compact checkpoint (.safetensors, gmae export checkpoint), "
-    "an MAE release checkpoint (.pth), or 'random' (needs --config): a randomly initialised "
-    "model of the same architecture, the baseline"
-)
-
 
 PRESET_DEFAULT = " (default: the --preset's value, see docs/evaluation.md)"
 
@@ -181,7 +175,7 @@ def add_parsers(group: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace):
     from gmae.devices import resolve_device
-    from gmae.export.checkpoints import load_any
+    from gmae.loading.loaders import load_any
 
     if args.img_size is not None and args.img_size < 1:
         raise GmaeError(f"--img-size must be positive, got {args.img_size}")

@@ -43,7 +43,7 @@ def compare_to_random(
     from gmae.evaluate.common import split_features
     from gmae.evaluate.knn import knn_eval
     from gmae.evaluate.linprobe import cached_linprobe
-    from gmae.export.checkpoints import load_any, random_like
+    from gmae.loading.loaders import load_any, random_like
 
     dev = resolve_device(device)
     trained = load_any(ckpt)
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from gmae.evaluate.common import write_result
 
     p = argparse.ArgumentParser(prog="python -m gmae.evaluate.sanity", description=__doc__)
-    p.add_argument("--ckpt", required=True)
+    p.add_argument(
+        "--ckpt", required=True, help="the trained checkpoint: anything gmae eval --ckpt reads"
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=0)

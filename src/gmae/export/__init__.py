@@ -1,10 +1,11 @@
-"""Model interop: timm exports, the compact ``.safetensors`` checkpoint format, and loading of
-any checkpoint a ``--ckpt`` argument can name (see docs/evaluation.md).
+"""Model interop: writing timm and Hugging Face exports and the compact ``.safetensors``
+checkpoint format (see docs/evaluation.md).
 
-    load_model(path) -> (model, config)            compact .safetensors or training .pt
-    load_any(ckpt, config=None) -> LoadedModel     also MAE release checkpoints and "random"
     save_compact(model, config, path, fp16=False)
     save_timm(model, path); create_timm_model(path) -> timm VisionTransformer
+
+Loading any checkpoint a ``--ckpt`` argument can name is ``gmae.loading``; its ``load_any``,
+``load_model``, ``load_mae_release`` and ``LoadedModel`` are re-exported here.
 
 Names are imported on first access, so ``gmae --help`` (which imports ``gmae.export.cli``)
 does not pay for torch.
@@ -15,11 +16,11 @@ from __future__ import annotations
 from gmae.lazy import lazy_exports
 
 _LAZY = {
-    "LoadedModel": "gmae.export.checkpoints",
+    "LoadedModel": "gmae.loading.loaders",
     "export_checkpoint": "gmae.export.checkpoints",
-    "load_any": "gmae.export.checkpoints",
-    "load_mae_release": "gmae.export.checkpoints",
-    "load_model": "gmae.export.checkpoints",
+    "load_any": "gmae.loading.loaders",
+    "load_mae_release": "gmae.loading.loaders",
+    "load_model": "gmae.loading.loaders",
     "save_compact": "gmae.export.checkpoints",
     "create_timm_model": "gmae.export.timm",
     "export_timm": "gmae.export.timm",

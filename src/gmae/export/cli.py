@@ -6,10 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-CKPT_HELP = (
-    "checkpoint: training .pt, compact .safetensors, save_pretrained / timm / HF directory, "
-    "timm or HF .safetensors, MAE release .pth, or 'random' (with --config)"
-)
+from gmae.loading import CKPT_HELP
 
 
 def register(subparsers, groups) -> None:
@@ -76,7 +73,12 @@ def register(subparsers, groups) -> None:
         "config (JSON in the safetensors metadata): the format for committed models. Every "
         "gmae eval command and gmae.export.load_model read it.",
     )
-    p.add_argument("--ckpt", required=True, help="training checkpoint (.pt)")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="a gmae checkpoint that carries its training config: training .pt, compact "
+        ".safetensors or save_pretrained directory",
+    )
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
     p.add_argument("--fp16", action="store_true", help="store floating-point weights as fp16")
     p.set_defaults(func=cmd_checkpoint, out_kind="file")

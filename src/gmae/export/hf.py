@@ -8,41 +8,38 @@ normalised pixels; the exported ``preprocessor_config.json`` (a ``BitImageProces
 the short side, centre crop, rescale, normalise) does what ``gmae.data.eval_transform`` does.
 
     save_hf(model, out, arch="auto")      # MAE -> vitmae, others -> vit (encoder only)
-    hf_to_timm(state) -> timm names       # for --ckpt: HF ViT / ViTMAE weights
+
+The reverse mapping (HF ViT weights as a ``--ckpt``) is ``gmae.loading.formats.hf_to_timm``,
+re-exported here with ``is_hf_vit``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from gmae.errors import GmaeError
+from gmae.loading.formats import HF_BLOCK_NAMES, HF_QKV, block_indices, hf_to_timm, is_hf_vit
+from gmae.loading.loaders import load_any
+
+__all__ = ["ARCHS", "build_hf", "export_hf", "hf_to_timm", "is_hf_vit", "preprocessor_config",
+           "save_hf", "timm_to_hf"]  # fmt: skip
 
 ARCHS = ("auto", "vit", "vitmae")
-_BLOCK = {
-    "norm1": "layernorm_before",
-    "attn.proj": "attention.output.dense",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-}
-_QKV = ("query", "key", "value")
 
 
 def _block_to_hf(src: dict[str, Tensor], ours: str, theirs: str, out: dict[str, Tensor]) -> None:
-    for a, b in _BLOCK.items():
+    for a, b in HF_BLOCK_NAMES.items():
         for p in ("weight", "bias"):
             out[f"{theirs}.{b}.{p}"] = src[f"{ours}.{a}.{p}"]
     for p in ("weight", "bias"):
-        for name, part in zip(_QKV, src[f"{ours}.attn.qkv.{p}"].chunk(3)):
+        for name, part in zip(HF_QKV, src[f"{ours}.attn.qkv.{p}"].chunk(3)):
             out[f"{theirs}.attention.attention.{name}.{p}"] = part
 
 
@@ -57,7 +54,7 @@ def timm_to_hf(state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
     for p in ("weight", "bias"):
         out[f"{e}.patch_embeddings.projection.{p}"] = state[f"patch_embed.proj.{p}"]
         out[f"{prefix}layernorm.{p}"] = state[f"norm.{p}"]
-    for i in _indices(state, "blocks"):
+    for i in block_indices(state, "blocks"):
         _block_to_hf(state, f"blocks.{i}", f"{prefix}encoder.layer.{i}", out)
     if "decoder_embed.weight" in state:
         out["decoder.mask_token"] = state["mask_token"]
@@ -65,59 +62,9 @@ def timm_to_hf(state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
         for p in ("weight", "bias"):
             for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
                 out[f"decoder.{name}.{p}"] = state[f"{name}.{p}"]
-        for i in _indices(state, "decoder_blocks"):
+        for i in block_indices(state, "decoder_blocks"):
             _block_to_hf(state, f"decoder_blocks.{i}", f"decoder.decoder_layers.{i}", out)
     return {k: v.detach().float().cpu().contiguous().clone() for k, v in out.items()}
-
-
-def _indices(state: dict[str, Any], stem: str) -> list[int]:
-    return sorted({int(m.group(1)) for k in state if (m := re.match(rf"{stem}\.(\d+)\.", k))})
-
-
-def is_hf_vit(state: dict[str, Any]) -> bool:
-    """Whether a state dict (or header) has HF ViT / ViTMAE encoder names."""
-    return any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in state)
-
-
-def hf_to_timm(state: dict[str, Tensor], source: str = "<state dict>") -> dict[str, Tensor]:
-    """HF ``ViTModel`` / ``ViTMAEModel`` / ``ViTMAEForPreTraining`` (or ``ViTFor...``) weights
-    -> timm names (the reverse of :func:`timm_to_hf`); heads and poolers are dropped."""
-    keys = [k for k in state if k.endswith("embeddings.patch_embeddings.projection.weight")]
-    if len(keys) != 1:
-        raise GmaeError(f"{source} is not a Hugging Face ViT checkpoint (no patch embeddings)")
-    prefix = keys[0][: -len("embeddings.patch_embeddings.projection.weight")]
-    hf = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    dec = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
-    out: dict[str, Tensor] = {}
-    try:
-        out["cls_token"] = hf["embeddings.cls_token"]
-        out["pos_embed"] = hf["embeddings.position_embeddings"]
-        for p in ("weight", "bias"):
-            out[f"patch_embed.proj.{p}"] = hf[f"embeddings.patch_embeddings.projection.{p}"]
-            out[f"norm.{p}"] = hf[f"layernorm.{p}"]
-        layers = _indices(hf, "encoder.layer")
-        for i in layers:
-            _block_from_hf(hf, f"encoder.layer.{i}", f"blocks.{i}", out)
-        if "decoder_embed.weight" in dec:
-            out["mask_token"] = dec["mask_token"]
-            out["decoder_pos_embed"] = dec["decoder_pos_embed"]
-            for p in ("weight", "bias"):
-                for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
-                    out[f"{name}.{p}"] = dec[f"{name}.{p}"]
-            for i in _indices(dec, "decoder_layers"):
-                _block_from_hf(dec, f"decoder_layers.{i}", f"decoder_blocks.{i}", out)
-    except KeyError as exc:
-        raise GmaeError(f"{source}: Hugging Face ViT weights without {exc.args[0]}") from exc
-    return out
-
-
-def _block_from_hf(src: dict[str, Tensor], theirs: str, ours: str, out: dict[str, Tensor]):
-    for a, b in _BLOCK.items():
-        for p in ("weight", "bias"):
-            out[f"{ours}.{a}.{p}"] = src[f"{theirs}.{b}.{p}"]
-    for p in ("weight", "bias"):
-        parts = [src[f"{theirs}.attention.attention.{n}.{p}"] for n in _QKV]
-        out[f"{ours}.attn.qkv.{p}"] = torch.cat(parts, 0)
 
 
 def _encoder_config(enc: nn.Module) -> dict[str, Any]:
@@ -245,7 +192,5 @@ def export_hf(
     ckpt: str, out: str | os.PathLike, arch: str = "auto", config: str | None = None
 ) -> dict[str, Any]:
     """``gmae export hf``: any checkpoint ``load_any`` reads -> a ``transformers`` directory."""
-    from gmae.export.checkpoints import load_any
-
     loaded = load_any(ckpt, config=config)
     return save_hf(loaded.model, out, arch)

@@ -31,8 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from gmae.errors import GmaeError
+from gmae.loading.formats import TIMM_FORMAT, read_metadata
+from gmae.loading.loaders import load_any
 
-FORMAT = "gmae.timm-vit"
+FORMAT = TIMM_FORMAT  # read back by gmae.loading (a timm export is a --ckpt)
 GLOBAL_POOLS = ("token", "avg")
 
 # (embed_dim, depth, num_heads) of timm's standard ViTs -> a timm model name.
@@ -207,8 +209,6 @@ def export_timm(
 ) -> dict[str, Any]:
     """``gmae export timm``: any checkpoint ``load_any`` reads -> a timm directory
     (``local-dir:``), or a single ``.safetensors`` file when ``out`` ends in ``.safetensors``."""
-    from gmae.export.checkpoints import load_any
-
     loaded = load_any(ckpt, config=config, img_size=img_size)
     if Path(out).suffix == ".safetensors":
         return save_timm(loaded.model, out, model_name, global_pool, source=loaded.source)
@@ -217,8 +217,6 @@ def export_timm(
 
 def read_timm_export(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(timm_model, timm_kwargs, pretrained_cfg_overlay)`` of a timm export."""
-    from gmae.export.checkpoints import read_metadata
-
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise GmaeError(f"{path} is not a gmae timm export (no 'format: {FORMAT}' metadata)")

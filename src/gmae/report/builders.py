@@ -529,8 +529,8 @@ def _occlusion_scenes(spec: str, count: int):
 def _random_twin(model, facts: dict, checkpoint):
     """The random-GMAE baseline of ``gmae zeroshot occlusion`` (same architecture, seed 0), built
     from the checkpoint's stored config; None when the model came without one."""
-    from gmae.export.checkpoints import LoadedModel, random_like
-    from gmae.train.checkpoint import stored_config
+    from gmae.loading.checks import stored_config
+    from gmae.loading.loaders import LoadedModel, random_like
     from gmae.zeroshot.common import model_device
 
     if not facts.get("config"):

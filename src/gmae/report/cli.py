@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gmae.devices import DEVICE_HELP
+from gmae.loading import GMAE_CKPT_HELP, MAE_CKPT_HELP
 
 
 def register(subparsers, groups) -> None:
@@ -18,9 +19,9 @@ def register(subparsers, groups) -> None:
         "checkpoint trained on dead leaves, occlusion order on dead-leaves test scenes: "
         "OUT/index.html (self-contained) with its PNGs and OUT/report.json.",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
     p.add_argument("--out", required=True, type=Path, help="output folder (index.html, PNGs)")
-    p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the baselines")
+    p.add_argument("--mae-ckpt", type=Path, help=MAE_CKPT_HELP)
     p.add_argument("--num-images", type=int, help="BSDS500 and horse images, each (default 6)")
     p.add_argument("--quick", action="store_true", help="small and fast (2 images, 5 thresholds)")
     p.add_argument(
@@ -45,11 +46,11 @@ def register(subparsers, groups) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gmae.loading.loaders import load_mae_or_gmae
     from gmae.report.builders import build_report
-    from gmae.zeroshot.common import load_model
 
-    model = load_model(args.ckpt, "gmae", args.device)
-    mae = load_model(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
+    mae = load_mae_or_gmae(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
     page = build_report(
         model, args.out, mae_model=mae, num_images=args.num_images, quick=args.quick,
         title=f"GMAE zero-shot report: {args.ckpt.name}", checkpoint=args.ckpt,

@@ -1,8 +1,9 @@
 """What the report's summary box says about the checkpoint and its training run.
 
 Everything is read from the files themselves: the config and schedule stored in a training
-checkpoint (``.pt``, memory-mapped, so the optimizer state is not read into memory) or the
-config in a compact ``.safetensors`` file's metadata, and the run's ``metrics.jsonl``.
+checkpoint (``.pt``, memory-mapped, so the optimizer state is not read into memory), the
+config in a compact ``.safetensors`` file's metadata or a ``save_pretrained`` directory's
+``config.json``, and the run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -17,18 +18,24 @@ from gmae.errors import GmaeError
 
 def checkpoint_facts(path: str | os.PathLike) -> dict:
     """{"file", "kind", "config", "step", "total_steps", "epoch", "effective_batch"} (None
-    where the file does not record it)."""
+    where the file does not record it). ``path`` is anything ``--ckpt`` names; only gmae's own
+    formats record a config."""
     import torch
+
+    from gmae.loading import formats
 
     path = Path(path)
     facts: dict = {"file": path.name, "kind": None, "config": None, "step": None}
     facts.update(total_steps=None, epoch=None, effective_batch=None)
+    if path.is_dir():
+        if formats.is_pretrained_dir(path):
+            facts["kind"] = "save_pretrained directory"
+            facts["config"] = formats.read_dir_config(path)["config"]
+        return facts
     if not path.is_file():
         raise GmaeError(f"checkpoint {path} not found")
     if path.suffix == ".safetensors":
-        from gmae.export.checkpoints import read_metadata
-
-        meta = read_metadata(path)
+        meta = formats.read_metadata(path)
         facts["kind"] = "compact (.safetensors)"
         try:
             facts["config"] = json.loads(meta["config"])

@@ -15,7 +15,7 @@ _LAZY = {
     "Config": "gmae.train.config",
     "load_config": "gmae.train.config",
     "pretrain": "gmae.train.engine",
-    "load_pretrained": "gmae.train.checkpoint",
+    "load_pretrained": "gmae.loading.loaders",
 }
 
 __all__ = sorted(_LAZY)

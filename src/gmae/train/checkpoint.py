@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, RNG states, compatibility checks.
+"""Training checkpoints: atomic writes, resume, RNG states, compatibility checks.
 
 A checkpoint is a dict of tensors and plain Python containers only, so that
 ``torch.load(path, weights_only=True)`` can read it (no pickled classes, no numpy arrays):
@@ -8,6 +8,11 @@ A checkpoint is a dict of tensors and plain Python containers only, so that
     epoch, step_in_epoch (optimizer steps done in ``epoch``), step (global), skipped,
     rng [one dict per rank: torch, cuda (that rank's GPU only, or None), numpy, python],
     data {seed, world_size}
+
+This module writes checkpoints and restores a run from them (``gmae pretrain --resume``).
+Reading model files for anything else is ``gmae.loading``; the loading names this module used
+to define (``load_pretrained``, ``load_checkpoint``, ``model_kwargs``, ``load_state`` ...) are
+re-exported from there.
 """
 
 from __future__ import annotations
@@ -22,6 +27,27 @@ import torch
 
 from gmae import io as gio
 from gmae.errors import GmaeError
+
+# Loading lives in gmae.loading; these names are kept here for callers (and for resume).
+from gmae.loading.checks import check_finite, check_shapes, load_state, stored_config
+from gmae.loading.formats import read_training_checkpoint as load_checkpoint
+from gmae.loading.loaders import check_metadata, load_pretrained, model_kwargs
+
+__all__ = [
+    "FORMAT",
+    "check_compatible",
+    "check_finite",
+    "check_metadata",
+    "check_shapes",
+    "load_checkpoint",
+    "load_pretrained",
+    "load_state",
+    "model_kwargs",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "stored_config",
+]
 
 FORMAT = 1
 
@@ -46,23 +72,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         ) from exc
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise GmaeError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
-    if (
-        not isinstance(ckpt, dict)
-        or not isinstance(ckpt.get("model"), dict)
-        or not isinstance(ckpt.get("config"), dict)
-    ):
-        raise GmaeError(f"{path} is not a gmae pretraining checkpoint")
-    return ckpt
-
-
 def check_compatible(ckpt_config: dict, config: dict, path: str | os.PathLike) -> None:
     """The model (and image size) of a checkpoint must match the run that loads it."""
     old = {**ckpt_config.get("model", {}), "img_size": ckpt_config.get("data", {}).get("img_size")}
@@ -71,116 +80,6 @@ def check_compatible(ckpt_config: dict, config: dict, path: str | os.PathLike) -
     if diff:
         what = ", ".join(f"{k}: {old.get(k)!r} vs {new.get(k)!r}" for k in diff)
         raise GmaeError(f"checkpoint {path} has a different model config ({what})")
-
-
-def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
-    """Strict ``load_state_dict`` with a one-line error naming what does not fit."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = [
-        f"{what} {_few(keys)}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
-    if problems:
-        raise GmaeError(
-            f"checkpoint {source} does not fit {type(module).__name__}: {'; '.join(problems)}"
-        )
-    check_finite(state, source)
-    module.load_state_dict(state)
-
-
-def check_finite(state: dict[str, torch.Tensor], source: Any) -> None:
-    """Refuse weights with NaN or inf values (a diverged or corrupted model scores garbage)."""
-    bad = [
-        k
-        for k, v in state.items()
-        if isinstance(v, torch.Tensor)
-        and (v.is_floating_point() or v.is_complex())
-        and not bool(torch.isfinite(v).all())
-    ]
-    if bad:
-        raise GmaeError(
-            f"checkpoint {source} has non-finite (NaN or inf) weights in {len(bad)} tensor(s): "
-            f"{_few(bad)}"
-        )
-
-
-def stored_config(raw: Any, source: Any):
-    """The ``Config`` stored in a checkpoint, with errors naming the file."""
-    from gmae.train.config import config_from_dict
-
-    if not isinstance(raw, dict):
-        raise GmaeError(f"checkpoint {source}: its stored config is not a mapping")
-    try:
-        return config_from_dict(raw)
-    except GmaeError as exc:
-        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
-
-
-def check_metadata(cfg, tensors: dict[str, Any], source: Any) -> None:
-    """Check a file's stored model config against the tensors it actually holds, before the
-    model is built: the architecture the config describes is instantiated on the ``meta``
-    device (no memory) and its state dict must have exactly the file's keys and shapes.
-
-    ``tensors``: key -> tensor or shape (a safetensors header gives shapes without reading).
-    Sane bounds on the config itself are checked first (``config.check_model``), so a few-byte
-    file cannot ask for a ViT with a thousand blocks or a billion Gaussians.
-    """
-    from gmae.models import create_model
-    from gmae.train.config import check_model
-
-    try:
-        check_model(cfg.model, cfg.data.img_size)
-    except GmaeError as exc:
-        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
-    try:
-        with torch.device("meta"):
-            expected = create_model(**model_kwargs(cfg)).state_dict()
-    except GmaeError as exc:
-        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {exc}") from exc
-    except (TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise GmaeError(f"checkpoint {source}: its stored config is invalid: {first}") from exc
-
-    check_shapes(expected, tensors, source)
-
-
-def check_shapes(expected: dict[str, Any], tensors: dict[str, Any], source: Any) -> None:
-    """The file's tensors (or shapes) must be exactly the keys and shapes of ``expected`` (the
-    state dict of a model built on the ``meta`` device)."""
-
-    def shape(v: Any) -> tuple[int, ...]:
-        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
-
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    shapes = [
-        f"{k} {list(shape(tensors[k]))} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in tensors and shape(tensors[k]) != tuple(v.shape)
-    ]
-    problems = [
-        f"{what} {_few(keys)}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
-    if problems:
-        raise GmaeError(
-            f"checkpoint {source} does not fit the model it describes (its tensors do not match: "
-            f"{'; '.join(problems)})"
-        )
-
-
-def _few(items: list[str], n: int = 3) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 # --- RNG states -----------------------------------------------------------------------------
@@ -229,30 +128,3 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-# --- for evaluation code ----------------------------------------------------------------------
-
-
-def load_pretrained(path: str | os.PathLike, map_location: Any = "cpu"):
-    """``(model, config)`` from a pretraining checkpoint; the model is in eval mode.
-
-    The model is rebuilt from the config stored in the checkpoint, so no other file is needed.
-    """
-    from gmae.models import create_model
-
-    ckpt = load_checkpoint(path, map_location=map_location)
-    cfg = stored_config(ckpt["config"], path)
-    check_metadata(cfg, ckpt["model"], path)
-    model = create_model(**model_kwargs(cfg))
-    load_state(model, ckpt["model"], path)
-    return model.eval(), cfg
-
-
-def model_kwargs(cfg) -> dict[str, Any]:
-    """``create_model`` arguments of a config: the model section plus the image size (checked:
-    types from the model's signature, finite numbers, sane sizes)."""
-    from gmae.train.config import check_model
-
-    check_model(cfg.model, cfg.data.img_size)
-    return {**cfg.model, "img_size": cfg.data.img_size}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
+from gmae.loading import GMAE_CKPT_HELP, MAE_CKPT_HELP
 
 
 def register(subparsers, groups) -> None:
@@ -23,9 +24,7 @@ def register(subparsers, groups) -> None:
     )
 
     def common(p: argparse.ArgumentParser, batch: bool = True) -> None:
-        p.add_argument(
-            "--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)"
-        )
+        p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
         if batch:
             p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
@@ -80,7 +79,7 @@ def register(subparsers, groups) -> None:
     p.add_argument("--masks", type=Path, help="ground-truth masks (same stems, 0/255)")
     p.add_argument("--out", required=True, type=Path, help="output folder of masks")
     p.add_argument("--json", type=Path, help="write the scores here (default OUT/scores.json)")
-    p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the MAE baselines")
+    p.add_argument("--mae-ckpt", type=Path, help=MAE_CKPT_HELP)
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
     p.set_defaults(func=cmd_figure_ground)
 
@@ -109,15 +108,13 @@ def register(subparsers, groups) -> None:
         "figure-ground vs the unoccluded leaves, each beside a randomly initialised GMAE and the "
         "shuffled control (docs/occlusion.md).",
     )
-    p.add_argument(
-        "--ckpt", required=True, help="GMAE checkpoint (.pt/.safetensors) or 'random' (--config)"
-    )
+    p.add_argument("--ckpt", required=True, help=f"{GMAE_CKPT_HELP}, or 'random' (--config)")
     p.add_argument("--config", help="preset or YAML for --ckpt random")
     p.add_argument("--data", required=True, help="dead-leaves spec, e.g. deadleaves:size=64")
     p.add_argument("--split", default="test", help="split of --data (default test)")
     p.add_argument("--num-images", type=int, default=0, help="first N scenes (0: all)")
     p.add_argument("--json", required=True, type=Path, help="write the scores here (JSON)")
-    p.add_argument("--mae-ckpt", type=Path, help="MAE checkpoint for the figure-ground baselines")
+    p.add_argument("--mae-ckpt", type=Path, help=MAE_CKPT_HELP)
     p.add_argument("--no-random", action="store_true", help="skip the random-GMAE baseline")
     p.add_argument("--gap", type=int, default=1, help="pixels between the two sides of a pair")
     p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32],
@@ -141,7 +138,7 @@ def register(subparsers, groups) -> None:
         "3DGS PLY that common splat viewers open (see docs/zeroshot.md for the frame and the "
         "camera to view it from).",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="GMAE checkpoint (.pt/.safetensors)")
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
     p.add_argument(
         "--image", required=True, type=Path, help="the photo (resized to the model input)"
     )
@@ -199,15 +196,16 @@ def _predict(model, photos):
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
+    from gmae.loading.loaders import load_mae_or_gmae
     from gmae.report.builders import layers_page
-    from gmae.zeroshot.common import load_model, load_photo
+    from gmae.zeroshot.common import load_photo
 
     if any(k < 0 for k in args.ks):
         raise GmaeError("--ks must be non-negative")
     from gmae.zeroshot.common import check_health
 
     photo = _shrink(load_photo(args.image), args.max_side)
-    model = load_model(args.ckpt, "gmae", args.device)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     page = layers_page(model, photo, args.out, ks=args.ks, groups=args.groups)
     print(f"wrote {page}")
     check_health(model, [photo])  # last, so that the warning is the last thing people see
@@ -215,11 +213,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_edges(args: argparse.Namespace) -> int:
-    from gmae.zeroshot.common import check_health, load_model
+    from gmae.loading.loaders import load_mae_or_gmae
+    from gmae.zeroshot.common import check_health
     from gmae.zeroshot.pipelines import write_edges
 
     photos = _photos(args.images, args.limit)
-    model = load_model(args.ckpt, "gmae", args.device)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     dirs = write_edges(
         model, photos, args.out, layers=args.layers, rule=args.rule,
         baselines=args.baselines, batch_size=args.batch_size, progress=not args.no_progress,
@@ -231,12 +230,13 @@ def cmd_edges(args: argparse.Namespace) -> int:
 
 def cmd_figure_ground(args: argparse.Namespace) -> int:
     from gmae import io as gio
-    from gmae.zeroshot.common import check_health, load_model
+    from gmae.loading.loaders import load_mae_or_gmae
+    from gmae.zeroshot.common import check_health
     from gmae.zeroshot.pipelines import run_figure_ground
 
     photos = _photos(args.images, args.limit)
-    model = load_model(args.ckpt, "gmae", args.device)
-    mae = load_model(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
+    mae = load_mae_or_gmae(args.mae_ckpt, None, args.device) if args.mae_ckpt else None
     result, _ = run_figure_ground(
         model, photos, args.out, masks_dir=args.masks, mae_model=mae,
         batch_size=args.batch_size, progress=not args.no_progress,
@@ -252,10 +252,10 @@ def cmd_figure_ground(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from gmae import io as gio
-    from gmae.zeroshot.common import load_model
+    from gmae.loading.loaders import load_mae_or_gmae
     from gmae.zeroshot.stats import dataset_batches, gaussian_stats, photo_batches
 
-    model = load_model(args.ckpt, "gmae", args.device)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     if args.data:
         batches, total = dataset_batches(
             args.data, args.split, model.img_size, args.num_images, args.batch_size
@@ -295,9 +295,10 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
 
     from gmae import io as gio
     from gmae.devices import resolve_device
-    from gmae.export.checkpoints import RANDOM, load_any, random_like
+    from gmae.loading.formats import RANDOM
+    from gmae.loading.loaders import load_any, load_mae_or_gmae, random_like
     from gmae.models import GMAE
-    from gmae.zeroshot.common import Photo, check_health, load_model
+    from gmae.zeroshot.common import Photo, check_health
     from gmae.zeroshot.occlusion import (
         DEFAULT_MAX_DIST,
         load_scenes,
@@ -313,7 +314,7 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
     rand = None
     if not args.no_random and str(args.ckpt) != RANDOM:
         rand = random_like(loaded).model.to(device).eval()
-    mae = load_model(args.mae_ckpt, "mae", args.device) if args.mae_ckpt else None
+    mae = load_mae_or_gmae(args.mae_ckpt, "mae", args.device) if args.mae_ckpt else None
     scenes = load_scenes(args.data, args.split, args.num_images)
     max_dist = DEFAULT_MAX_DIST if args.max_dist is None else args.max_dist
     result, maps = occlusion_scores(
@@ -353,10 +354,11 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
 def cmd_export_gaussians(args: argparse.Namespace) -> int:
     from gmae import io as gio
     from gmae.export.ply import DISTANCE, viewer_camera, write_ply
-    from gmae.zeroshot.common import load_model, load_photo
+    from gmae.loading.loaders import load_mae_or_gmae
+    from gmae.zeroshot.common import load_photo
 
     photo = load_photo(args.image)
-    model = load_model(args.ckpt, "gmae", args.device)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     g = _predict(model, [photo])
     if g.colors.shape[-1] != 3:
         raise GmaeError(

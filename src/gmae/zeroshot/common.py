@@ -1,4 +1,5 @@
-"""Shared plumbing of the zero-shot tools: checkpoints, photos, batching, PNG output.
+"""Shared plumbing of the zero-shot tools: photos, batching, health, PNG output (models load
+through ``gmae.loading.load_mae_or_gmae``, also reachable here as ``load_model``).
 
 Aspect handling [choice]: a model sees every photo squashed to its square input (``img_size``,
 bicubic, no crop, so nothing is cut off). Renders use ``Camera(height=H, width=W)`` at the photo's
@@ -30,21 +31,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # --- models -----------------------------------------------------------------------------------
 
 
-def load_model(path: str | os.PathLike, kind: str | None = None, device: str = "cpu"):
-    """A pretrained MAE or GMAE (eval mode) from anything ``--ckpt`` names
-    (``gmae.export.load_any``: a training ``.pt``, a compact ``.safetensors``, a
-    ``save_pretrained`` directory, an HF ``ViTMAEForPreTraining`` export ...). ``kind``
-    ("gmae" / "mae") checks what the file holds."""
-    from gmae.devices import resolve_device
-    from gmae.export.checkpoints import load_any
-    from gmae.models import GMAE, MAE
+def __getattr__(name: str):
+    """``load_model``: the old name of ``gmae.loading.load_mae_or_gmae``, imported on first use
+    (it needs torch; this module does not)."""
+    if name == "load_model":
+        from gmae.loading.loaders import load_mae_or_gmae
 
-    model = load_any(str(path)).model
-    wanted = {"gmae": GMAE, "mae": MAE}.get(kind or "", (GMAE, MAE))
-    if not isinstance(model, wanted):
-        need = kind.upper() if kind else "an MAE or GMAE"
-        raise GmaeError(f"{path} holds a {type(model).__name__}; this needs a {need} checkpoint")
-    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+        return load_mae_or_gmae
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_device(model) -> torch.device:
