@@ -7,12 +7,8 @@
 #   phase 2: the sweep's pick at 40 epochs (the flagship budget) and, beside it, GMAE and MAE on
 #            the dead-leaves stream (one pass over DL_N scenes), all time-limited.
 set -u
-ROOT=$PWD
-export PYTHONPATH=$ROOT/.gpu/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -c "import torch,timm,safetensors,yaml,tqdm,skimage,scipy,tensorboard,sys; print(sys.version.split()[0], torch.__version__, timm.__version__, torch.cuda.is_available())" || exit 1
-D=imagefolder:$ROOT/.gpu/imagenette
-R=/tmp/runs; mkdir -p $R/dl
+source "$(dirname "$0")/gpu_env.sh"
+mkdir -p $R/dl
 T0=$(date +%s)
 BUDGET=${BUDGET:-560}
 python3 .gpu/health_sweep.py --out $R/centre --variants centre --epochs 10 --parallel 8 \

@@ -3,12 +3,7 @@
 # the packed data in .gpu/imagenette: python scripts/pack_gpu_data.py --src <imagenette-128> --out .gpu/imagenette --quality 75,
 # and a copy of src in .gpu/src, health_sweep.py in .gpu/). On a CPU run health_sweep.py directly with --device cpu.
 set -u
-ROOT=$PWD
-export PYTHONPATH=$ROOT/.gpu/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -c "import torch,timm,safetensors,yaml,tqdm,skimage,scipy,tensorboard,sys; print(sys.version.split()[0], torch.__version__, timm.__version__, torch.cuda.is_available())" || exit 1
-D=imagefolder:$ROOT/.gpu/imagenette
-R=/tmp/runs; mkdir -p $R
+source "$(dirname "$0")/gpu_env.sh"
 T0=$(date +%s)
 python3 .gpu/health_sweep.py --out $R/sweep --variants all --epochs 10 --parallel 10 --time-limit ${P1:-170} \
   --data $D --device cuda --score-images 100 --set data.num_workers=1 --set run.ckpt_every=100 \

@@ -46,6 +46,20 @@ MEASURES = [
 ]
 
 
+def logged_train_seconds(rows: list[dict], cfg: dict) -> float:
+    """Seconds spent in training steps, from the throughput each log row reports (images_per_s
+    over the steps since the previous row). Evaluation and checkpoint time are not included, and a
+    DDP run counts as one process (the config does not record the world size)."""
+    o = cfg["optim"]
+    batch = o["batch_size"] * o.get("accum_iter", 1)
+    seconds, prev = 0.0, 0
+    for r in rows:
+        if r.get("images_per_s"):
+            seconds += batch * (r["step"] - prev) / r["images_per_s"]
+        prev = r["step"]
+    return seconds
+
+
 def measured(results_dir: Path, ckpt: Path) -> list[dict]:
     """The evaluation numbers of ``ckpt`` found in ``results_dir``'s JSON files (every
     ``gmae eval ... --json`` output records the checkpoint it measured)."""
@@ -191,6 +205,9 @@ def main() -> None:
     last = args.run / "last.pt"
     clock = args.weights if args.weights else last
     seconds = clock.stat().st_mtime - (args.run / "config.yaml").stat().st_mtime
+    wall = f"{seconds / 3600:.2f} h {args.where}"
+    if seconds <= 0:  # files copied off another machine lose their times: use the logged speed
+        wall = f"{logged_train_seconds(rows, cfg) / 3600:.2f} h of training steps {args.where}"
     tail = rows[-10:]
     final_loss = sum(r["loss"] for r in tail) / len(tail)
 
@@ -222,7 +239,7 @@ def main() -> None:
             f"clip {o['clip_grad']}",
         ),
         ("model", f"`{json.dumps(m)}`"),
-        ("wall time", f"{seconds / 3600:.2f} h {args.where}"),
+        ("wall time", wall),
         ("final loss", f"{final_loss:.4f} (mean of the last {len(tail)} logged steps)"),
         ("skipped steps", str(rows[-1].get("skipped", 0))),
         ("file", f"`{name}.safetensors`, {info['bytes'] / 1e6:.1f} MB"),
