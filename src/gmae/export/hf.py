@@ -25,7 +25,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from gmae.errors import GmaeError
-from gmae.loading.formats import HF_BLOCK_NAMES, HF_QKV, block_indices, hf_to_timm, is_hf_vit
+from gmae.loading.formats import block_indices, hf_name_pairs, hf_to_timm, is_hf_vit
 from gmae.loading.loaders import load_any
 
 __all__ = ["ARCHS", "build_hf", "export_hf", "hf_to_timm", "is_hf_vit", "preprocessor_config",
@@ -34,36 +34,17 @@ __all__ = ["ARCHS", "build_hf", "export_hf", "hf_to_timm", "is_hf_vit", "preproc
 ARCHS = ("auto", "vit", "vitmae")
 
 
-def _block_to_hf(src: dict[str, Tensor], ours: str, theirs: str, out: dict[str, Tensor]) -> None:
-    for a, b in HF_BLOCK_NAMES.items():
-        for p in ("weight", "bias"):
-            out[f"{theirs}.{b}.{p}"] = src[f"{ours}.{a}.{p}"]
-    for p in ("weight", "bias"):
-        for name, part in zip(HF_QKV, src[f"{ours}.attn.qkv.{p}"].chunk(3)):
-            out[f"{theirs}.attention.attention.{name}.{p}"] = part
-
-
 def timm_to_hf(state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
     """timm ViT names (``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.i``,
     ``norm``; optionally MAE's ``decoder_*`` and ``mask_token``) -> HF ``ViTModel`` names, with
     ``prefix`` (``"vit."`` for ``ViTMAEForPreTraining``) on the encoder's."""
+    decoder = block_indices(state, "decoder_blocks") if "decoder_embed.weight" in state else None
     out: dict[str, Tensor] = {}
-    e = f"{prefix}embeddings"
-    out[f"{e}.cls_token"] = state["cls_token"]
-    out[f"{e}.position_embeddings"] = state["pos_embed"]
-    for p in ("weight", "bias"):
-        out[f"{e}.patch_embeddings.projection.{p}"] = state[f"patch_embed.proj.{p}"]
-        out[f"{prefix}layernorm.{p}"] = state[f"norm.{p}"]
-    for i in block_indices(state, "blocks"):
-        _block_to_hf(state, f"blocks.{i}", f"{prefix}encoder.layer.{i}", out)
-    if "decoder_embed.weight" in state:
-        out["decoder.mask_token"] = state["mask_token"]
-        out["decoder.decoder_pos_embed"] = state["decoder_pos_embed"]
-        for p in ("weight", "bias"):
-            for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
-                out[f"decoder.{name}.{p}"] = state[f"{name}.{p}"]
-        for i in block_indices(state, "decoder_blocks"):
-            _block_to_hf(state, f"decoder_blocks.{i}", f"decoder.decoder_layers.{i}", out)
+    for ours, theirs in hf_name_pairs(block_indices(state, "blocks"), decoder, prefix):
+        if isinstance(theirs, tuple):  # timm's fused qkv -> HF's query, key, value
+            out.update(zip(theirs, state[ours].chunk(3)))
+        else:
+            out[theirs] = state[ours]
     return {k: v.detach().float().cpu().contiguous().clone() for k, v in out.items()}
 
 

@@ -209,47 +209,64 @@ def is_hf_vit(state: dict[str, Any]) -> bool:
     return any(k.endswith(_HF_PATCH) for k in state)
 
 
+def hf_name_pairs(
+    blocks: list[int], decoder_blocks: list[int] | None, prefix: str = ""
+) -> list[tuple[str, str | tuple[str, str, str]]]:
+    """Every (timm name, HF name) pair of a ViT (and MAE decoder when ``decoder_blocks`` is not
+    None), the one table both directions read. A fused ``qkv`` pairs with HF's three
+    query / key / value names. ``prefix`` (``"vit."`` in ``ViTMAEForPreTraining``) goes on the
+    encoder's HF names."""
+    e = f"{prefix}embeddings"
+    pairs: list[tuple[str, str | tuple[str, str, str]]] = [
+        ("cls_token", f"{e}.cls_token"),
+        ("pos_embed", f"{e}.position_embeddings"),
+    ]
+    stacks = [(f"blocks.{i}", f"{prefix}encoder.layer.{i}") for i in blocks]
+    if decoder_blocks is not None:
+        pairs += [("mask_token", "decoder.mask_token"),
+                  ("decoder_pos_embed", "decoder.decoder_pos_embed")]  # fmt: skip
+        stacks += [(f"decoder_blocks.{i}", f"decoder.decoder_layers.{i}") for i in decoder_blocks]
+    for p in ("weight", "bias"):
+        pairs += [(f"patch_embed.proj.{p}", f"{e}.patch_embeddings.projection.{p}"),
+                  (f"norm.{p}", f"{prefix}layernorm.{p}")]  # fmt: skip
+        if decoder_blocks is not None:
+            pairs += [(f"{n}.{p}", f"decoder.{n}.{p}")
+                      for n in ("decoder_embed", "decoder_norm", "decoder_pred")]  # fmt: skip
+        for ours, theirs in stacks:
+            pairs += [(f"{ours}.{a}.{p}", f"{theirs}.{b}.{p}") for a, b in HF_BLOCK_NAMES.items()]
+            qkv = tuple(f"{theirs}.attention.attention.{n}.{p}" for n in HF_QKV)
+            pairs.append((f"{ours}.attn.qkv.{p}", qkv))  # type: ignore[arg-type]
+    return pairs
+
+
 def hf_to_timm(state: dict[str, Tensor], source: str = "<state dict>") -> dict[str, Tensor]:
     """HF ``ViTModel`` / ``ViTMAEModel`` / ``ViTMAEForPreTraining`` (or ``ViTFor...``) weights
     -> timm names (the reverse of ``gmae.export.hf.timm_to_hf``); heads and poolers are
     dropped."""
+    import torch
+
     keys = [k for k in state if k.endswith(_HF_PATCH)]
     if len(keys) != 1:
         raise GmaeError(f"{source} is not a Hugging Face ViT checkpoint (no patch embeddings)")
     prefix = keys[0][: -len(_HF_PATCH)]
+    # The encoder without its prefix; MAE's decoder keeps its "decoder." names.
     hf = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    dec = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
+    hf.update((k, v) for k, v in state.items() if k.startswith("decoder."))
+    decoder = (
+        block_indices(hf, "decoder.decoder_layers")
+        if "decoder.decoder_embed.weight" in hf
+        else None
+    )
     out: dict[str, Tensor] = {}
     try:
-        out["cls_token"] = hf["embeddings.cls_token"]
-        out["pos_embed"] = hf["embeddings.position_embeddings"]
-        for p in ("weight", "bias"):
-            out[f"patch_embed.proj.{p}"] = hf[f"embeddings.patch_embeddings.projection.{p}"]
-            out[f"norm.{p}"] = hf[f"layernorm.{p}"]
-        for i in block_indices(hf, "encoder.layer"):
-            _block_from_hf(hf, f"encoder.layer.{i}", f"blocks.{i}", out)
-        if "decoder_embed.weight" in dec:
-            out["mask_token"] = dec["mask_token"]
-            out["decoder_pos_embed"] = dec["decoder_pos_embed"]
-            for p in ("weight", "bias"):
-                for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
-                    out[f"{name}.{p}"] = dec[f"{name}.{p}"]
-            for i in block_indices(dec, "decoder_layers"):
-                _block_from_hf(dec, f"decoder_layers.{i}", f"decoder_blocks.{i}", out)
+        for ours, theirs in hf_name_pairs(block_indices(hf, "encoder.layer"), decoder):
+            if isinstance(theirs, tuple):
+                out[ours] = torch.cat([hf[t] for t in theirs], 0)
+            else:
+                out[ours] = hf[theirs]
     except KeyError as exc:
         raise GmaeError(f"{source}: Hugging Face ViT weights without {exc.args[0]}") from exc
     return out
-
-
-def _block_from_hf(src: dict[str, Tensor], theirs: str, ours: str, out: dict[str, Tensor]):
-    import torch
-
-    for a, b in HF_BLOCK_NAMES.items():
-        for p in ("weight", "bias"):
-            out[f"{ours}.{a}.{p}"] = src[f"{theirs}.{b}.{p}"]
-    for p in ("weight", "bias"):
-        parts = [src[f"{theirs}.attention.attention.{n}.{p}"] for n in HF_QKV]
-        out[f"{ours}.attn.qkv.{p}"] = torch.cat(parts, 0)
 
 
 # --- directories and the JSON beside weights --------------------------------------------------
