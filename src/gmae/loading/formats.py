@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +46,10 @@ WEIGHTS_NAME = "model.safetensors"
 # --- safetensors ------------------------------------------------------------------------------
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """``(tensors, metadata)`` of a safetensors file, with one-line errors."""
+@contextmanager
+def _open_safetensors(path: str | os.PathLike) -> Iterator[tuple[Any, dict[str, str]]]:
+    """``(handle, metadata)`` of a safetensors file; anything unreadable, while opening or
+    while the caller reads, is a one-line error naming the file."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -53,41 +57,27 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[s
         raise GmaeError(f"checkpoint {path} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            yield f, dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
-    return tensors, metadata
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, with one-line errors."""
+    with _open_safetensors(path) as (f, metadata):
+        return {k: f.get_tensor(k) for k in f.keys()}, metadata
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """``(shapes, metadata)`` of a safetensors file: the header only, no tensor is read."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
-    return shapes, metadata
+    with _open_safetensors(path) as (f, metadata):
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, metadata
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a safetensors file (no tensors read)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"checkpoint {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GmaeError(f"cannot read {path}: not a valid safetensors file ({exc})") from exc
+    with _open_safetensors(path) as (_, metadata):
+        return metadata
 
 
 def is_compact(metadata: dict[str, str]) -> bool:
