@@ -360,6 +360,9 @@ def test_recon_cli(name, ckpts, colour_data, tmp_path, capsys):
     assert at_train["n_images"] == 6 and at_train["masked_psnr"] is not None
     assert at_zero["masked_psnr"] is None and at_zero["psnr"] is not None
     assert 0 < at_train["psnr"] < 60 and -1 <= at_train["ssim"] <= 1
+    # per-image scores, for paired comparisons; the summary is their mean
+    per_image = [im["masked_psnr"] for im in at_train["images"]]
+    assert len(per_image) == 6 and at_train["masked_psnr"] == pytest.approx(np.mean(per_image))
 
 
 def test_recon_mae_full_prediction_is_not_the_pasted_input(ckpts):

@@ -2,7 +2,9 @@
 
 Used to claim (or not) that GMAE's zero-shot edges beat a control: each BSDS500 image has a
 best-threshold F for both methods (``images`` in `gmae eval boundaries` JSON), and the question
-is whether the mean per-image difference is above zero beyond resampling noise.
+is whether the mean per-image difference is above zero beyond resampling noise. The same test
+compares two reconstructions (per-image masked PSNR in `gmae eval recon` JSON): both models saw
+the same images and, with the same seed, the same masks.
 """
 
 from __future__ import annotations
@@ -55,3 +57,38 @@ def compare_boundaries(a: dict, b: dict, **kw) -> dict:
     if len(common) != len(fa) or len(common) != len(fb):
         raise GmaeError(f"the results cover different images ({len(fa)} vs {len(fb)} scored)")
     return paired_bootstrap([fa[k] for k in common], [fb[k] for k in common], **kw)
+
+
+def compare_results(a: dict, b: dict, metric: str = "masked_psnr", **kw) -> dict:
+    """Paired bootstrap of two `gmae eval boundaries` results (per-image F) or two
+    `gmae eval recon` results (per-image ``metric`` at the first mask ratio of ``a``)."""
+    if a.get("protocol") == "recon" or b.get("protocol") == "recon":
+        return compare_recon(a, b, metric, **kw)
+    return compare_boundaries(a, b, **kw)
+
+
+def compare_recon(a: dict, b: dict, metric: str = "masked_psnr", **kw) -> dict:
+    """Paired bootstrap of a per-image reconstruction metric. Pairs only results that scored
+    the same images with the same masks: same data, split sizes, seed and mask ratio."""
+    for r in (a, b):
+        if r.get("protocol") != "recon" or not r.get("results"):
+            raise GmaeError("not a `gmae eval recon` result (protocol 'recon' with results)")
+        if "images" not in r["results"][0]:
+            raise GmaeError("a `gmae eval recon` result without per-image scores: rerun it")
+    for key in ("data", "settings"):
+        fields = ("spec", "splits", "img_size", "crop_pct") if key == "data" else ("seed",)
+        for f in fields:
+            if a[key].get(f) != b[key].get(f):
+                raise GmaeError(
+                    f"the results differ in {key}.{f}: {a[key].get(f)} vs {b[key].get(f)}"
+                )
+    ra = a["results"][0]
+    rb = next((r for r in b["results"] if r["mask_ratio"] == ra["mask_ratio"]), None)
+    if rb is None:
+        raise GmaeError(f"the second result has no mask ratio {ra['mask_ratio']}")
+    va = [im[metric] for im in ra["images"]]
+    vb = [im[metric] for im in rb["images"]]
+    if any(v is None for v in va + vb):
+        raise GmaeError(f"{metric} is undefined at mask ratio {ra['mask_ratio']}")
+    out = paired_bootstrap(va, vb, **kw)
+    return {"metric": metric, "mask_ratio": ra["mask_ratio"], **out}

@@ -106,7 +106,8 @@ def recon_eval(
     mask_ratios: Sequence[float],
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Mean PSNR / SSIM per mask ratio over the images of ``loader`` ([0, 1] images)."""
+    """Mean PSNR / SSIM per mask ratio over the images of ``loader`` ([0, 1] images), and the
+    same four numbers for each image (``images``, in loader order)."""
     from tqdm.auto import tqdm
 
     if not hasattr(model, "reconstruct"):
@@ -136,7 +137,15 @@ def recon_eval(
                         "ssim": whole["ssim"],
                     }
                 )
-        results.append({"mask_ratio": ratio, "n_images": len(per_image), **_average(per_image)})
+        results.append(
+            {
+                "mask_ratio": ratio,
+                "n_images": len(per_image),
+                **_average(per_image),
+                # per image, in loader order, for paired comparisons (gmae.evaluate.paired)
+                "images": per_image,
+            }
+        )
     return results
 
 
