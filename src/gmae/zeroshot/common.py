@@ -1,5 +1,6 @@
-"""Shared plumbing of the zero-shot tools: photos, batching, health, PNG output (models load
-through ``gmae.loading.load_mae_or_gmae``, also reachable here as ``load_model``).
+"""Shared plumbing of the zero-shot tools: photos, batching, prediction, health (models load
+through ``gmae.loading.load_mae_or_gmae``, also reachable here as ``load_model``; the picture
+helpers ``to_uint8``, ``save_png``, ``strip`` ... live in ``gmae.images`` and are re-exported).
 
 Aspect handling [choice]: a model sees every photo squashed to its square input (``img_size``,
 bicubic, no crop, so nothing is cut off). Renders use ``Camera(height=H, width=W)`` at the photo's
@@ -17,13 +18,35 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gmae import io as gio
 from gmae.errors import GmaeError
+
+# The picture helpers live in gmae.images; these names are kept here for callers.
+from gmae.images import colormap, save_gray16, save_png, strip, to_uint8
 
 if TYPE_CHECKING:
     import torch
 
     from gmae.models import Gaussians
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Photo",
+    "check_health",
+    "colormap",
+    "list_images",
+    "load_photo",
+    "model_device",
+    "model_input",
+    "predict_gaussians",
+    "save_gray16",
+    "save_png",
+    "shrink_photo",
+    "size_batches",
+    "strip",
+    "take_images",
+    "to_uint8",
+    "with_colors",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -43,6 +66,15 @@ def __getattr__(name: str):
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def predict_gaussians(model, photos: Sequence[Photo]) -> Gaussians:
+    """The Gaussians a GMAE predicts for ``photos`` (mask ratio 0, no gradients), each photo
+    squashed to the model's input size (``model_input``)."""
+    import torch
+
+    with torch.no_grad():
+        return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))
 
 
 def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
@@ -94,6 +126,20 @@ def load_photo(path: str | os.PathLike) -> Photo:
 
     path = Path(path)
     return Photo(path.stem, np.asarray(load_image(path)))
+
+
+def shrink_photo(photo: Photo, max_side: int) -> Photo:
+    """``photo`` shrunk in place (Lanczos) so that its longer side is at most ``max_side``
+    (0: never shrink); returned for chaining."""
+    from PIL import Image
+
+    h, w = photo.size
+    if max_side <= 0 or max(h, w) <= max_side:
+        return photo
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    photo.pixels = np.asarray(Image.fromarray(photo.pixels).resize(size, Image.Resampling.LANCZOS))
+    return photo
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -155,60 +201,3 @@ def with_colors(g: Gaussians, colors) -> Gaussians:
     from gmae.models import Gaussians
 
     return Gaussians(g.means, g.scales, g.quats, colors, g.opacities)
-
-
-# --- output -----------------------------------------------------------------------------------
-
-
-def to_uint8(img) -> np.ndarray:
-    """[0, 1] float HxW / HxWxC / CHW (array or tensor) -> uint8 HxW(xC)."""
-    arr = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.dtype == np.uint8:
-        return arr
-    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def save_png(path: str | os.PathLike, img) -> None:
-    """An 8-bit PNG (RGB or grayscale) of a [0, 1] float or uint8 picture, written atomically."""
-    from gmae.report.html import to_png_bytes
-
-    gio.write_bytes(path, to_png_bytes(to_uint8(img)))
-
-
-def save_gray16(path: str | os.PathLike, arr01) -> None:
-    """A 16-bit grayscale PNG of a [0, 1] map (boundary maps: higher = more boundary)."""
-    import io
-
-    from PIL import Image
-
-    arr = np.asarray(arr01, dtype=np.float64)
-    u16 = (np.clip(arr, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-    buf = io.BytesIO()
-    Image.fromarray(u16).save(buf, format="PNG")
-    gio.write_bytes(path, buf.getvalue())
-
-
-def strip(images: Sequence[np.ndarray], gap: int = 4, fill: int = 255) -> np.ndarray:
-    """Pictures of one height side by side (uint8, gray ones made RGB), ``gap`` px apart."""
-    rgb = [to_uint8(im) for im in images]
-    rgb = [np.repeat(im[..., None], 3, axis=-1) if im.ndim == 2 else im for im in rgb]
-    h = rgb[0].shape[0]
-    if any(im.shape[0] != h for im in rgb):
-        raise ValueError("strip: pictures must have the same height")
-    spacer = np.full((h, gap, 3), fill, np.uint8)
-    parts: list[np.ndarray] = []
-    for i, im in enumerate(rgb):
-        parts += [spacer, im] if i else [im]
-    return np.concatenate(parts, axis=1)
-
-
-def colormap(values: np.ndarray, name: str = "viridis") -> np.ndarray:
-    """[0, 1] map -> uint8 RGB through a matplotlib colour map."""
-    from matplotlib import colormaps
-
-    rgba = colormaps[name](np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0))
-    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
