@@ -149,7 +149,7 @@ def cmd_gaussians(args: argparse.Namespace) -> int:
     from gmae import io as gio
     from gmae.export.ply import DISTANCE, viewer_camera, write_ply
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.common import load_photo, predict_gaussians
+    from gmae.photos import load_photo, predict_gaussians
 
     photo = load_photo(args.image)
     model = load_mae_or_gmae(args.ckpt, "gmae", args.device)

@@ -78,7 +78,7 @@ def _photos_and_gt(n: int):
     """First n BSDS500 val photos with boundary GT, first n horses with masks."""
     from gmae.data import bsds500_pairs, weizmann_horses
     from gmae.evaluate.boundaries import load_gt_boundaries
-    from gmae.zeroshot.common import load_photo
+    from gmae.photos import load_photo
     from gmae.zeroshot.figure_ground import load_mask
 
     bsds = [(load_photo(j), load_gt_boundaries(m)) for j, m in bsds500_pairs("val")[:n]]
@@ -91,7 +91,7 @@ def _recon_grid(model, mae_model, photos, seed: int = 0):
     (MAE output at its ratio). Returns (uint8 image, column titles)."""
     import torch
 
-    from gmae.zeroshot.common import model_device, model_input
+    from gmae.photos import model_device, model_input
 
     x = model_input(photos, model.img_size, model_device(model))
     n = model.encoder.num_patches
@@ -160,10 +160,11 @@ def build_report(
     from gmae.evaluate.boundaries import evaluate_boundaries
     from gmae.models import GMAE
     from gmae.models.health import CHECKS as HEALTH_CHECKS
+    from gmae.photos import predict_gaussians
     from gmae.report.curves import read_metrics, training_figure
     from gmae.report.summary import budget_text, checkpoint_facts, last_value
     from gmae.report.viewer import viewer_html, viewer_scene
-    from gmae.zeroshot.common import check_health, predict_gaussians
+    from gmae.zeroshot.common import check_health
     from gmae.zeroshot.layers import layer_set
     from gmae.zeroshot.pipelines import edge_maps, run_figure_ground
     from gmae.zeroshot.stats import gaussian_stats, photo_batches
@@ -458,7 +459,7 @@ def _random_twin(model, facts: dict, checkpoint):
     from the checkpoint's stored config; None when the model came without one."""
     from gmae.loading.checks import stored_config
     from gmae.loading.loaders import LoadedModel, random_like
-    from gmae.zeroshot.common import model_device
+    from gmae.photos import model_device
 
     if not facts.get("config"):
         return None
@@ -593,7 +594,7 @@ def _scale_depth_figure(model, photos):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gmae.zeroshot.common import predict_gaussians
+    from gmae.photos import predict_gaussians
     from gmae.zeroshot.layers import camera_depths
 
     g = predict_gaussians(model, photos)

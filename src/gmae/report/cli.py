@@ -73,8 +73,9 @@ def register(subparsers, groups) -> None:
 
 def cmd_layers(args: argparse.Namespace) -> int:
     from gmae.loading.loaders import load_mae_or_gmae
+    from gmae.photos import load_photo, shrink_photo
     from gmae.report.layers import layers_page
-    from gmae.zeroshot.common import check_health, load_photo, shrink_photo
+    from gmae.zeroshot.common import check_health
 
     if any(k < 0 for k in args.ks):
         raise GmaeError("--ks must be non-negative")

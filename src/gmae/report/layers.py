@@ -66,7 +66,7 @@ def layers_page(
     groups: int = 8,
 ) -> Path:
     """``gmae zeroshot layers``: PNGs of every render and OUT/index.html for one photo."""
-    from gmae.zeroshot.common import predict_gaussians
+    from gmae.photos import predict_gaussians
     from gmae.zeroshot.layers import layer_set
 
     out = Path(out_dir)

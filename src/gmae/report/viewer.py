@@ -32,8 +32,8 @@ def viewer_scene(model, photos: Sequence, groups: int = 8) -> dict:
 
     from gmae.export.ply import DISTANCE
     from gmae.images import colormap
+    from gmae.photos import predict_gaussians
     from gmae.render.projection import quat_to_rotmat
-    from gmae.zeroshot.common import predict_gaussians
     from gmae.zeroshot.layers import camera_depths, depth_rank, group_index
 
     if not photos:

@@ -1,31 +1,33 @@
-"""Shared plumbing of the zero-shot tools: photos, batching, prediction, health (models load
-through ``gmae.loading.load_mae_or_gmae``, also reachable here as ``load_model``; the picture
-helpers ``to_uint8``, ``save_png``, ``strip`` ... live in ``gmae.images`` and are re-exported).
+"""Shared plumbing of the zero-shot tools: batching, health, selecting Gaussians.
 
-Aspect handling [choice]: a model sees every photo squashed to its square input (``img_size``,
-bicubic, no crop, so nothing is cut off). Renders use ``Camera(height=H, width=W)`` at the photo's
-own size: the GMAE camera's intrinsics are fx = W/2, fy = H/2, so the square render is stretched
-back to the photo's aspect ratio, which undoes the squash pixel for pixel.
+Re-exported here for callers: the photos (``Photo``, ``load_photo``, ``model_input``,
+``predict_gaussians`` ...: ``gmae.photos``), the picture helpers (``to_uint8``, ``save_png``,
+``strip`` ...: ``gmae.images``) and ``load_model`` (``gmae.loading.load_mae_or_gmae``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import fields
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from gmae.errors import GmaeError
 
-# The picture helpers live in gmae.images; these names are kept here for callers.
+# The picture helpers live in gmae.images and the photos in gmae.photos; these names are kept
+# here for callers.
 from gmae.images import colormap, save_gray16, save_png, strip, to_uint8
+from gmae.photos import (
+    IMAGE_SUFFIXES,
+    Photo,
+    list_images,
+    load_photo,
+    model_device,
+    model_input,
+    predict_gaussians,
+    shrink_photo,
+)
 
 if TYPE_CHECKING:
-    import torch
-
     from gmae.models import Gaussians
 
 __all__ = [
@@ -48,8 +50,6 @@ __all__ = [
     "with_colors",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
 
 # --- models -----------------------------------------------------------------------------------
 
@@ -62,19 +62,6 @@ def __getattr__(name: str):
 
         return load_mae_or_gmae
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def predict_gaussians(model, photos: Sequence[Photo]) -> Gaussians:
-    """The Gaussians a GMAE predicts for ``photos`` (mask ratio 0, no gradients), each photo
-    squashed to the model's input size (``model_input``)."""
-    import torch
-
-    with torch.no_grad():
-        return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))
 
 
 def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
@@ -106,73 +93,7 @@ def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
     return health
 
 
-# --- photos -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Photo:
-    """An RGB photo at its own resolution: ``pixels`` uint8 (H, W, 3)."""
-
-    name: str  # file stem; output files are named after it
-    pixels: np.ndarray
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.pixels.shape[0], self.pixels.shape[1]
-
-
-def load_photo(path: str | os.PathLike) -> Photo:
-    from gmae.data import load_image
-
-    path = Path(path)
-    return Photo(path.stem, np.asarray(load_image(path)))
-
-
-def shrink_photo(photo: Photo, max_side: int) -> Photo:
-    """``photo`` shrunk in place (Lanczos) so that its longer side is at most ``max_side``
-    (0: never shrink); returned for chaining."""
-    from PIL import Image
-
-    h, w = photo.size
-    if max_side <= 0 or max(h, w) <= max_side:
-        return photo
-    s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    photo.pixels = np.asarray(Image.fromarray(photo.pixels).resize(size, Image.Resampling.LANCZOS))
-    return photo
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (hidden files skipped)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise GmaeError(f"image folder {folder} not found")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-    if not files:
-        raise GmaeError(f"no images in {folder} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
-    stems = [p.stem for p in files]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        raise GmaeError(f"{folder} has several images named {dup[0]} (outputs are named by stem)")
-    return files
-
-
-def model_input(photos: Sequence[Photo], size: int, device=None) -> torch.Tensor:
-    """Photos squashed to ``size x size`` (bicubic; PIL antialiases when shrinking), [B, 3, S, S]
-    in [0, 1]."""
-    import torch
-    from PIL import Image
-
-    arrs = [
-        np.asarray(Image.fromarray(p.pixels).resize((size, size), Image.Resampling.BICUBIC))
-        for p in photos
-    ]
-    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
-    return x.to(device) if device is not None else x
+# --- batches ----------------------------------------------------------------------------------
 
 
 def size_batches(photos: Sequence[Photo], batch_size: int) -> Iterator[list[Photo]]:
