@@ -1,10 +1,10 @@
 """The one loader (gmae.loading): every format through ``load_any``, the old import paths, every
-``--ckpt`` command going through it, its place below train / evaluate / zeroshot / export /
-report, and one-line errors for hostile or incompatible files. Tiny models, all offline."""
+``--ckpt`` command going through it and one-line errors for hostile or incompatible files (its
+place below train / evaluate / zeroshot / export / report: tests/test_layering.py). Tiny models,
+all offline."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -17,7 +17,6 @@ from gmae.errors import GmaeError
 from gmae.loading import formats, load_any, load_mae_release, loaders
 from gmae.train.config import config_from_dict, config_to_dict, save_config
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "gmae"
 # Width 192 (ViT-Tiny's): formats without a head count (MAE release .pth) assume the standard 3.
 TINY = {"encoder": "tiny", "depth": 1, "patch_size": 6, "decoder_dim": 32, "decoder_depth": 1,
         "decoder_num_heads": 2}  # fmt: skip
@@ -45,42 +44,7 @@ def images():
     return torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
 
 
-# --- where loading lives ----------------------------------------------------------------------
-
-ABOVE = ("gmae.train", "gmae.evaluate", "gmae.zeroshot", "gmae.export", "gmae.report",
-         "gmae.hub", "gmae.cli", "gmae.inspect", "gmae.demo", "gmae.doctor")  # fmt: skip
-# The config schema imports nothing above gmae.loading either, so gmae.loading may use it.
-SCHEMA = "gmae.train.config"
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, at any depth (``from gmae import io`` -> gmae.io)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
-
-
-def _under(module: str, package: str) -> bool:
-    return module == package or module.startswith(f"{package}.")
-
-
-def test_loading_imports_nothing_from_the_packages_above_it():
-    files = sorted((SRC / "loading").glob("*.py"))
-    assert {f.name for f in files} >= {"__init__.py", "checks.py", "formats.py", "loaders.py"}
-    bad = {
-        f"{f.name}: {module}"
-        for f in files
-        for module in _imports(f)
-        if any(_under(module, p) for p in ABOVE) and not _under(module, SCHEMA)
-    }
-    assert not bad, sorted(bad)
-    schema = _imports(SRC / "train" / "config.py")
-    assert not {m for m in schema if any(_under(m, p) and not _under(m, SCHEMA) for p in ABOVE)}
+# --- old import paths (its place below train, evaluate ...: tests/test_layering.py) -----------
 
 
 def test_old_import_paths_are_the_one_loader():

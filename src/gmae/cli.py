@@ -21,9 +21,9 @@ COMMAND_MODULES = (
     "gmae.render.cli",  # gmae bench render
     "gmae.train.cli",  # gmae pretrain | demo | bench train
     "gmae.evaluate.cli",  # gmae eval ...
-    "gmae.export.cli",  # gmae export timm | checkpoint
-    "gmae.zeroshot.cli",  # gmae zeroshot layers | edges | figure-ground, gmae export gaussians
-    "gmae.report.cli",  # gmae report
+    "gmae.export.cli",  # gmae export timm | hf | checkpoint | gaussians
+    "gmae.report.cli",  # gmae zeroshot layers (an HTML page), gmae report
+    "gmae.zeroshot.cli",  # gmae zeroshot edges | figure-ground | stats | occlusion
     "gmae.inspect",  # gmae inspect
     "gmae.demo",  # gmae demo
     "gmae.doctor",  # gmae doctor

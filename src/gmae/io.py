@@ -6,8 +6,9 @@ leave the temporary file itself (``.NAME.gmae-PID-XXXXXXXX.tmp``); its name reco
 process, and the next write of the same file (and ``remove_stale_temps`` on a run directory)
 deletes it once that process is gone. Temporary files of other programs are never touched.
 
-Also here: checks of output paths (``--out``, ``--json``) made before any long work, and JSON
-that never contains bare ``NaN`` / ``Infinity`` (they become ``null``).
+Also here: checks of output paths (``--out``, ``--json``) made before any long work, JSON
+that never contains bare ``NaN`` / ``Infinity`` (they become ``null``), and the reader of a
+run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,22 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The rows of a JSON-lines file (a run's ``metrics.jsonl``), blank lines skipped; a
+    missing file or a line that is not JSON is a ``GmaeError`` naming the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GmaeError(f"metrics file {path} not found")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise GmaeError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+    return rows
 
 
 # --- output paths, checked before any long work -----------------------------------------------

@@ -205,7 +205,7 @@ def finetune(
 
     from gmae.evaluate.common import make_loader
     from gmae.export.timm import timm_vit_from_model
-    from gmae.train.optim import lr_at
+    from gmae.schedules import lr_at
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)  # timm's augmentations draw from python's and numpy's global RNGs

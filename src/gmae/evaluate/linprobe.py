@@ -192,7 +192,7 @@ def mae_linprobe(
     from tqdm.auto import tqdm
 
     from gmae.evaluate.common import pool_tokens
-    from gmae.train.optim import lr_at
+    from gmae.schedules import lr_at
 
     if epochs < 1 or accum_iter < 1:
         raise GmaeError("--epochs and --accum-iter must be at least 1")

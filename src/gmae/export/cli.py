@@ -1,12 +1,14 @@
-"""Command-line entry points of gmae.export (registered by gmae.cli):
-``gmae export timm``, ``gmae export hf`` and ``gmae export checkpoint``."""
+"""Command-line entry points of gmae.export (registered by gmae.cli): ``gmae export timm``,
+``gmae export hf``, ``gmae export checkpoint`` and ``gmae export gaussians``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from gmae.loading import CKPT_HELP
+from gmae.devices import DEVICE_HELP
+from gmae.errors import GmaeError
+from gmae.loading import CKPT_HELP, GMAE_CKPT_HELP
 
 
 def register(subparsers, groups) -> None:
@@ -83,6 +85,33 @@ def register(subparsers, groups) -> None:
     p.add_argument("--fp16", action="store_true", help="store floating-point weights as fp16")
     p.set_defaults(func=cmd_checkpoint, out_kind="file")
 
+    p = group.add_parser(
+        "gaussians",
+        help="one image's Gaussians as a 3D Gaussian Splatting PLY",
+        description="Predict one image's Gaussians (mask ratio 0) and write them as a binary "
+        "3DGS PLY that common splat viewers open (see docs/zeroshot.md for the frame and the "
+        "camera to view it from).",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
+    p.add_argument(
+        "--image", required=True, type=Path, help="the photo (resized to the model input)"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output .ply")
+    p.add_argument(
+        "--frame",
+        default="pinhole",
+        choices=["pinhole", "gmae"],
+        help="pinhole: for splat viewers; gmae: GMAE's own camera (docs/zeroshot.md)",
+    )
+    p.add_argument(
+        "--cameras",
+        type=Path,
+        help="also write the viewpoint as an INRIA 3DGS cameras.json here (default: cameras.json "
+        "next to --out; pinhole frame only)",
+    )
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=cmd_gaussians, out_kind="file")
+
 
 def cmd_timm(args: argparse.Namespace) -> int:
     from gmae.export.timm import export_timm
@@ -113,4 +142,36 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     info = export_checkpoint(args.ckpt, args.out, fp16=args.fp16)
     mb = info["bytes"] / 2**20
     print(f"wrote {info['out']}: {info['tensors_numel']:,} values, {mb:.1f} MiB")
+    return 0
+
+
+def cmd_gaussians(args: argparse.Namespace) -> int:
+    from gmae import io as gio
+    from gmae.export.ply import DISTANCE, viewer_camera, write_ply
+    from gmae.loading.loaders import load_mae_or_gmae
+    from gmae.photos import load_photo, predict_gaussians
+
+    photo = load_photo(args.image)
+    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
+    g = predict_gaussians(model, [photo])
+    if g.colors.shape[-1] != 3:
+        raise GmaeError(
+            f"PLY export needs an RGB model, this one has {g.colors.shape[-1]} channels"
+        )
+    write_ply(
+        args.out, g.means[0], g.scales[0], g.quats[0], g.colors[0], g.opacities[0],
+        frame=args.frame, comments=(f"source {Path(args.image).name}",),
+    )  # fmt: skip
+    h, w = photo.size
+    if args.frame == "pinhole":
+        cameras = args.cameras or Path(args.out).with_name("cameras.json")
+        gio.write_json(cameras, [viewer_camera(w, h, Path(args.image).stem)])
+        view = (
+            f"pinhole camera at (0, 0, -{DISTANCE:g}) looking down +z, y down; "
+            f"fx = {DISTANCE * w / 2:g}, fy = {DISTANCE * h / 2:g} px at {w}x{h} (written to "
+            f"{cameras})"
+        )
+    else:
+        view = f"gmae.render.Camera(mode='gmae', height={h}, width={w})"
+    print(f"wrote {g.num_gaussians} Gaussians to {args.out}; view with a {view}")
     return 0

@@ -27,14 +27,9 @@ from gmae.models.base import MaskedImageModel
 from gmae.models.outputs import PretrainOutput
 from gmae.models.vit import ViTEncoder, init_vit_weights, norm_layer, sincos_pos_embed_2d
 from gmae.precision import fp32_island
+from gmae.schedules import cosine_ramp  # lived here; latent_mim.cosine_ramp still works
 
 # --- schedules (pure functions of the optimizer step, so a resumed run repeats exactly) -------
-
-
-def cosine_ramp(start: float, end: float, progress: float) -> float:
-    """Half-cosine from ``start`` (progress 0) to ``end`` (progress 1); progress is clamped."""
-    progress = min(max(progress, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def ema_momentum(step: int, total_steps: int, base: float = 0.99) -> float:
@@ -354,6 +349,7 @@ class LatentMIM(MaskedImageModel):
 
     def similarity_target(self) -> Tensor:
         """s* now, as a 0-dim tensor on the model's device (no host sync in the forward pass)."""
+        # gmae.schedules.cosine_ramp, computed on the device
         progress = self.train_progress.clamp(0.0, 1.0)
         start, end = self.sim_target_start, self.sim_target_end
         return (end + (start - end) * 0.5 * (1.0 + torch.cos(math.pi * progress))).float()

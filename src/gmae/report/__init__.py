@@ -12,7 +12,7 @@ _LAZY = {
     "HtmlReport": "gmae.report.html",
     "ReportSettings": "gmae.report.builders",
     "build_report": "gmae.report.builders",
-    "layers_page": "gmae.report.builders",
+    "layers_page": "gmae.report.layers",
 }
 
 __all__ = sorted(_LAZY)

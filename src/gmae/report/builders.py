@@ -1,4 +1,4 @@
-"""HTML pages of the zero-shot tools: the layers page and the full model report.
+"""The full model report (the layers page of ``gmae zeroshot layers`` is ``gmae.report.layers``).
 
 ``build_report(model, out_dir)`` is what ``gmae report`` and ``gmae demo`` call. It runs every
 zero-shot procedure (gmae.zeroshot) on a few BSDS500 val images and Weizmann horses and writes one
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,23 @@ import numpy as np
 
 from gmae import io as gio
 from gmae.errors import GmaeError
+from gmae.images import strip
 from gmae.report.html import HtmlReport
+
+# The layers page lives in gmae.report.layers; these names are kept here for callers.
+from gmae.report.layers import add_layer_sections, layers_page
+
+__all__ = [
+    "ReportSettings",
+    "add_layer_sections",
+    "add_occlusion_section",
+    "build_report",
+    "layers_page",
+    "occlusion_summary",
+    "occlusion_verdict",
+    "report_commands",
+    "trained_deadleaves_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -56,94 +71,6 @@ class ReportSettings:
         return s
 
 
-# --- layering ----------------------------------------------------------------------------------
-
-
-def _predict(model, photos):
-    import torch
-
-    from gmae.zeroshot.common import model_device, model_input
-
-    with torch.no_grad():
-        return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))
-
-
-def add_layer_sections(report: HtmlReport, prefix: str, photo, ls, g, index: int = 0) -> None:
-    """Strips, depth maps and the scatter of image ``index`` of a LayerSet into ``report``."""
-    from gmae.zeroshot.common import colormap, strip
-    from gmae.zeroshot.layers import gaussian_scatter
-
-    num = ls.depths.shape[1]
-    ks = ", ".join("all" if k == num else str(k) for k in ls.ks)
-    report.image(
-        f"{prefix}firstk",
-        strip([photo.pixels, *ls.first_k[index]]),
-        f"photo, then the nearest K Gaussians for K = {ks} (of {num}), nearest first",
-    )
-    report.image(
-        f"{prefix}groups_alone",
-        strip(list(ls.groups_alone[index])),
-        f"{ls.groups} equal depth groups, each alone (nearest group left)",
-    )
-    report.image(
-        f"{prefix}groups_cumulative",
-        strip(list(ls.groups_cumulative[index])),
-        f"the same {ls.groups} groups added front to back (last = full render)",
-    )
-    near = 1.0 - ls.depth_render[index].cpu().numpy()
-    expected = 1.0 - ls.depth_expected[index].cpu().numpy()
-    report.image(
-        f"{prefix}depth",
-        strip([photo.pixels, ls.full[index], colormap(near), colormap(expected)]),
-        "photo, full render, depth render (colour = normalised Gaussian depth), renderer's "
-        "expected depth (both: yellow = near, purple = far / empty)",
-    )
-    report.figure(
-        f"{prefix}scatter",
-        gaussian_scatter(
-            photo.pixels,
-            ls.means2d[index].cpu().numpy(),
-            ls.depths[index].cpu().numpy(),
-            g.scales[index].cpu().numpy(),
-            g.opacities[index].cpu().numpy(),
-        ),
-        "Gaussian centres on the photo: colour = camera depth, marker size = scale",
-        width=520,
-    )
-
-
-def layers_page(
-    model,
-    photo,
-    out_dir: str | os.PathLike,
-    ks: Sequence[int] = (8, 16, 32, 64, 128, 256),
-    groups: int = 8,
-) -> Path:
-    """``gmae zeroshot layers``: PNGs of every render and OUT/index.html for one photo."""
-    from gmae.zeroshot.common import colormap, save_png
-    from gmae.zeroshot.layers import layer_set
-
-    out = Path(out_dir)
-    h, w = photo.size
-    g = _predict(model, [photo])
-    ls = layer_set(model, g, h, w, ks, groups)
-    num = g.num_gaussians
-    for k, img in zip(ls.ks, ls.first_k[0]):
-        save_png(out / "first_k" / f"K{k:04d}.png", img)
-    for i, (a, c) in enumerate(zip(ls.groups_alone[0], ls.groups_cumulative[0])):
-        save_png(out / "groups" / f"alone_{i:02d}.png", a)
-        save_png(out / "groups" / f"cumulative_{i:02d}.png", c)
-    save_png(out / "depth_render.png", colormap(1.0 - ls.depth_render[0].cpu().numpy()))
-    save_png(out / "depth_expected.png", colormap(1.0 - ls.depth_expected[0].cpu().numpy()))
-    report = HtmlReport(f"GMAE layers: {photo.name}")
-    report.text(
-        f"{num} Gaussians sorted by camera depth (nearest first), rendered at the photo's "
-        f"{w}x{h}; the model saw the photo squashed to {model.img_size}x{model.img_size}."
-    )
-    add_layer_sections(report, "", photo, ls, g)
-    return report.save(out)
-
-
 # --- the full report ------------------------------------------------------------------------------
 
 
@@ -151,7 +78,7 @@ def _photos_and_gt(n: int):
     """First n BSDS500 val photos with boundary GT, first n horses with masks."""
     from gmae.data import bsds500_pairs, weizmann_horses
     from gmae.evaluate.boundaries import load_gt_boundaries
-    from gmae.zeroshot.common import load_photo
+    from gmae.photos import load_photo
     from gmae.zeroshot.figure_ground import load_mask
 
     bsds = [(load_photo(j), load_gt_boundaries(m)) for j, m in bsds500_pairs("val")[:n]]
@@ -164,7 +91,7 @@ def _recon_grid(model, mae_model, photos, seed: int = 0):
     (MAE output at its ratio). Returns (uint8 image, column titles)."""
     import torch
 
-    from gmae.zeroshot.common import model_device, model_input, strip
+    from gmae.photos import model_device, model_input
 
     x = model_input(photos, model.img_size, model_device(model))
     n = model.encoder.num_patches
@@ -233,10 +160,11 @@ def build_report(
     from gmae.evaluate.boundaries import evaluate_boundaries
     from gmae.models import GMAE
     from gmae.models.health import CHECKS as HEALTH_CHECKS
+    from gmae.photos import predict_gaussians
     from gmae.report.curves import read_metrics, training_figure
     from gmae.report.summary import budget_text, checkpoint_facts, last_value
     from gmae.report.viewer import viewer_html, viewer_scene
-    from gmae.zeroshot.common import check_health, strip
+    from gmae.zeroshot.common import check_health
     from gmae.zeroshot.layers import layer_set
     from gmae.zeroshot.pipelines import edge_maps, run_figure_ground
     from gmae.zeroshot.stats import gaussian_stats, photo_batches
@@ -347,7 +275,7 @@ def build_report(
     shown = [bsds[0][0], horses[0][0], *photos][: s.layer_pages]  # a scene and an object
     for i, photo in enumerate(shown):
         h, w = photo.size
-        g = _predict(model, [photo])
+        g = predict_gaussians(model, [photo])
         ls = layer_set(model, g, h, w, s.ks, min(s.groups, model.num_gaussians))
         add_layer_sections(rep, f"layers{i}_", photo, ls, g)
 
@@ -531,7 +459,7 @@ def _random_twin(model, facts: dict, checkpoint):
     from the checkpoint's stored config; None when the model came without one."""
     from gmae.loading.checks import stored_config
     from gmae.loading.loaders import LoadedModel, random_like
-    from gmae.zeroshot.common import model_device
+    from gmae.photos import model_device
 
     if not facts.get("config"):
         return None
@@ -666,9 +594,10 @@ def _scale_depth_figure(model, photos):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gmae.photos import predict_gaussians
     from gmae.zeroshot.layers import camera_depths
 
-    g = _predict(model, photos)
+    g = predict_gaussians(model, photos)
     d = camera_depths(model, g).cpu().numpy().ravel()
     sc = g.scales.clamp_min(1e-12).log().mean(-1).exp().cpu().numpy().ravel()
     keep = g.opacities.cpu().numpy().ravel() >= 1.0 / 255.0

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from gmae.errors import GmaeError
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise GmaeError(f"metrics file {path} not found")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise GmaeError(f"{path}:{n}: not JSON ({exc.msg})") from exc
-    return rows
+from gmae import io as gio
+from gmae.io import read_metrics  # lived here; gmae.report.curves.read_metrics still works
 
 
 def plot_loss_curves(
@@ -32,8 +18,6 @@ def plot_loss_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from gmae import io as gio
 
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
     for ax, (label, path) in zip(axes[0], runs):

@@ -13,9 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from gmae import io as gio
+from gmae.images import to_png_bytes  # lived here; gmae.report.html.to_png_bytes still works
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1.5em;
@@ -52,26 +51,6 @@ code, pre { background: #f6f6f6; padding: 0.1em 0.3em; }
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def to_png_bytes(image) -> bytes:
-    """PNG bytes of a PIL image, an HxW / HxWxC uint8 or float [0, 1] array, or a CHW tensor."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        pil = image
-    else:
-        arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-            arr = arr.transpose(1, 2, 0)  # CHW -> HWC
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        pil = Image.fromarray(arr)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class HtmlReport:

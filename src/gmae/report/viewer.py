@@ -31,14 +31,14 @@ def viewer_scene(model, photos: Sequence, groups: int = 8) -> dict:
     import torch
 
     from gmae.export.ply import DISTANCE
+    from gmae.images import colormap
+    from gmae.photos import predict_gaussians
     from gmae.render.projection import quat_to_rotmat
-    from gmae.zeroshot.common import colormap, model_device, model_input
     from gmae.zeroshot.layers import camera_depths, depth_rank, group_index
 
     if not photos:
         raise GmaeError("the 3-D viewer needs at least one image")
-    with torch.no_grad():
-        g = model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))
+    g = predict_gaussians(model, photos)
     groups = max(1, min(groups, g.num_gaussians))
     depth = camera_depths(model, g)
     group = group_index(depth_rank(depth), groups)

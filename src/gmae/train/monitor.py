@@ -57,7 +57,7 @@ def layer_grid(model: nn.Module, images: torch.Tensor, groups: int = 4) -> torch
     """
     from torchvision.utils import make_grid
 
-    from gmae.zeroshot.common import colormap
+    from gmae.images import colormap
     from gmae.zeroshot.layers import layer_set
 
     was_training = model.training

@@ -1,12 +1,13 @@
-"""AdamW with MAE's weight-decay groups, and the per-step warmup + cosine learning rate."""
+"""AdamW with MAE's weight-decay groups, and setting the learning rate of every group (the
+per-step warmup + cosine schedule, ``lr_at``, lives in gmae.schedules)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
+
+from gmae.schedules import lr_at as lr_at  # lived here; gmae.train.optim.lr_at still works
 
 
 def build_optimizer(
@@ -25,19 +26,6 @@ def build_optimizer(
     """
     groups = param_groups_weight_decay(module, weight_decay, no_weight_decay_list=no_weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup from 0, then cosine.
-
-    Step-based (not epoch-based) so that it is smooth for short runs and exact on resume.
-    """
-    if step < warmup_steps:
-        return lr * step / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -6,15 +6,18 @@ Only rank 0 writes; on other ranks ``RunLog`` is inert.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
 import torch
 
+from gmae import images
 from gmae import io as gio
 from gmae.errors import GmaeError
+
+# read_metrics lives in gmae.io; the name is kept here for callers.
+from gmae.io import read_metrics as read_metrics
 from gmae.train.distributed import all_gather_object, broadcast_object
 
 LAST = "last.pt"  # the checkpoint --resume continues from
@@ -207,10 +210,6 @@ def truncate_metrics(path: Path, step: int) -> None:
     gio.write_text(path, "".join(keep))
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 @torch.no_grad()
 def recon_grid(model: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Tensor:
     """Rows: input, masked input, reconstruction. The mask is drawn from ``seed`` (the same
@@ -229,8 +228,5 @@ def recon_grid(model: torch.nn.Module, images: torch.Tensor, seed: int) -> torch
 
 
 def save_png(grid: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    buf = io.BytesIO()
-    save_image(grid, buf, format="png")
-    gio.write_bytes(path, buf.getvalue())
+    """The old argument order (picture, path) of ``gmae.images.save_png(path, picture)``."""
+    images.save_png(path, grid)

@@ -1,8 +1,9 @@
 """Command-line entry points of gmae.zeroshot (registered by gmae.cli).
 
-``gmae zeroshot layers | edges | figure-ground | stats | occlusion`` and ``gmae export
-gaussians``. Torch and the models are imported inside the command functions, so ``gmae --help``
-stays fast.
+``gmae zeroshot edges | figure-ground | stats | occlusion``. ``gmae zeroshot layers`` writes an
+HTML page, so gmae.report.cli registers it (first in the group, with the options of
+``add_common_options``); ``gmae export gaussians`` is gmae.export.cli's. Torch and the models are
+imported inside the command functions, so ``gmae --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,38 +15,23 @@ from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
 from gmae.loading import GMAE_CKPT_HELP, MAE_CKPT_HELP
 
+GROUP_HELP = "Zero-shot layering, edges, figure-ground, statistics"  # gmae zeroshot --help
+
+
+def add_common_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
+    """--ckpt, --device, (--batch-size,) --no-progress: the options every zero-shot command has."""
+    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    if batch:
+        p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
 
 def register(subparsers, groups) -> None:
     """Add this package's commands to the `gmae` parser."""
     from gmae.cli import command_group
 
-    zs = command_group(
-        subparsers, groups, "zeroshot", "Zero-shot layering, edges, figure-ground, statistics"
-    )
-
-    def common(p: argparse.ArgumentParser, batch: bool = True) -> None:
-        p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
-        p.add_argument("--device", default="auto", help=DEVICE_HELP)
-        if batch:
-            p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    p = zs.add_parser(
-        "layers",
-        help="depth-sorted Gaussians: first-K and depth-group renders, depth maps, scatter",
-        description="Render one photo's Gaussians sorted by camera depth (nearest first): the "
-        "first K, L equal depth groups alone and cumulative, two depth maps and a scatter of the "
-        "centres, at the photo's own resolution. Writes PNGs and OUT/index.html.",
-    )
-    common(p, batch=False)
-    p.add_argument("--image", required=True, type=Path, help="the photo (any size)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (PNGs and index.html)")
-    p.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
-                   help="numbers of nearest Gaussians to render (all is always added)")  # fmt: skip
-    p.add_argument("--groups", type=int, default=8, help="equal depth groups L")
-    p.add_argument("--max-side", type=int, default=0,
-                   help="shrink photos whose longer side exceeds this (0: never)")  # fmt: skip
-    p.set_defaults(func=cmd_layers)
+    zs = command_group(subparsers, groups, "zeroshot", GROUP_HELP)
 
     p = zs.add_parser(
         "edges",
@@ -56,7 +42,7 @@ def register(subparsers, groups) -> None:
         "resolution: OUT/gmae_L{L}/, OUT/gmae_combined/ (mean over L), OUT/<baseline>/. "
         "Score them with `gmae eval boundaries`.",
     )
-    common(p)
+    add_common_options(p)
     p.add_argument("--images", required=True, type=Path, help="folder of photos")
     p.add_argument("--out", required=True, type=Path, help="output folder of boundary PNGs")
     p.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32],
@@ -74,7 +60,7 @@ def register(subparsers, groups) -> None:
         description="Binary figure masks of each photo (OUT/<method>/<name>.png, 0/255) from the "
         "GMAE rules and the baselines; with --masks, mean IoU of every method.",
     )
-    common(p)
+    add_common_options(p)
     p.add_argument("--images", required=True, type=Path, help="folder of photos")
     p.add_argument("--masks", type=Path, help="ground-truth masks (same stems, 0/255)")
     p.add_argument("--out", required=True, type=Path, help="output folder of masks")
@@ -90,7 +76,7 @@ def register(subparsers, groups) -> None:
         "between Gaussian size and camera depth, and the ratio of the image-gradient magnitude "
         "at Gaussian centres to its image mean (> 1: concentrated on high frequencies).",
     )
-    common(p)
+    add_common_options(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="data set spec (cifar10, imagenette-128, imagefolder:/p)")
     src.add_argument("--images", type=Path, help="folder of photos")
@@ -130,86 +116,19 @@ def register(subparsers, groups) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_occlusion)
 
-    export = command_group(subparsers, groups, "export", "Export models and outputs")
-    p = export.add_parser(
-        "gaussians",
-        help="one image's Gaussians as a 3D Gaussian Splatting PLY",
-        description="Predict one image's Gaussians (mask ratio 0) and write them as a binary "
-        "3DGS PLY that common splat viewers open (see docs/zeroshot.md for the frame and the "
-        "camera to view it from).",
-    )
-    p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
-    p.add_argument(
-        "--image", required=True, type=Path, help="the photo (resized to the model input)"
-    )
-    p.add_argument("--out", required=True, type=Path, help="output .ply")
-    p.add_argument(
-        "--frame",
-        default="pinhole",
-        choices=["pinhole", "gmae"],
-        help="pinhole: for splat viewers; gmae: GMAE's own camera (docs/zeroshot.md)",
-    )
-    p.add_argument(
-        "--cameras",
-        type=Path,
-        help="also write the viewpoint as an INRIA 3DGS cameras.json here (default: cameras.json "
-        "next to --out; pinhole frame only)",
-    )
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.set_defaults(func=cmd_export_gaussians, out_kind="file")
-
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
 def _photos(folder: Path, limit: int = 0, max_side: int = 0):
-    from gmae.zeroshot.common import list_images, load_photo
+    from gmae.zeroshot.common import list_images, load_photo, shrink_photo
 
     files = list_images(folder)
     files = files[:limit] if limit > 0 else files
-    return [_shrink(load_photo(f), max_side) for f in files]
-
-
-def _shrink(photo, max_side: int):
-    import numpy as np
-    from PIL import Image
-
-    h, w = photo.size
-    if max_side <= 0 or max(h, w) <= max_side:
-        return photo
-    s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    photo.pixels = np.asarray(Image.fromarray(photo.pixels).resize(size, Image.Resampling.LANCZOS))
-    return photo
-
-
-def _predict(model, photos):
-    import torch
-
-    from gmae.zeroshot.common import model_device, model_input
-
-    with torch.no_grad():
-        return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))
+    return [shrink_photo(load_photo(f), max_side) for f in files]
 
 
 # --- commands ---------------------------------------------------------------------------------
-
-
-def cmd_layers(args: argparse.Namespace) -> int:
-    from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.report.builders import layers_page
-    from gmae.zeroshot.common import load_photo
-
-    if any(k < 0 for k in args.ks):
-        raise GmaeError("--ks must be non-negative")
-    from gmae.zeroshot.common import check_health
-
-    photo = _shrink(load_photo(args.image), args.max_side)
-    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
-    page = layers_page(model, photo, args.out, ks=args.ks, groups=args.groups)
-    print(f"wrote {page}")
-    check_health(model, [photo])  # last, so that the warning is the last thing people see
-    return 0
 
 
 def cmd_edges(args: argparse.Namespace) -> int:
@@ -348,36 +267,4 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
         print(f"wrote {len(pics)} pictures to {args.out}")
     print(f"wrote {args.json}")
     print(warning.getvalue(), end="", file=sys.stderr)  # last, so that people see it
-    return 0
-
-
-def cmd_export_gaussians(args: argparse.Namespace) -> int:
-    from gmae import io as gio
-    from gmae.export.ply import DISTANCE, viewer_camera, write_ply
-    from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.common import load_photo
-
-    photo = load_photo(args.image)
-    model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
-    g = _predict(model, [photo])
-    if g.colors.shape[-1] != 3:
-        raise GmaeError(
-            f"PLY export needs an RGB model, this one has {g.colors.shape[-1]} channels"
-        )
-    write_ply(
-        args.out, g.means[0], g.scales[0], g.quats[0], g.colors[0], g.opacities[0],
-        frame=args.frame, comments=(f"source {Path(args.image).name}",),
-    )  # fmt: skip
-    h, w = photo.size
-    if args.frame == "pinhole":
-        cameras = args.cameras or Path(args.out).with_name("cameras.json")
-        gio.write_json(cameras, [viewer_camera(w, h, Path(args.image).stem)])
-        view = (
-            f"pinhole camera at (0, 0, -{DISTANCE:g}) looking down +z, y down; "
-            f"fx = {DISTANCE * w / 2:g}, fy = {DISTANCE * h / 2:g} px at {w}x{h} (written to "
-            f"{cameras})"
-        )
-    else:
-        view = f"gmae.render.Camera(mode='gmae', height={h}, width={w})"
-    print(f"wrote {g.num_gaussians} Gaussians to {args.out}; view with a {view}")
     return 0

@@ -272,7 +272,7 @@ def scene_strip(scene: DeadLeavesScene, index: int, maps: dict[str, ModelMaps]) 
     """One scene's picture strip (uint8 RGB, 4x enlarged): the scene, the true occlusion rank,
     each model's expected depth (near = bright, per-image rank-normalised), the true boundaries
     and GMAE's edges. ``index``: the scene's position in the maps."""
-    from gmae.zeroshot.common import colormap, strip
+    from gmae.images import colormap, strip
 
     def ranked(a: np.ndarray) -> np.ndarray:
         """Near = 1, far = 0, by average rank (equal values stay equal); inf = 0."""
@@ -296,7 +296,7 @@ def save_pictures(out, scenes: Sequence[DeadLeavesScene], maps: dict[str, ModelM
     """OUT/scene_NNNNNN.png: ``scene_strip`` of each of the first ``count`` scenes."""
     from pathlib import Path
 
-    from gmae.zeroshot.common import save_png
+    from gmae.images import save_png
 
     written = []
     for i, s in enumerate(scenes[:count]):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from gmae import io as gio
-from gmae.zeroshot.common import Photo, save_gray16, save_png, size_batches
+from gmae.images import save_gray16, save_png
+from gmae.zeroshot.common import Photo, size_batches
 
 SHUFFLED = "shuffled"  # edge control: another photo's GMAE map (see write_edges)
 
