@@ -71,14 +71,9 @@ class GaussianStats:
         """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
         import torch
 
-        from gmae.render import Camera, project
-
         s = model.img_size
         with torch.no_grad():
-            proj = project(
-                g.means.float(), g.scales.float(), g.quats.float(), g.opacities.float(),
-                Camera(mode=model.camera, height=s, width=s),
-            )  # fmt: skip
+            proj = model.project_gaussians(g.float(), s, s)
         depth = proj.depths.cpu().numpy()
         conic = proj.conics.cpu().numpy()
         # conic = inverse 2-D covariance (a, b, c): det(cov) = 1 / (a c - b^2).
