@@ -299,7 +299,7 @@ def test_camera_parameters_get_gradients():
 def test_fast_matches_reference_large_gaussians(dtype):
     """The regime the compiled kernel is for: scale cap 2, Gaussians spanning many tiles, so
     lists are long and many pixels reach the early stop."""
-    g = gmae_like(2, 96, seed=14, scale_max=2.0)
+    g = gmae_like(2, 96, seed=14, scale_cap=2.0)
     g["opacities"] = 0.7 + 0.299 * g["opacities"]
     g["means"][..., :2] *= 0.5
     ref, _ = compare(g, Camera(height=40, width=36), dtype=dtype)
@@ -309,7 +309,7 @@ def test_fast_matches_reference_large_gaussians(dtype):
 
 def test_kernels_agree_and_layouts(kernel):
     """Both kernels give the same values; tile size and worker count do not change them."""
-    g = gmae_like(3, 80, seed=15, scale_max=1.5)
+    g = gmae_like(3, 80, seed=15, scale_cap=1.5)
     cam = Camera(height=33, width=30)
     with use_kernel("torch"):
         base = render(**g, camera=cam, backend="fast")

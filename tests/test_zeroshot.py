@@ -333,7 +333,7 @@ def test_gaussian_stats_constructed(model):
     out = acc.summary()
     rho = out["spearman_size_vs_depth"]
     assert rho["scale_gmean"]["pooled"] == pytest.approx(-1.0)
-    assert rho["scale_max"]["per_image_mean"] == pytest.approx(-1.0)
+    assert rho["scale_largest_axis"]["per_image_mean"] == pytest.approx(-1.0)
     assert rho["screen_size"]["pooled"] == pytest.approx(-1.0)
     assert out["hf_ratio"]["pooled"] > 5.0  # all centres sit on the edge
     assert out["n_gaussians"] == n

@@ -2,7 +2,8 @@
 
 1. Scale vs depth: "larger (low-frequency) Gaussians sit closer to the camera". Spearman rank
    correlation (scipy) between a Gaussian's size and its camera depth; the claim predicts rho < 0.
-   Sizes: ``scale_gmean`` (geometric mean of the three scales, the 3-D size), ``scale_max``, and
+   Sizes: ``scale_gmean`` (geometric mean of the three scales, the 3-D size),
+   ``scale_largest_axis`` (the largest of the three; not the head's scale cap), and
    ``screen_size`` (sqrt of the determinant of the projected 2-D covariance, in pixels of the
    model's input; it shrinks with depth by construction, so it is reported, not the headline).
    Reported pooled over all Gaussians of all images, and as the mean of per-image correlations.
@@ -34,7 +35,7 @@ from gmae.errors import GmaeError
 from gmae.models.health import layout_dependence
 
 MIN_OPACITY = 1.0 / 255.0
-SIZES = ("scale_gmean", "scale_max", "screen_size")
+SIZES = ("scale_gmean", "scale_largest_axis", "screen_size")
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -82,7 +83,7 @@ class GaussianStats:
         scales = g.scales.float().cpu().numpy()
         sizes = {
             "scale_gmean": np.exp(np.log(np.clip(scales, 1e-12, None)).mean(-1)),
-            "scale_max": scales.max(-1),
+            "scale_largest_axis": scales.max(-1),
             "screen_size": screen,
         }
         alive = g.opacities.float().cpu().numpy() >= MIN_OPACITY
