@@ -925,6 +925,8 @@ def render_fast(
 ) -> tuple[Tensor, Tensor, Tensor | None, Projection]:
     """Render with the fast path. Returns ``(image, alpha, depth or None, projection)``.
 
+    The camera comes as tensors (intrinsics ``[B, 4]``, ``viewmats [B, 4, 4]``) plus its
+    ``camera_model`` and size; ``settings`` is the call's :class:`RenderSettings`.
     ``workers`` threads (default: ``torch.get_num_threads()`` on CPU, 0 = run inline elsewhere)
     each take whole groups of about ``group_pixels`` pixels (PyTorch loops) or runs of tiles
     (compiled kernel). ``kernel``: ``"auto"`` (the compiled kernel on CPU where it builds, see
