@@ -1,7 +1,7 @@
 """Profile one fast-path forward + backward (the tables in docs/renderer.md).
 
     taskset -c 1 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_render.py \
-        [B K H] [--scale-max C] [--kernel auto|c|torch] [--threads 1]
+        [B K H] [--scale-cap C] [--kernel auto|c|torch] [--threads 1]
 
 Runs with one intra-op thread so every op executes on the main thread, where torch.profiler and
 cProfile see it (with more threads the work moves to gmae.render's worker threads, which the
@@ -68,13 +68,16 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("shape", nargs="*", type=int, default=[32, 256, 64])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--scale-max", type=float, default=1.0, help="scale cap c (scales c sigmoid)")
+    p.add_argument(
+        "--scale-cap", "--scale-max", dest="scale_cap", type=float, default=1.0,
+        help="scale cap c (scales c sigmoid)",
+    )  # fmt: skip
     p.add_argument("--kernel", default="auto", choices=["auto", "c", "torch"])
     a = p.parse_args()
     B, K, H = a.shape
     torch.set_num_threads(a.threads)
     kernel = resolve_kernel(a.kernel, torch.device("cpu"))
-    g = random_gaussians(B, K, scale_max=a.scale_max, requires_grad=True)
+    g = random_gaussians(B, K, scale_cap=a.scale_cap, requires_grad=True)
     cam = Camera(height=H, width=H)
 
     def step():
@@ -93,7 +96,7 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     ms = 1e3 * statistics.median(times)
     print(
-        f"B={B} K={K} {H}x{H} c={a.scale_max:g}, kernel {kernel}, {a.threads} thread(s): "
+        f"B={B} K={K} {H}x{H} c={a.scale_cap:g}, kernel {kernel}, {a.threads} thread(s): "
         f"{ms:.0f} ms (median of 5)"
     )
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from gmae.render import Camera
+from gmae.render import Camera, RenderSettings
 from gmae.render.fast import render_fast
 from gmae.render.testing import random_gaussians
 
@@ -36,16 +36,10 @@ def step(g, cam: Camera, tile: int) -> float:
         torch.ones(B, 3),
         cam.intrinsics(B),
         cam.viewmats(B),
-        camera_mode="gmae",
+        camera_model="gmae",
         height=cam.height,
         width=cam.width,
-        eps2d=0.3,
-        near=0.01,
-        far=1e10,
-        mode="classic",
-        max_alpha=0.999,
-        alpha_threshold=1 / 255,
-        transmittance_threshold=1e-4,
+        settings=RenderSettings(),
         return_depth=True,
         tile=tile,
     )

@@ -419,6 +419,7 @@ def test_factory_presets_and_overrides():
                      num_gaussians=4, camera="ortho", rotation="normalize", loss_on="all",
                      background=0.0, scale_cap=2.0, render_backend="auto", **TINY_DEC)  # fmt: skip
     assert g.num_gaussians == 4 and g.camera == "ortho" and g.head.scale_cap == 2.0
+    assert g.camera_model == "ortho" and g.camera_at(8, 8).mode == "ortho"
 
 
 @pytest.mark.parametrize(

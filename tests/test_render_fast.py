@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gmae.errors import GmaeError
-from gmae.render import Camera, fast_kernel, render
+from gmae.render import Camera, RenderSettings, fast_kernel, render
 from gmae.render.fast import render_fast, resolve_kernel, use_kernel
 from gmae.render.testing import random_gaussians, saturated_gaussians
 
@@ -127,7 +127,7 @@ def test_fast_matches_reference_antialiased_no_depth():
     compare(
         gmae_like(2, 32, seed=6),
         Camera(height=16, width=16),
-        mode="antialiased",
+        settings=RenderSettings(rasterize_mode="antialiased"),
         return_depth=False,
     )
 
@@ -138,16 +138,10 @@ def test_fast_layouts_agree(tile, group_pixels, workers):
     g = gmae_like(2, 48, seed=7)
     cam = Camera(height=20, width=28)
     kw = dict(
-        camera_mode="gmae",
+        camera_model="gmae",
         height=20,
         width=28,
-        eps2d=0.3,
-        near=0.01,
-        far=1e10,
-        mode="classic",
-        max_alpha=0.999,
-        alpha_threshold=1 / 255,
-        transmittance_threshold=1e-4,
+        settings=RenderSettings(),
         return_depth=True,
     )
     args = (
@@ -305,7 +299,7 @@ def test_camera_parameters_get_gradients():
 def test_fast_matches_reference_large_gaussians(dtype):
     """The regime the compiled kernel is for: scale cap 2, Gaussians spanning many tiles, so
     lists are long and many pixels reach the early stop."""
-    g = gmae_like(2, 96, seed=14, scale_max=2.0)
+    g = gmae_like(2, 96, seed=14, scale_cap=2.0)
     g["opacities"] = 0.7 + 0.299 * g["opacities"]
     g["means"][..., :2] *= 0.5
     ref, _ = compare(g, Camera(height=40, width=36), dtype=dtype)
@@ -315,15 +309,13 @@ def test_fast_matches_reference_large_gaussians(dtype):
 
 def test_kernels_agree_and_layouts(kernel):
     """Both kernels give the same values; tile size and worker count do not change them."""
-    g = gmae_like(3, 80, seed=15, scale_max=1.5)
+    g = gmae_like(3, 80, seed=15, scale_cap=1.5)
     cam = Camera(height=33, width=30)
     with use_kernel("torch"):
         base = render(**g, camera=cam, backend="fast")
     kw = dict(
-        camera_mode="gmae", height=33, width=30, eps2d=0.3, near=0.01, far=1e10,
-        mode="classic", max_alpha=0.999, alpha_threshold=1 / 255,
-        transmittance_threshold=1e-4, return_depth=True,
-    )  # fmt: skip
+        camera_model="gmae", height=33, width=30, settings=RenderSettings(), return_depth=True
+    )
     args = (*(g[k] for k in INPUTS), torch.ones(3, 3, dtype=F64))
     args += (cam.intrinsics(3, dtype=F64), cam.viewmats(3, dtype=F64))
     for tile, workers in [(0, 0), (4, 2), (16, 3), (32, 0)]:  # 32: beyond the kernel's tiles

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from gmae.errors import GmaeError
-from gmae.render import Camera, project, render
+from gmae.render import Camera, RenderSettings, project, render
 from gmae.render.testing import random_gaussians, saturated_gaussians
 
 F64 = torch.float64
@@ -229,7 +229,7 @@ def test_resolution_2x_equals_upsampled_1x(backend):
         quat=(0.9, 0.2, -0.3, 0.25),
     )
     cam = Camera(height=64, width=64)
-    kw = dict(background=0.5, alpha_threshold=1e-9, backend=backend)
+    kw = dict(background=0.5, settings=RenderSettings(alpha_threshold=1e-9), backend=backend)
     lo = render(**g, camera=cam, **kw)
     hi = render(**g, camera=cam.resized(128, 128), **kw)
     up = F.interpolate(lo.image, scale_factor=2, mode="bilinear", align_corners=False)
@@ -312,7 +312,10 @@ def test_projection_antialiased_compensation():
     g = one_gaussian(scale=(0.3, 0.1, 0.2), opacity=0.6)
     cam = Camera(height=32, width=32)
     classic = project(g["means"], g["scales"], g["quats"], g["opacities"], cam)
-    aa = project(g["means"], g["scales"], g["quats"], g["opacities"], cam, mode="antialiased")
+    aa = project(
+        g["means"], g["scales"], g["quats"], g["opacities"], cam,
+        settings=RenderSettings(rasterize_mode="antialiased"),
+    )  # fmt: skip
     a, b, c = classic.conics[0, 0].tolist()
     cov = np.linalg.inv(np.array([[a, b], [b, c]]))
     ratio = np.linalg.det(cov - 0.3 * np.eye(2)) / np.linalg.det(cov)
@@ -364,12 +367,15 @@ def test_non_square_gmae_is_a_stretch():
     """With fy = H/2 a non-square gmae render is the square one stretched: centres and
     footprints scale per axis."""
     g = one_gaussian(mean=(0.3, -0.2, 0.1), scale=(0.4, 0.6, 0.5), quat=(0.8, 0.1, 0.5, -0.2))
+    sharp = RenderSettings(eps2d=0.0)
     sq = project(
-        g["means"], g["scales"], g["quats"], g["opacities"], Camera(height=40, width=40), eps2d=0.0
-    )
+        g["means"], g["scales"], g["quats"], g["opacities"], Camera(height=40, width=40),
+        settings=sharp,
+    )  # fmt: skip
     wide = project(
-        g["means"], g["scales"], g["quats"], g["opacities"], Camera(height=40, width=80), eps2d=0.0
-    )
+        g["means"], g["scales"], g["quats"], g["opacities"], Camera(height=40, width=80),
+        settings=sharp,
+    )  # fmt: skip
     torch.testing.assert_close(wide.means2d, sq.means2d * torch.tensor([2.0, 1.0], dtype=F64))
     a, b, c = sq.conics[0, 0]
     torch.testing.assert_close(wide.conics[0, 0], torch.stack([a / 4, b / 2, c]))
@@ -402,6 +408,7 @@ def _good():
         (lambda g: g.update(max_alpha=1.5), "max_alpha"),
     ],
 )
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # mode=, max_alpha=: the loose keywords
 def test_errors_are_one_line_gmae_errors(change, match):
     g = dict(_good(), camera=Camera(height=8, width=8))
     change(g)

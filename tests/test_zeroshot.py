@@ -19,11 +19,11 @@ from gmae.cli import main
 from gmae.errors import GmaeError
 from gmae.export.ply import PROPERTIES, SH_C0, read_ply, read_ply_arrays, write_ply
 from gmae.models import Gaussians, create_model
-from gmae.render import Camera, render
+from gmae.render import Camera, RenderSettings, render
 from gmae.zeroshot import edges as E
 from gmae.zeroshot import figure_ground as FG
 from gmae.zeroshot import layers as LY
-from gmae.zeroshot.common import Photo, list_images, model_input
+from gmae.zeroshot.common import Photo, list_images, model_input, take_images
 from gmae.zeroshot.stats import GaussianStats, layout_dependence, spearman
 
 TINY = dict(
@@ -156,6 +156,94 @@ def test_layer_set_shapes_and_depth_maps(model, gaussians):
     torch.testing.assert_close(ls.groups_cumulative[:, -1], ls.full, atol=2e-6, rtol=0)
     for m in (ls.depth_render, ls.depth_expected):
         assert m.shape == (2, 18, 30) and m.min() >= 0 and m.max() <= 1 + 1e-6
+
+
+# --- the model's camera and render helper (one owner of rendering) ----------------------------
+
+
+def _old_render_subsets(model, g, keep, height, width, background=None, max_pixels=1 << 23):
+    """``render_subsets`` as it was before the model owned its camera: its own Camera and
+    render call. The reference the model's helper must reproduce bit for bit."""
+    b, s, k = keep.shape
+    flat_keep = keep.reshape(b * s, k)
+    src = torch.arange(b).repeat_interleave(s)
+    chunk = max(1, max_pixels // (height * width))
+    bg = model.background if background is None else background
+    if isinstance(bg, tuple | list):
+        bg = torch.tensor(bg, device=g.means.device)
+    cam = Camera(mode=model.camera, height=height, width=width)
+    images, alphas, depths = [], [], []
+    for start in range(0, b * s, chunk):
+        sub = take_images(g, src[start : start + chunk])
+        out = render(
+            sub.means, sub.scales, sub.quats, sub.colors, sub.opacities, camera=cam,
+            background=bg, keep=flat_keep[start : start + chunk],
+            backend=model.render_backend,
+        )  # fmt: skip
+        images.append(out.image)
+        alphas.append(out.alpha)
+        depths.append(out.depth)
+    return [torch.cat(t).reshape(b, s, *t[0].shape[1:]) for t in (images, alphas, depths)]
+
+
+@pytest.mark.parametrize("mode", ["gmae", "pinhole", "ortho"])
+def test_model_camera_at_matches_the_old_construction(mode):
+    model = create_model("gmae", num_gaussians=4, camera=mode, **TINY)
+    assert model.camera_model == model.camera == mode
+    assert model.render_settings == RenderSettings()
+    with pytest.raises(AttributeError):
+        model.camera = "ortho"  # read-only: the string lives in camera_model
+    for h, w in [(32, 32), (24, 40)]:
+        new, old = model.camera_at(h, w), Camera(mode=model.camera, height=h, width=w)
+        assert (new.mode, new.height, new.width) == (old.mode, old.height, old.width)
+        assert torch.equal(new.intrinsics(2), old.intrinsics(2))
+        assert torch.equal(new.viewmats(2), old.viewmats(2))
+
+
+def test_layers_unchanged_from_the_old_code_path():
+    model = tiny_gmae(seed=3)
+    model.background = (0.2, 0.5, 0.9)  # a per-channel background takes the tuple path
+    torch.manual_seed(4)
+    with torch.no_grad():
+        g = model.predict_gaussians(torch.rand(2, 3, 32, 32))
+    h, w = 20, 28
+    rank = LY.depth_rank(LY.camera_depths(model, g))
+    old_view = Camera(mode=model.camera, height=32, width=32).viewmats(2)
+    old_depths = torch.einsum("bkj,bj->bk", g.means, old_view[:, 2, :3]) + old_view[:, 2, 3, None]
+    assert torch.equal(LY.camera_depths(model, g), old_depths)
+    for keep, background, max_pixels in [
+        (LY.first_k_keep(rank, [0, 5, 16]), None, 1 << 23),
+        (LY.range_keep(rank, LY.group_bounds(16, 4)), 0.0, h * w * 3),  # several chunks
+    ]:
+        new = LY.render_subsets(model, g, keep, h, w, background, max_pixels=max_pixels)
+        old = _old_render_subsets(model, g, keep, h, w, background, max_pixels)
+        for a, b in zip((new.image, new.alpha, new.depth), old):
+            assert torch.equal(a, b)
+    ls = LY.layer_set(model, g, h, w, ks=[4, 8], groups=4)
+    first_k = _old_render_subsets(model, g, LY.first_k_keep(rank, [4, 8, 16]), h, w)[0]
+    assert torch.equal(ls.first_k, first_k) and torch.equal(ls.full, first_k[:, -1])
+    dnorm, lo, hi = LY.normalized_depths(old_depths)
+    old_gray = render(
+        g.means, g.scales, g.quats, dnorm[..., None], g.opacities,
+        camera=Camera(mode=model.camera, height=h, width=w), background=1.0,
+        backend=model.render_backend,
+    )  # fmt: skip
+    assert torch.equal(ls.depth_render, old_gray.image[:, 0])
+    assert torch.equal(ls.means2d, old_gray.means2d)
+
+
+def test_stats_projection_unchanged_from_the_old_code_path(model, gaussians):
+    from gmae.render import project
+
+    s = model.img_size
+    g = gaussians
+    old = project(
+        g.means.float(), g.scales.float(), g.quats.float(), g.opacities.float(),
+        Camera(mode=model.camera, height=s, width=s),
+    )  # fmt: skip
+    new = model.project_gaussians(g.float(), s, s)
+    for name in ("means2d", "conics", "opacities", "depths", "radii"):
+        assert torch.equal(getattr(new, name), getattr(old, name)), name
 
 
 # --- edges --------------------------------------------------------------------------------------
@@ -333,7 +421,7 @@ def test_gaussian_stats_constructed(model):
     out = acc.summary()
     rho = out["spearman_size_vs_depth"]
     assert rho["scale_gmean"]["pooled"] == pytest.approx(-1.0)
-    assert rho["scale_max"]["per_image_mean"] == pytest.approx(-1.0)
+    assert rho["scale_largest_axis"]["per_image_mean"] == pytest.approx(-1.0)
     assert rho["screen_size"]["pooled"] == pytest.approx(-1.0)
     assert out["hf_ratio"]["pooled"] > 5.0  # all centres sit on the edge
     assert out["n_gaussians"] == n

@@ -29,10 +29,10 @@ from gmae.models.vit import (
     visible_ids,
 )
 from gmae.precision import fp32_island
-from gmae.render import Camera, render
+from gmae.render import Camera, RenderSettings, project, render
 
 if TYPE_CHECKING:
-    from gmae.render import RenderOutput
+    from gmae.render import Projection, RenderOutput
 
 ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
@@ -134,14 +134,19 @@ def saturation_penalty(raw: Tensor, bound: float) -> Tensor:
 class GMAE(MaskedImageModel):
     """GMAE: images in [0, 1] -> masked ViT -> k Gaussians -> render -> masked-patch MSE.
 
-    Knobs: num_gaussians (k), scale_cap, rotation, camera (renderer mode: gmae | pinhole |
-    ortho), background (white 1.0, or one value per channel), loss_on (masked | all), norm_pix
-    (loss on per-patch-normalised render and target: the paper's failing ablation),
-    render_backend (passed to ``gmae.render.render``), head_init (``xavier``: MAE's init, our
-    old default; ``torch``: nn.Linear's default, as the authors' code), raw_penalty / raw_bound
-    (the saturation guard: ``raw_penalty * mean relu(|u| - raw_bound)^2`` over the raw z and scale
-    outputs is added to the loss; 0 = off), query_init (``uniform`` [0, 1): the authors' code;
-    ``normal``: N(0, 0.02), like the shared query token).
+    Knobs: num_gaussians (k), scale_cap, rotation, camera (the camera model, stored as
+    ``camera_model``: gmae | pinhole | ortho), background (white 1.0, or one value per channel),
+    loss_on (masked | all), norm_pix (loss on per-patch-normalised render and target: the
+    paper's failing ablation), render_backend (passed to ``gmae.render.render``), head_init
+    (``xavier``: MAE's init, our old default; ``torch``: nn.Linear's default, as the authors'
+    code), raw_penalty / raw_bound (the saturation guard: ``raw_penalty * mean relu(|u| -
+    raw_bound)^2`` over the raw z and scale outputs is added to the loss; 0 = off), query_init
+    (``uniform`` [0, 1): the authors' code; ``normal``: N(0, 0.02), like the shared query
+    token).
+
+    The model owns how its Gaussians are drawn: ``camera_at(h, w)`` is its camera at any size,
+    ``render_settings`` its :class:`gmae.render.RenderSettings`, and ``render_gaussians`` /
+    ``project_gaussians`` are the one way the rest of the package renders / projects them.
     """
 
     def __init__(
@@ -192,7 +197,10 @@ class GMAE(MaskedImageModel):
             raise GmaeError(f"raw_penalty must be >= 0, got {raw_penalty}")
         Camera(mode=camera, height=img_size, width=img_size)  # let the renderer validate the mode
         self.num_gaussians = num_gaussians
-        self.camera = camera
+        # The constructor (and so configs and checkpoints) keeps the key ``camera``; the string
+        # is the camera *model* (gsplat's name), the Camera object comes from ``camera_at``.
+        self.camera_model = camera
+        self.render_settings = RenderSettings()
         self.background = (
             float(background) if isinstance(background, int | float) else tuple(background)
         )
@@ -269,9 +277,31 @@ class GMAE(MaskedImageModel):
         """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image."""
         return self.head.activate(self.forward_decoder_raw(latent, ids_restore))
 
+    @property
+    def camera(self) -> str:
+        """The camera model (``gmae``, ``pinhole`` or ``ortho``): the old name of
+        ``camera_model``, kept read-only (the constructor argument is still ``camera``)."""
+        return self.camera_model
+
     def camera_at(self, height: int, width: int) -> Camera:
         """This model's fixed camera for an image of ``height x width`` (intrinsics scale)."""
-        return Camera(mode=self.camera, height=height, width=width)
+        return Camera(mode=self.camera_model, height=height, width=width)
+
+    def project_gaussians(
+        self, gaussians: Gaussians, height: int, width: int, keep: Tensor | None = None
+    ) -> Projection:
+        """Project Gaussians through this model's camera at ``height x width`` with its render
+        settings (the per-Gaussian 2-D centres, conics, depths and radii, without compositing).
+        Inputs are used as given (no cast), as ``gmae.render.project`` does."""
+        return project(
+            gaussians.means,
+            gaussians.scales,
+            gaussians.quats,
+            gaussians.opacities,
+            self.camera_at(height, width),
+            settings=self.render_settings,
+            keep=keep,
+        )
 
     def render_gaussians(
         self,
@@ -282,7 +312,9 @@ class GMAE(MaskedImageModel):
         background: float | Sequence[float] | Tensor | None = None,
         return_depth: bool = True,
     ) -> RenderOutput:
-        """Splat Gaussians through this model's camera at any resolution (intrinsics scale)."""
+        """Splat Gaussians through this model's camera at any resolution (intrinsics scale),
+        with its render settings and backend. ``keep`` [B, K] bool: render only these Gaussians;
+        ``background`` None: the model's own; ``return_depth``: also the expected depth map."""
         if background is None:
             background = self.background
         if isinstance(background, tuple | list):
@@ -296,6 +328,7 @@ class GMAE(MaskedImageModel):
             camera=self.camera_at(height, width),
             background=background,
             keep=keep,
+            settings=self.render_settings,
             backend=self.render_backend,
             return_depth=return_depth,
         )

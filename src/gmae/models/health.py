@@ -95,14 +95,12 @@ def gaussian_health(
     ``arrays``: if given, filled with the per-Gaussian values behind the statistics (raw head
     outputs per channel group, size / cap, on-screen std in pixels, z, opacity) for histograms.
     """
-    from gmae.render import project
-
     latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
     raw = model.forward_decoder_raw(latent, ids_restore).float()
     g = model.head.activate(raw)
     s = model.img_size
     camera = model.camera_at(s, s)
-    proj = project(g.means, g.scales, g.quats, g.opacities, camera)
+    proj = model.project_gaussians(g, s, s)
     rendered = model.render_gaussians(g, s, s)
     b, k = raw.shape[:2]
 
@@ -120,8 +118,8 @@ def gaussian_health(
     screen = det_inv.rsqrt().sqrt().cpu().numpy()
     fx = float(camera.intrinsics(1)[0, 0])
     # The largest on-screen std: scale cap at the nearest depth (z + distance, z > -1), plus
-    # the renderer's low-pass eps2d = 0.3 px^2 added to every 2-D covariance.
-    screen_cap = math.sqrt((fx * cap / (camera.distance - 1.0)) ** 2 + 0.3)
+    # the renderer's low-pass eps2d (0.3 px^2 by default) added to every 2-D covariance.
+    screen_cap = math.sqrt((fx * cap / (camera.distance - 1.0)) ** 2 + model.render_settings.eps2d)
 
     centres = proj.means2d.cpu().numpy()
     depth = proj.depths.cpu().numpy()

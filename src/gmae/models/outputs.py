@@ -29,6 +29,10 @@ class Gaussians:
     def detach(self) -> Gaussians:
         return Gaussians(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
 
+    def float(self) -> Gaussians:
+        """Every tensor as float32 (``Tensor.float``: the same tensors when already float32)."""
+        return Gaussians(**{f.name: getattr(self, f.name).float() for f in fields(self)})
+
     def index(self, idx: Tensor) -> Gaussians:
         """Gather Gaussians per image: idx [B, K'] of indices into K (e.g. a depth ordering)."""
 

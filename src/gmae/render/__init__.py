@@ -5,6 +5,7 @@ Public API::
     from gmae.render import Camera, render
     out = render(means, scales, quats, colors, opacities, Camera(height=224, width=224))
     out.image  # [B, C, H, W]
+    render(..., settings=RenderSettings(rasterize_mode="antialiased"))  # gsplat's knob names
 
 Backends: ``reference`` (dense, obviously correct), ``fast`` (tiles + custom autograd, the
 default on CPU) and ``gsplat`` (CUDA only, when installed). See docs/renderer.md.
@@ -20,6 +21,7 @@ from gmae.render.api import (
 )
 from gmae.render.camera import CAMERA_MODES, DEFAULT_DISTANCE, Camera
 from gmae.render.projection import Projection, project, quat_to_rotmat
+from gmae.render.settings import RenderSettings
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +31,7 @@ __all__ = [
     "Camera",
     "Projection",
     "RenderOutput",
+    "RenderSettings",
     "gsplat_available",
     "project",
     "quat_to_rotmat",

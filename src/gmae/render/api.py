@@ -12,13 +12,15 @@ from gmae.errors import GmaeError
 from gmae.precision import fp32_island
 from gmae.render.camera import Camera
 from gmae.render.projection import Projection, project
+from gmae.render.settings import (
+    GSPLAT_ALPHA_THRESHOLD,
+    GSPLAT_TRANSMITTANCE_THRESHOLD,
+    RENDER_MODES,
+    RenderSettings,
+    settings_with_loose_keywords,
+)
 
 BACKENDS: tuple[str, ...] = ("auto", "reference", "fast", "gsplat")
-RENDER_MODES: tuple[str, ...] = ("classic", "antialiased")
-
-# gsplat hard-codes these; other values make `auto` stay on our own backends.
-GSPLAT_ALPHA_THRESHOLD = 1.0 / 255.0
-GSPLAT_TRANSMITTANCE_THRESHOLD = 1e-4
 
 # `auto` on CUDA without gsplat runs the dense reference (a few dozen large kernels; the fast
 # path issues ~15 small kernels per depth slot and host syncs, built for CPU) while its
@@ -59,15 +61,17 @@ def render(
     camera: Camera,
     background: float | Tensor = 1.0,
     keep: Tensor | None = None,
-    eps2d: float = 0.3,
-    max_alpha: float = 0.999,
-    alpha_threshold: float = 1.0 / 255.0,
-    transmittance_threshold: float = 1e-4,
-    near: float = 0.01,
-    far: float = 1e10,
-    mode: str = "classic",
+    *,
+    settings: RenderSettings | None = None,
     backend: str = "auto",
     return_depth: bool = True,
+    eps2d: float | None = None,
+    max_alpha: float | None = None,
+    alpha_threshold: float | None = None,
+    transmittance_threshold: float | None = None,
+    near: float | None = None,
+    far: float | None = None,
+    mode: str | None = None,
 ) -> RenderOutput:
     """Render B images of K Gaussians each with gsplat's compositing semantics.
 
@@ -82,33 +86,35 @@ def render(
         background: float, ``[C]`` or ``[B, C]``; composited behind the Gaussians (default white,
             as in GMAE).
         keep: optional ``[B, K]`` bool mask; only these Gaussians are rendered (layering).
-        eps2d: low-pass variance added to every 2-D covariance, in pixels^2.
-        max_alpha: per-Gaussian alpha clamp (0.999 in gsplat <= 1.5.3, 0.99 in gsplat 1.6).
-        alpha_threshold: alphas below this are skipped (1/255).
-        transmittance_threshold: a pixel stops before the Gaussian that would bring its
-            transmittance to <= this (1e-4).
-        near, far: camera-space depth range; Gaussians outside are culled.
-        mode: ``"classic"`` or ``"antialiased"`` (opacity times sqrt(det before / after blur)).
+        settings: a :class:`RenderSettings` (eps2d, near / far plane, rasterize mode, alpha
+            clamp and thresholds); None: the defaults, gsplat's.
         backend: ``"auto"``, ``"reference"``, ``"fast"`` or ``"gsplat"`` (CUDA only).
         return_depth: also composite the expected depth map.
+        eps2d, max_alpha, alpha_threshold, transmittance_threshold, near, far, mode: deprecated
+            loose spellings of the ``settings`` fields (``near`` -> ``near_plane``, ``far`` ->
+            ``far_plane``, ``mode`` -> ``rasterize_mode``); given ones override ``settings``
+            and warn (DeprecationWarning).
 
     Inputs are cast to float32 (float64 stays float64 on the PyTorch backends) with autocast
     disabled, so this is safe to call inside mixed-precision training. A Gaussian with any
     non-finite (NaN or inf) parameter is dropped as if ``keep`` excluded it: it adds nothing to
     the image, alpha or depth, its radii are 0 and its gradients are 0.
     """
+    settings = settings_with_loose_keywords(
+        settings,
+        "gmae.render.render",
+        eps2d=eps2d,
+        max_alpha=max_alpha,
+        alpha_threshold=alpha_threshold,
+        transmittance_threshold=transmittance_threshold,
+        near=near,
+        far=far,
+        mode=mode,
+    )
     B, K, C, dtype, device = _validate(means, scales, quats, colors, opacities, camera, keep)
-    if mode not in RENDER_MODES:
-        raise GmaeError(f"unknown render mode {mode!r}; expected one of {', '.join(RENDER_MODES)}")
     if backend not in BACKENDS:
         known = ", ".join(BACKENDS)
         raise GmaeError(f"unknown render backend {backend!r}; expected one of {known}")
-    if not 0.0 < max_alpha < 1.0:
-        raise GmaeError(f"max_alpha must be in (0, 1), got {max_alpha}")
-    if not 0.0 < alpha_threshold <= max_alpha:
-        raise GmaeError(f"alpha_threshold must be in (0, max_alpha], got {alpha_threshold}")
-    if not 0.0 <= transmittance_threshold < 1.0:
-        raise GmaeError(f"transmittance_threshold must be in [0, 1), got {transmittance_threshold}")
     bg = _background(background, B, C, device, dtype)
 
     with fp32_island():  # no autocast, no TF32: the renderer is exact fp32
@@ -116,15 +122,7 @@ def render(
             *(t.to(dtype) for t in (means, scales, quats, colors, opacities))
         )
         H, W = camera.height, camera.width
-        chosen = _choose_backend(
-            backend, device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near,
-            pairs=B * H * W * K,
-        )  # fmt: skip
-        settings = dict(
-            max_alpha=max_alpha,
-            alpha_threshold=alpha_threshold,
-            transmittance_threshold=transmittance_threshold,
-        )
+        chosen = _choose_backend(backend, device, dtype, settings, pairs=B * H * W * K)
         if chosen == "fast":
             from gmae.render.fast import render_fast
 
@@ -137,41 +135,25 @@ def render(
                 bg,
                 camera.intrinsics(B, device, dtype),
                 camera.viewmats(B, device, dtype),
-                camera_mode=camera.mode,
+                camera_model=camera.mode,
                 height=H,
                 width=W,
-                eps2d=eps2d,
-                near=near,
-                far=far,
-                mode=mode,
+                settings=settings,
                 return_depth=return_depth,
                 keep=keep,
-                **settings,
             )
         else:
-            proj = project(
-                means,
-                scales,
-                quats,
-                opacities,
-                camera,
-                eps2d=eps2d,
-                near=near,
-                far=far,
-                mode=mode,
-                alpha_threshold=alpha_threshold,
-                keep=keep,
-            )
+            proj = project(means, scales, quats, opacities, camera, settings=settings, keep=keep)
             # Depth is one more channel to composite: sum(w z).
             feats = torch.cat([colors, proj.depths[..., None]], -1) if return_depth else colors
             if chosen == "reference":
                 from gmae.render.reference import composite_reference
 
-                accum, t_final = composite_reference(proj, feats, H, W, **settings)
+                accum, t_final = composite_reference(proj, feats, H, W, settings=settings)
             else:
                 from gmae.render.gsplat_backend import composite_gsplat
 
-                accum, t_final = composite_gsplat(proj, feats, H, W, max_alpha=max_alpha)
+                accum, t_final = composite_gsplat(proj, feats, H, W, settings=settings)
             image, alpha, depth = finish(accum, t_final, bg, C, return_depth)
     return RenderOutput(
         image=image,
@@ -218,19 +200,28 @@ def resolve_backend(
     transmittance_threshold: float = GSPLAT_TRANSMITTANCE_THRESHOLD,
     near: float = 0.01,
     pairs: int | None = None,
+    *,
+    settings: RenderSettings | None = None,
 ) -> str:
     """The backend ``render`` would run for these settings (defaults: ``render``'s own), e.g. to
     log it before training; an error if ``backend`` is named explicitly and cannot run.
 
     ``pairs`` is the call's pixel x Gaussian count B * H * W * K, which decides between the dense
-    reference and the fast path for ``auto`` on CUDA without gsplat (None: assume it fits)."""
+    reference and the fast path for ``auto`` on CUDA without gsplat (None: assume it fits).
+    ``settings``: the :class:`RenderSettings` the renders will use (e.g. a model's
+    ``render_settings``); when given, it replaces ``max_alpha``, ``alpha_threshold``,
+    ``transmittance_threshold`` and ``near``."""
     if backend not in BACKENDS:
         known = ", ".join(BACKENDS)
         raise GmaeError(f"unknown render backend {backend!r}; expected one of {known}")
-    return _choose_backend(
-        backend, torch.device(device), dtype, max_alpha, alpha_threshold,
-        transmittance_threshold, near, pairs=pairs,
-    )  # fmt: skip
+    if settings is None:
+        settings = RenderSettings(
+            near_plane=near,
+            max_alpha=max_alpha,
+            alpha_threshold=alpha_threshold,
+            transmittance_threshold=transmittance_threshold,
+        )
+    return _choose_backend(backend, torch.device(device), dtype, settings, pairs=pairs)
 
 
 def reference_memory_budget(device: torch.device) -> int:
@@ -266,17 +257,12 @@ def _choose_backend(
     backend: str,
     device: torch.device,
     dtype: torch.dtype,
-    max_alpha: float,
-    alpha_threshold: float,
-    transmittance_threshold: float,
-    near: float,
+    settings: RenderSettings,
     pairs: int | None = None,
 ) -> str:
     if backend in ("reference", "fast"):
         return backend
-    problem = _gsplat_problem(
-        device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
-    )
+    problem = _gsplat_problem(device, dtype, settings)
     if backend == "gsplat":
         if problem:
             raise GmaeError(f"backend 'gsplat' cannot be used: {problem}")
@@ -305,18 +291,18 @@ def _choose_backend(
 
 
 def _gsplat_problem(
-    device, dtype, max_alpha, alpha_threshold, transmittance_threshold, near
+    device: torch.device, dtype: torch.dtype, settings: RenderSettings
 ) -> str | None:
     """Why gsplat cannot reproduce this call (None when it can)."""
     if device.type != "cuda":
         return f"gsplat needs CUDA tensors (got {device.type})"
     if dtype != torch.float32:
         return "gsplat is float32-only"
-    if alpha_threshold != GSPLAT_ALPHA_THRESHOLD:
+    if settings.alpha_threshold != GSPLAT_ALPHA_THRESHOLD:
         return "gsplat hard-codes alpha_threshold = 1/255"
-    if transmittance_threshold != GSPLAT_TRANSMITTANCE_THRESHOLD:
+    if settings.transmittance_threshold != GSPLAT_TRANSMITTANCE_THRESHOLD:
         return "gsplat hard-codes transmittance_threshold = 1e-4"
-    if near <= 0:
+    if settings.near_plane <= 0:
         return "gsplat sorts depths by their float bits, so near must be > 0"
     from gmae.render.gsplat_backend import gsplat_kernel_problem, gsplat_max_alpha
 
@@ -324,8 +310,10 @@ def _gsplat_problem(
     if kernel_problem:
         return kernel_problem
 
-    if gsplat_max_alpha() != max_alpha:
-        return f"the installed gsplat clamps alpha at {gsplat_max_alpha()}, not {max_alpha}"
+    if gsplat_max_alpha() != settings.max_alpha:
+        return (
+            f"the installed gsplat clamps alpha at {gsplat_max_alpha()}, not {settings.max_alpha}"
+        )
     return None
 
 
@@ -410,6 +398,7 @@ __all__ = [
     "BACKENDS",
     "RENDER_MODES",
     "RenderOutput",
+    "RenderSettings",
     "render",
     "gsplat_available",
     "resolve_backend",

@@ -116,7 +116,7 @@ def _inputs(cfg: Config, seed: int = 0, device: str = "cpu"):
     from gmae.render.testing import random_gaussians
 
     return random_gaussians(
-        cfg.batch, cfg.k, seed=seed, scale_max=cfg.scale_max, requires_grad=True, device=device
+        cfg.batch, cfg.k, seed=seed, scale_cap=cfg.scale_max, requires_grad=True, device=device
     )
 
 

@@ -50,6 +50,7 @@ from torch import Tensor
 
 from gmae.errors import GmaeError
 from gmae.render.projection import Projection, project_tensors
+from gmae.render.settings import RenderSettings
 
 DEFAULT_GROUP_PIXELS = 1 << 15  # pixels per work unit of one worker thread
 
@@ -393,17 +394,14 @@ def _row_grads(cols: list[Tensor], momT: Tensor, g_featT: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class _Settings:
-    camera_mode: str
+class _FastCall:
+    """Everything one ``render_fast`` call fixes besides its tensors: the camera geometry, the
+    render settings, the keep mask and the schedule (tile, groups, workers, kernel)."""
+
+    camera_model: str
     height: int
     width: int
-    eps2d: float
-    near: float
-    far: float
-    mode: str
-    max_alpha: float
-    alpha_threshold: float
-    transmittance_threshold: float
+    settings: RenderSettings
     return_depth: bool
     keep: Tensor | None
     tile: int  # 0: pick from the median radius
@@ -419,14 +417,10 @@ class _Settings:
             opacities,
             intrinsics,
             viewmats,
-            self.camera_mode,
-            self.height,
-            self.width,
-            eps2d=self.eps2d,
-            near=self.near,
-            far=self.far,
-            mode=self.mode,
-            alpha_threshold=self.alpha_threshold,
+            camera_model=self.camera_model,
+            height=self.height,
+            width=self.width,
+            settings=self.settings,
             keep=self.keep,
         )
 
@@ -461,8 +455,10 @@ class _FastRender(torch.autograd.Function):
             if dev.type == "cpu":  # cache-sized groups, a few per worker to balance the load
                 most = max(1, cfg.group_pixels // tile**2)
                 group_tiles = max(1, min(most, -(-n_tiles // (4 * max(workers, 1)))))
-            tl = build_tiles(proj, H, W, tile, group_tiles, cfg.alpha_threshold)
-            coeffs = _row_coeffs(_params(proj, colors, cfg.return_depth), tl, cfg.max_alpha)
+            tl = build_tiles(proj, H, W, tile, group_tiles, cfg.settings.alpha_threshold)
+            coeffs = _row_coeffs(
+                _params(proj, colors, cfg.return_depth), tl, cfg.settings.max_alpha
+            )
             return proj, tl, coeffs, _local_coords(tile, dev, dt)
 
         proj, tl, c, (u, v, _) = _in_worker(setup, workers)
@@ -482,8 +478,8 @@ class _FastRender(torch.autograd.Function):
             return image, alpha, depth, T_all, count_all, depth_all
 
         image, alpha, depth, T_all, count_all, depth_all = _in_worker(alloc, workers)
-        keep_above = _below(cfg.alpha_threshold, dt)
-        trans_thr = cfg.transmittance_threshold
+        keep_above = _below(cfg.settings.alpha_threshold, dt)
+        trans_thr = cfg.settings.transmittance_threshold
 
         def run(grp: _Group) -> None:
             # T runs to 0 once a pixel stops; T_stop keeps its value then, `count` the number of
@@ -496,7 +492,7 @@ class _FastRender(torch.autograd.Function):
             for off, n in zip(grp.offsets, grp.counts):
                 s = slice(off, off + n)
                 Tn = T[:n]
-                w = _alpha(c, s, u, v, cfg.max_alpha, keep_above)[0].mul_(Tn)  # alpha T
+                w = _alpha(c, s, u, v, cfg.settings.max_alpha, keep_above)[0].mul_(Tn)  # alpha T
                 nT = Tn - w
                 F.threshold_(nT, trans_thr, 0.0)  # stop *before* the Gaussian taking T <= thr
                 go = torch.sign(nT)  # 1: went on, 0: stopped now or before
@@ -562,7 +558,7 @@ class _FastRender(torch.autograd.Function):
         momT = torch.zeros(6, n_rows, device=dev, dtype=dt)  # sum_p dL/d(-sigma) [1, u, v, ...]
         g_featT = torch.zeros(Fd, n_rows, device=dev, dtype=dt)
         QT = moments.T.contiguous()
-        keep_above = _below(cfg.alpha_threshold, dt)
+        keep_above = _below(cfg.settings.alpha_threshold, dt)
         g_bg_act = torch.zeros(tl.tile_id.shape[0], C, device=dev, dtype=dt)
 
         def run(grp: _Group) -> None:
@@ -592,7 +588,7 @@ class _FastRender(torch.autograd.Function):
             for step in range(len(grp.counts) - 1, -1, -1):
                 off, n = grp.offsets[step], grp.counts[step]
                 s = slice(off, off + n)
-                a, unclamped = _alpha(c, s, u, v, cfg.max_alpha, keep_above, free=True)
+                a, unclamped = _alpha(c, s, u, v, cfg.settings.max_alpha, keep_above, free=True)
                 a.mul_((count[:n] - step).clamp_(0, 1))  # 0 from the slot where it stopped
                 one_m = 1.0 - a
                 Tb = T[:n].div_(one_m)  # transmittance in front of this Gaussian (in place)
@@ -738,7 +734,7 @@ class _CompiledRender(torch.autograd.Function):
                 proj = cfg.project(*xs)
             tile = cfg.tile or _KERNEL_TILE
             prm = _params(proj, colors, cfg.return_depth).detach()
-            tl = build_tile_lists(lib, proj, prm, H, W, tile, cfg.alpha_threshold)
+            tl = build_tile_lists(lib, proj, prm, H, W, tile, cfg.settings.alpha_threshold)
             Fd = prm.shape[1] - 6
             acc = torch.zeros(B, Fd, H, W, device=dev, dtype=dt)
             T = torch.ones(B, H, W, device=dev, dtype=dt)
@@ -750,7 +746,11 @@ class _CompiledRender(torch.autograd.Function):
         Fd = rows.shape[1] - 6
         fwd = lib.gmae_forward_f64 if dt == torch.float64 else lib.gmae_forward_f32
         geometry = (Fd, tl.tile, tl.tiles_y, tl.tiles_x, H, W)
-        thresholds = (cfg.max_alpha, cfg.alpha_threshold, cfg.transmittance_threshold)
+        thresholds = (
+            cfg.settings.max_alpha,
+            cfg.settings.alpha_threshold,
+            cfg.settings.transmittance_threshold,
+        )
         ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
         outs_p = (_ptr(acc), _ptr(T), _ptr(count))
 
@@ -821,7 +821,7 @@ class _CompiledRender(torch.autograd.Function):
         geometry = (Fd, tl.tile, tl.tiles_y, tl.tiles_x, H, W)
         ptrs = (_ptr(tl.tile_id), _ptr(tl.row_start), _ptr(rows))
         state = (_ptr(T), _ptr(count), _ptr(g_acc), _ptr(R0), _ptr(g_rows))
-        thresholds = (cfg.max_alpha, cfg.alpha_threshold)
+        thresholds = (cfg.settings.max_alpha, cfg.settings.alpha_threshold)
 
         def backward_kernel(t0: int, t1: int) -> None:
             bwd(t0, t1, *ptrs, *geometry, *thresholds, *state)
@@ -912,16 +912,10 @@ def render_fast(
     intrinsics: Tensor,
     viewmats: Tensor,
     *,
-    camera_mode: str,
+    camera_model: str,
     height: int,
     width: int,
-    eps2d: float,
-    near: float,
-    far: float,
-    mode: str,
-    max_alpha: float,
-    alpha_threshold: float,
-    transmittance_threshold: float,
+    settings: RenderSettings,
     return_depth: bool,
     keep: Tensor | None = None,
     tile: int = 0,
@@ -931,6 +925,8 @@ def render_fast(
 ) -> tuple[Tensor, Tensor, Tensor | None, Projection]:
     """Render with the fast path. Returns ``(image, alpha, depth or None, projection)``.
 
+    The camera comes as tensors (intrinsics ``[B, 4]``, ``viewmats [B, 4, 4]``) plus its
+    ``camera_model`` and size; ``settings`` is the call's :class:`RenderSettings`.
     ``workers`` threads (default: ``torch.get_num_threads()`` on CPU, 0 = run inline elsewhere)
     each take whole groups of about ``group_pixels`` pixels (PyTorch loops) or runs of tiles
     (compiled kernel). ``kernel``: ``"auto"`` (the compiled kernel on CPU where it builds, see
@@ -939,17 +935,11 @@ def render_fast(
     if workers is None:
         n = torch.get_num_threads()
         workers = n if means.device.type == "cpu" and n > 1 else 0
-    cfg = _Settings(
-        camera_mode=camera_mode,
+    cfg = _FastCall(
+        camera_model=camera_model,
         height=height,
         width=width,
-        eps2d=eps2d,
-        near=near,
-        far=far,
-        mode=mode,
-        max_alpha=max_alpha,
-        alpha_threshold=alpha_threshold,
-        transmittance_threshold=transmittance_threshold,
+        settings=settings,
         return_depth=return_depth,
         keep=keep,
         tile=tile,

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from gmae.errors import GmaeError
 from gmae.render.projection import Projection
+from gmae.render.settings import RenderSettings
 
 TILE = 16  # gsplat's default tile size
 
@@ -67,9 +68,12 @@ def gsplat_max_alpha() -> float:
 
 
 def composite_gsplat(
-    proj: Projection, features: Tensor, height: int, width: int, *, max_alpha: float
+    proj: Projection, features: Tensor, height: int, width: int, *, settings: RenderSettings
 ) -> tuple[Tensor, Tensor]:
-    """Same contract as ``composite_reference``: ``(sum w f [B, F, H, W], T [B, 1, H, W])``."""
+    """Same contract as ``composite_reference``: ``(sum w f [B, F, H, W], T [B, 1, H, W])``.
+    Only ``settings.max_alpha`` is checked here; gsplat hard-codes the thresholds (``render``
+    picks this backend only when they are gsplat's)."""
+    max_alpha = settings.max_alpha
     from gsplat import isect_offset_encode, isect_tiles, rasterize_to_pixels
 
     if features.device.type != "cuda":  # never let gsplat see CPU tensors

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gmae.render.camera import Camera
+from gmae.render.settings import RenderSettings, settings_with_loose_keywords
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,28 @@ def project(
     opacities: Tensor,
     camera: Camera,
     *,
-    eps2d: float = 0.3,
-    near: float = 0.01,
-    far: float = 1e10,
-    mode: str = "classic",
-    alpha_threshold: float = 1.0 / 255.0,
+    settings: RenderSettings | None = None,
     keep: Tensor | None = None,
+    eps2d: float | None = None,
+    near: float | None = None,
+    far: float | None = None,
+    mode: str | None = None,
+    alpha_threshold: float | None = None,
 ) -> Projection:
-    """Project ``[B, K]`` Gaussians through ``camera`` (inputs already validated and cast)."""
+    """Project ``[B, K]`` Gaussians through ``camera`` (inputs already validated and cast).
+
+    ``settings``: a :class:`RenderSettings` (None: the defaults). ``eps2d``, ``near``, ``far``,
+    ``mode`` and ``alpha_threshold`` are deprecated loose spellings of its fields.
+    """
+    settings = settings_with_loose_keywords(
+        settings,
+        "gmae.render.project",
+        eps2d=eps2d,
+        near=near,
+        far=far,
+        mode=mode,
+        alpha_threshold=alpha_threshold,
+    )
     B = means.shape[0]
     return project_tensors(
         means,
@@ -78,14 +93,10 @@ def project(
         opacities,
         camera.intrinsics(B, means.device, means.dtype),
         camera.viewmats(B, means.device, means.dtype),
-        camera.mode,
-        camera.height,
-        camera.width,
-        eps2d=eps2d,
-        near=near,
-        far=far,
-        mode=mode,
-        alpha_threshold=alpha_threshold,
+        camera_model=camera.mode,
+        height=camera.height,
+        width=camera.width,
+        settings=settings,
         keep=keep,
     )
 
@@ -97,20 +108,19 @@ def project_tensors(
     opacities: Tensor,
     intrinsics: Tensor,
     viewmats: Tensor,
-    camera_mode: str,
+    *,
+    camera_model: str,
     height: int,
     width: int,
-    *,
-    eps2d: float = 0.3,
-    near: float = 0.01,
-    far: float = 1e10,
-    mode: str = "classic",
-    alpha_threshold: float = 1.0 / 255.0,
+    settings: RenderSettings,
     keep: Tensor | None = None,
 ) -> Projection:
-    """``project`` with the camera given as tensors: intrinsics ``[B, 4]`` (fx, fy, cx, cy) and
-    world-to-camera ``viewmats [B, 4, 4]``."""
+    """``project`` with the camera given as tensors: intrinsics ``[B, 4]`` (fx, fy, cx, cy),
+    world-to-camera ``viewmats [B, 4, 4]`` and the camera model (``Camera.mode``: ``gmae``,
+    ``pinhole`` or ``ortho``)."""
     H, W = height, width
+    eps2d, near, far = settings.eps2d, settings.near_plane, settings.far_plane
+    alpha_threshold = settings.alpha_threshold
 
     # Sigma3 = (R S)(R S)^T; in the camera frame Sigma_c = (Rv R S)(Rv R S)^T, and on screen
     # Sigma2 = J Sigma_c J^T = N N^T with N = J Rv R S: 2 x 3 factors, no 3 x 3 products.
@@ -124,7 +134,7 @@ def project_tensors(
     zs = torch.where(in_depth, z, torch.ones_like(z))  # safe divisor for culled Gaussians
 
     # J = [[j00, 0, j02], [0, j11, j12]]
-    if camera_mode == "ortho":
+    if camera_model == "ortho":
         N0 = fx[..., None] * M[..., 0, :]
         N1 = fy[..., None] * M[..., 1, :]
     else:
@@ -140,7 +150,7 @@ def project_tensors(
         N0 = j00[..., None] * M[..., 0, :] + j02[..., None] * M[..., 2, :]
         N1 = j11[..., None] * M[..., 1, :] + j12[..., None] * M[..., 2, :]
 
-    if camera_mode == "pinhole":
+    if camera_model == "pinhole":
         means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
     else:  # ortho and the gmae hybrid: orthographic centres
         means2d = torch.stack([fx * x + cx, fy * y + cy], dim=-1)
@@ -153,7 +163,7 @@ def project_tensors(
     det = torch.where(valid, det, torch.ones_like(det))
     conics = torch.stack([s11 / det, -s01 / det, s00 / det], dim=-1)
 
-    if mode == "antialiased":
+    if settings.rasterize_mode == "antialiased":
         # Mip-splatting style compensation keeps the splat's integral constant under the blur;
         # the tiny floor keeps the sqrt's gradient finite for degenerate (flat) Gaussians.
         opacities = opacities * torch.sqrt(torch.clamp(det_orig / det, min=1e-12))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gmae.render.projection import Projection
+from gmae.render.settings import RenderSettings
 
 
 def composite_reference(
@@ -22,11 +23,12 @@ def composite_reference(
     height: int,
     width: int,
     *,
-    max_alpha: float,
-    alpha_threshold: float,
-    transmittance_threshold: float,
+    settings: RenderSettings,
 ) -> tuple[Tensor, Tensor]:
-    """Composite front to back. Returns ``(sum_i w_i f_i [B, F, H, W], T_final [B, 1, H, W])``."""
+    """Composite front to back with ``settings``' alpha clamp and thresholds. Returns
+    ``(sum_i w_i f_i [B, F, H, W], T_final [B, 1, H, W])``."""
+    max_alpha, alpha_threshold = settings.max_alpha, settings.alpha_threshold
+    transmittance_threshold = settings.transmittance_threshold
     B, K = proj.depths.shape
     dev, dt = features.device, features.dtype
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -14,12 +16,22 @@ def random_gaussians(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    scale_max: float = 1.0,
+    scale_cap: float = 1.0,
     requires_grad: bool = False,
+    scale_max: float | None = None,
 ) -> dict[str, Tensor]:
     """Gaussians as the GMAE head makes them: centres uniform in (-1, 1)^3,
-    scale = scale_max * sigmoid(N(0, 1)), opacity = sigmoid(N(0, 1)), random unit quaternions,
-    colours uniform in [0, 1). Returns keyword arguments for ``render``."""
+    scale = scale_cap * sigmoid(N(0, 1)) (the head's ``scale_cap``), opacity = sigmoid(N(0, 1)),
+    random unit quaternions, colours uniform in [0, 1). Returns keyword arguments for ``render``.
+
+    ``scale_max`` is the deprecated name of ``scale_cap`` (DeprecationWarning)."""
+    if scale_max is not None:
+        warnings.warn(
+            "random_gaussians(scale_max=) is deprecated; use scale_cap= (the GMAE head's name)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        scale_cap = scale_max
     g = torch.Generator().manual_seed(seed)
 
     def make(*shape: int, kind: str) -> Tensor:
@@ -29,7 +41,7 @@ def random_gaussians(
 
     out = {
         "means": make(batch, k, 3, kind="uniform") * 2 - 1,
-        "scales": scale_max * torch.sigmoid(make(batch, k, 3, kind="normal")),
+        "scales": scale_cap * torch.sigmoid(make(batch, k, 3, kind="normal")),
         "quats": make(batch, k, 4, kind="normal"),
         "colors": make(batch, k, channels, kind="uniform"),
         "opacities": torch.sigmoid(make(batch, k, kind="normal")),

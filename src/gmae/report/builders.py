@@ -227,7 +227,7 @@ def build_report(
         [
             ["image size / patch", f"{model.img_size} / {model.patch_size}"],
             ["Gaussians (k)", model.num_gaussians],
-            ["camera", model.camera],
+            ["camera", model.camera_model],
             ["training mask ratio", model.mask_ratio],
             ["parameters", f"{params / 1e6:.2f} M"],
             ["MAE baseline", mae_text],

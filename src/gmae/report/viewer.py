@@ -43,7 +43,7 @@ def viewer_scene(model, photos: Sequence, groups: int = 8) -> dict:
     depth = camera_depths(model, g)
     group = group_index(depth_rank(depth), groups)
     means, scales = g.means.double().cpu(), g.scales.double().cpu()
-    if model.camera == "pinhole":  # already a pinhole camera: fx = W / 2 at distance 8
+    if model.camera_model == "pinhole":  # already a pinhole camera: fx = W / 2 at distance 8
         focal = 0.5
     else:
         # GMAE's hybrid camera (orthographic centres, perspective footprints) has no 3-D

@@ -193,7 +193,9 @@ def _bench_presets(presets, batch_size, repeats, warmup, dev, amp) -> tuple[list
             timer = RenderTimer(dev)
             if name == "gmae":
                 pairs = batch * model.img_size**2 * model.num_gaussians
-                backend = resolve_backend(model.render_backend, dev, pairs=pairs)
+                backend = resolve_backend(
+                    model.render_backend, dev, pairs=pairs, settings=model.render_settings
+                )
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             with timer.installed() if name == "gmae" else contextlib.nullcontext():

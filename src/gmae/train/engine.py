@@ -496,4 +496,4 @@ def prepare_renderer(
     pairs = None
     if batch_size and hasattr(model, "num_gaussians"):
         pairs = batch_size * model.img_size**2 * model.num_gaussians
-    return resolve_backend(backend, device, pairs=pairs)
+    return resolve_backend(backend, device, pairs=pairs, settings=model.render_settings)

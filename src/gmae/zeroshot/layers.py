@@ -21,7 +21,6 @@ from torch import Tensor
 
 from gmae.errors import GmaeError
 from gmae.models import Gaussians
-from gmae.render import Camera
 from gmae.zeroshot.common import take_images, with_colors
 
 DEFAULT_KS = (8, 16, 32, 64, 128, 256)
@@ -34,7 +33,7 @@ MAX_RENDER_PIXELS = 1 << 23  # pixels per renderer call (B x H x W), bounds memo
 def camera_depths(model, g: Gaussians) -> Tensor:
     """Camera-space depth [B, K] of each Gaussian centre (z + 8 for the default camera)."""
     b = g.means.shape[0]
-    cam = Camera(mode=model.camera, height=model.img_size, width=model.img_size)
+    cam = model.camera_at(model.img_size, model.img_size)
     view = cam.viewmats(b, g.means.device, g.means.dtype)  # [B, 4, 4] world -> camera
     return torch.einsum("bkj,bj->bk", g.means, view[:, 2, :3]) + view[:, 2, 3, None]
 
@@ -95,31 +94,21 @@ def render_subsets(
     """Render subsets ``keep [B, S, K]`` of each image's Gaussians, batched over B x S.
 
     ``background`` None: the model's own (white for GMAE). The B x S renders go through the
-    renderer in chunks of about ``max_pixels`` pixels.
+    model's ``render_gaussians`` in chunks of about ``max_pixels`` pixels.
     """
-    from gmae.render import render
-
     b, s, k = keep.shape
     flat_keep = keep.reshape(b * s, k)
     src = torch.arange(b, device=keep.device).repeat_interleave(s)
     chunk = max(1, max_pixels // (height * width))
-    bg = model.background if background is None else background
-    if isinstance(bg, tuple | list):
-        bg = torch.tensor(bg, device=g.means.device)
-    cam = Camera(mode=model.camera, height=height, width=width)
     images, alphas, depths = [], [], []
     for start in range(0, b * s, chunk):
         sub = take_images(g, src[start : start + chunk])
-        out = render(
-            sub.means,
-            sub.scales,
-            sub.quats,
-            sub.colors,
-            sub.opacities,
-            camera=cam,
-            background=bg,
+        out = model.render_gaussians(
+            sub,
+            height,
+            width,
             keep=flat_keep[start : start + chunk],
-            backend=getattr(model, "render_backend", "auto"),
+            background=background,
             return_depth=return_depth,
         )
         images.append(out.image)
@@ -206,8 +195,6 @@ def layer_set(
 ) -> LayerSet:
     """First-K renders (K clipped to the number of Gaussians; "all" always last), equal depth
     groups alone and cumulative, and two depth maps, for a batch of images."""
-    from gmae.render import render
-
     num = g.num_gaussians
     ks = sorted({min(int(k), num) for k in ks if int(k) >= 0} | {num})
     depths = camera_depths(model, g)
@@ -220,11 +207,7 @@ def layer_set(
 
     dnorm, lo, hi = normalized_depths(depths)
     gray = with_colors(g, dnorm[..., None])
-    cam = Camera(mode=model.camera, height=height, width=width)
-    out = render(
-        gray.means, gray.scales, gray.quats, gray.colors, gray.opacities, camera=cam,
-        background=1.0, backend=getattr(model, "render_backend", "auto"),
-    )  # fmt: skip
+    out = model.render_gaussians(gray, height, width, background=1.0)
     expected = (out.depth[:, 0] - lo[..., None]) / (hi - lo).clamp_min(1e-12)[..., None]
     expected = torch.where(out.alpha[:, 0] > 0, expected.clamp(0, 1), torch.ones_like(expected))
     return LayerSet(
