@@ -21,7 +21,8 @@ import yaml
 
 from gmae import io as gio
 from gmae.export.checkpoints import export_checkpoint
-from gmae.report.curves import plot_loss_curves, read_metrics
+from gmae.io import read_metrics
+from gmae.report.curves import plot_loss_curves
 
 METHOD_NAMES = {"gmae": "GMAE", "mae": "MAE", "latent_mim": "Latent MIM"}
 # gmae data specs -> Hugging Face Hub data set ids (for the card's front matter).

@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from gmae.data import bsds500_pairs, weizmann_horses
+    from gmae.loading import load_mae_or_gmae as load_model
+    from gmae.photos import load_photo
     from gmae.report.html import HtmlReport
     from gmae.report.viewer import viewer_html, viewer_scene
-    from gmae.zeroshot.common import load_model, load_photo
 
     exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
     if exe is None:
