@@ -121,6 +121,38 @@ def build_probe(cfg: Config, model: nn.Module, train_images: Dataset, dist: Dist
     return probe
 
 
+def build_loader(
+    cfg: Config,
+    train_set: SeededSamples,
+    sampler: ResumableSampler,
+    loader_rng: torch.Generator,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of (uint8 images, labels, mask noise) in the sampler's order; ``loader_rng``
+    (reseeded every epoch) seeds the workers."""
+    return DataLoader(
+        train_set,
+        batch_size=cfg.optim.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        worker_init_fn=seed_worker,
+        generator=loader_rng,
+    )
+
+
+def wrap_ddp(net: nn.Module, dist: DistInfo) -> DistributedDataParallel:
+    device = dist.device
+    ids = [device.index] if device.type == "cuda" else None
+    # No buffer broadcast: the fixed pos-embeds are equal everywhere and the probe's BatchNorm
+    # statistics are only saved from rank 0. Gradients alias DDP's buckets.
+    return DistributedDataParallel(
+        net, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True
+    )
+
+
 # --- the schedule and the state a checkpoint holds ------------------------------------------
 
 
@@ -495,17 +527,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     train_set = SeededSamples(train_images, augment, model.encoder.num_patches, r.seed)
     sampler = ResumableSampler(train_set, dist.world_size, dist.rank, r.seed)
     loader_rng = torch.Generator()  # reseeded per epoch: worker seeds
-    loader = DataLoader(
-        train_set,
-        batch_size=o.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        worker_init_fn=seed_worker,
-        generator=loader_rng,
-    )
+    loader = build_loader(cfg, train_set, sampler, loader_rng, device)
     steps_per_epoch = sampler.num_samples // o.batch_size // accum
     if steps_per_epoch == 0:
         raise GmaeError(
@@ -525,14 +547,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     )
     if ckpt is not None:
         state.restore(ckpt, ckpt_path, dist)
-    forward = net
-    if dist.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        # No buffer broadcast: the fixed pos-embeds are equal everywhere and the probe's
-        # BatchNorm statistics are only saved from rank 0. Gradients alias DDP's buckets.
-        forward = DistributedDataParallel(
-            net, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True
-        )
+    forward = wrap_ddp(net, dist) if dist.enabled else net
 
     # Outputs (rank 0): resolved config, metrics, TensorBoard, progress bar, pictures.
     if dist.is_main:
