@@ -108,7 +108,9 @@ def build_data(cfg: Config) -> tuple[Dataset, Any, Dataset | None]:
     return train, pretrain_transform(d.img_size, d.scale, uint8=True), val
 
 
-def build_probe(cfg: Config, model: nn.Module, train_images: Dataset, dist: DistInfo):
+def build_probe(
+    cfg: Config, model: nn.Module, train_images: Dataset, dist: DistInfo
+) -> OnlineProbe | None:
     """The online probe on the encoder's tokens (``run.online_probe``), or None."""
     if not cfg.run.online_probe:
         return None
