@@ -397,6 +397,40 @@ def test_gmae_deterministic_mask_ratio_zero_and_inference_api():
     torch.testing.assert_close(r["recon"], a.pred)
 
 
+def test_gmae_wrap_render_sees_every_render_and_changes_nothing():
+    """The supported render hook (what `gmae bench train` times with): the wrapper gets the
+    renderer and its arguments for every render of the model, nests, and is gone on exit."""
+    model, x = tiny_gmae(), images()
+    plain = model(x, noise=noise())
+    calls, outer = [], []
+
+    def wrapper(render, *args, **kwargs):
+        calls.append((args, kwargs))
+        return render(*args, **kwargs)
+
+    with model.wrap_render(lambda render, *a, **k: outer.append(1) or render(*a, **k)):
+        with model.wrap_render(wrapper) as same:
+            assert same is model
+            wrapped = model(x, noise=noise())
+            model.reconstruct(x, noise=noise())
+        model.render_gaussians(wrapped.gaussians, IMG, IMG)
+    assert len(calls) == 2 and len(outer) == 1  # the inner wrapper only, inside its block
+    assert torch.equal(calls[0][0][0], wrapped.gaussians.means) and "camera" in calls[0][1]
+    assert torch.equal(wrapped.pred, plain.pred) and torch.equal(wrapped.loss, plain.loss)
+    model(x, noise=noise())
+    assert len(calls) == 2 and len(outer) == 1 and model._render_wrapper is None
+
+
+@pytest.mark.parametrize("make", [tiny_mae, tiny_gmae])
+def test_after_step_is_a_no_op_for_pixel_models(make):
+    """MaskedImageModel's hooks the engine calls unconditionally: MAE and GMAE keep defaults."""
+    model = make()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.after_step(3, 10)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model.pixel_output is True
+
+
 def test_gaussians_index_and_detach():
     g = Gaussians(*(torch.randn(2, 4, d) for d in (3, 3, 4, 3)), opacities=torch.rand(2, 4))
     idx = torch.tensor([[3, 0], [1, 1]])

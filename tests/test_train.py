@@ -56,6 +56,11 @@ class FakeModel(nn.Module):
         self.head = nn.Linear(DIM, 3 * PATCH * PATCH)
         self.nan_calls, self.calls = set(nan_calls), 0
 
+    pixel_output = True  # the hooks the engine calls (gmae.models.base.MaskedImageModel's)
+
+    def after_step(self, step, total_steps):
+        pass
+
     def no_weight_decay(self):
         return {"encoder.pos_embed", "encoder.cls_token"}
 

@@ -20,7 +20,8 @@ class MaskedImageModel(nn.Module):
     Images are always [B, in_chans, img_size, img_size] with values in [0, 1].
     """
 
-    # Whether ``reconstruct`` gives pictures (False for latent-space models such as Latent MIM).
+    # Whether ``reconstruct`` gives pictures (False for latent-space models such as Latent MIM);
+    # training draws reconstruction pictures only when it does.
     pixel_output: bool = True
 
     def __init__(
@@ -80,6 +81,11 @@ class MaskedImageModel(nn.Module):
         from gmae.hub import save_pretrained
 
         return save_pretrained(self, save_directory, config)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called by the training engine after every optimizer step (``step``: steps done, 1
+        after the first, of ``total_steps``). Nothing to do here; models with a momentum target
+        (Latent MIM's EMA encoder) update it."""
 
     def check_images(self, imgs: Tensor) -> None:
         check_images(imgs, self.in_chans, self.img_size)

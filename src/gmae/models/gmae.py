@@ -8,8 +8,9 @@ patches. Tags: [paper], [authors' code], [choice] as in docs/models.md.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -148,6 +149,9 @@ class GMAE(MaskedImageModel):
     ``render_settings`` its :class:`gmae.render.RenderSettings`, and ``render_gaussians`` /
     ``project_gaussians`` are the one way the rest of the package renders / projects them.
     """
+
+    # Set by ``wrap_render`` only; None: ``render`` is called directly (no cost).
+    _render_wrapper: Callable[..., RenderOutput] | None = None
 
     def __init__(
         self,
@@ -319,19 +323,32 @@ class GMAE(MaskedImageModel):
             background = self.background
         if isinstance(background, tuple | list):
             background = torch.tensor(background, device=gaussians.means.device)
-        return render(
-            gaussians.means,
-            gaussians.scales,
-            gaussians.quats,
-            gaussians.colors,
-            gaussians.opacities,
-            camera=self.camera_at(height, width),
-            background=background,
-            keep=keep,
-            settings=self.render_settings,
-            backend=self.render_backend,
-            return_depth=return_depth,
-        )
+        g = gaussians
+        args = (g.means, g.scales, g.quats, g.colors, g.opacities)
+        kwargs = {
+            "camera": self.camera_at(height, width),
+            "background": background,
+            "keep": keep,
+            "settings": self.render_settings,
+            "backend": self.render_backend,
+            "return_depth": return_depth,
+        }
+        if self._render_wrapper is not None:
+            return self._render_wrapper(render, *args, **kwargs)
+        return render(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def wrap_render(self, wrapper: Callable[..., RenderOutput]) -> Iterator[GMAE]:
+        """Within the block, every render of this model (the training forward, ``reconstruct``,
+        ``render_gaussians``) runs as ``wrapper(render, *args, **kwargs)`` instead of
+        ``render(*args, **kwargs)`` (``gmae.render.render``), e.g. to time it as ``gmae bench
+        train`` does. Nests; the previous wrapper is back on exit."""
+        previous = self._render_wrapper
+        self._render_wrapper = wrapper
+        try:
+            yield self
+        finally:
+            self._render_wrapper = previous
 
     def forward_loss(self, imgs: Tensor, rendered: Tensor, mask: Tensor) -> Tensor:
         """MSE between render and [0, 1] input, per patch, over masked (or all) patches (fp32

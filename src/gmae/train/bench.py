@@ -2,9 +2,9 @@
 
 For each preset pair ``gmae_tiny_<X>`` / ``mae_tiny_<X>`` (same encoder and decoder), time full
 training steps (forward, backward, clipping, AdamW) on random images: median of ``repeats``
-after ``warmup`` untimed steps. The renderer is timed by wrapping the ``render`` function GMAE
-calls: in place (forward, inside the step, also marked for torch.profiler) and on its own with
-the captured inputs (forward + backward, the share reported).
+after ``warmup`` untimed steps. The renderer is timed through ``GMAE.wrap_render``: in place
+(forward, inside the step, also marked for torch.profiler) and on its own with the captured
+inputs (forward + backward, the share reported).
 
 With ``k_curve`` (``gmae bench train --k-curve 64:2 96:2 ...``) it times the GMAE step of the
 first preset at each number of Gaussians k (and scale cap c) instead, once with the fast
@@ -39,37 +39,26 @@ def _sync(device: torch.device) -> None:
 
 
 class RenderTimer:
-    """Wraps ``gmae.models.gmae.render``: times each call and keeps the last call's inputs."""
+    """A ``GMAE.wrap_render`` wrapper: times each render call and keeps the last call's
+    inputs (``with model.wrap_render(timer): ...``)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.times, self.last = device, [], None
 
-    @contextlib.contextmanager
-    def installed(self):
-        import gmae.models.gmae as gmae_module
-
-        original = self.original = gmae_module.render
-
-        def timed(*args, **kwargs):
-            _sync(self.device)
-            start = time.perf_counter()
-            with torch.profiler.record_function("gmae.render"):
-                out = original(*args, **kwargs)
-            _sync(self.device)
-            self.times.append(time.perf_counter() - start)
-            self.last = (args, kwargs)
-            return out
-
-        gmae_module.render = timed
-        try:
-            yield self
-        finally:
-            gmae_module.render = original
+    def __call__(self, render, *args, **kwargs):
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.profiler.record_function("gmae.render"):
+            out = render(*args, **kwargs)
+        _sync(self.device)
+        self.times.append(time.perf_counter() - start)
+        self.last = (render, args, kwargs)
+        return out
 
     def time_alone(self, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
         """Wall and CPU seconds of forward + backward of the last captured render call, on
         detached inputs."""
-        args, kwargs = self.last
+        render, args, kwargs = self.last
         inputs = [
             a.detach().requires_grad_(a.is_floating_point()) if torch.is_tensor(a) else a
             for a in args
@@ -78,7 +67,7 @@ class RenderTimer:
         for i in range(warmup + repeats):
             _sync(self.device)
             start, cpu_start = time.perf_counter(), time.process_time()
-            image = self.original(*inputs, **kwargs).image
+            image = render(*inputs, **kwargs).image
             image.backward(torch.ones_like(image))
             _sync(self.device)
             if i >= warmup:
@@ -198,7 +187,7 @@ def _bench_presets(presets, batch_size, repeats, warmup, dev, amp) -> tuple[list
                 )
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            with timer.installed() if name == "gmae" else contextlib.nullcontext():
+            with model.wrap_render(timer) if name == "gmae" else contextlib.nullcontext():
                 times, cpu_times = time_steps(model, cfg, batch, repeats, warmup, dev, amp)
             step = statistics.median(times)
             result[name] = {
@@ -314,7 +303,7 @@ def bench_k_curve(
         steps: dict[str, list[float]] = {x: [] for x in labels}
         cpu: dict[str, list[float]] = {x: [] for x in labels}
         timer = RenderTimer(dev)
-        with timer.installed():
+        with model.wrap_render(timer):
             for i in range(warmup + repeats):
                 j = i % len(labels)
                 for label in labels[j:] + labels[:j]:

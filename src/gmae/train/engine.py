@@ -1,13 +1,17 @@
-"""The pretraining loop: ``pretrain(cfg, out_dir)`` trains MAE or GMAE from a ``Config``.
+"""The pretraining loop: ``pretrain(cfg, out_dir)`` trains MAE, GMAE or Latent MIM from a
+``Config``.
 
-Read top to bottom: processes and device; batch size and learning rate; model, probe and
-optimizer; data; resume; then the loop over optimizer steps (micro-batches with gradient
-accumulation, AMP, clipping, skipping non-finite losses), with pictures and checkpoints after
-each epoch. Run it with ``gmae pretrain`` (one process) or under ``torchrun`` (DDP).
+``_pretrain`` reads top to bottom, as nanoGPT's train.py: processes and device; batch size and
+learning rate; model, probe and optimizer; data and the ``Schedule``; the ``TrainState`` (fresh,
+or restored from a checkpoint); outputs; then the loop: one ``train_step`` per optimizer step
+(micro-batches with gradient accumulation, AMP, clipping, skipping non-finite losses), a
+``log_row`` every ``run.log_every`` steps, pictures and checkpoints after each epoch. Run it
+with ``gmae pretrain`` (one process) or under ``torchrun`` (DDP).
 
 Exactness: everything random is seeded from ``run.seed`` (see ``sampling``), the schedule is a
-function of the step, and checkpoints hold optimizer, scaler and RNG states, so a resumed run
-repeats an uninterrupted one bit for bit on CPU.
+function of the step, and checkpoints hold optimizer, scaler and RNG states
+(``TrainState.checkpoint_state`` / ``restore``), so a resumed run repeats an uninterrupted one
+bit for bit on CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,8 @@ from gmae.errors import GmaeError
 from gmae.precision import tf32_matmuls
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
-from gmae.train.config import Config, config_to_dict, save_config
+from gmae.train.config import Config, OptimConfig, config_to_dict, save_config
+from gmae.train.distributed import DistInfo
 from gmae.train.monitor import ValidationMonitor, layer_grid
 from gmae.train.optim import build_optimizer, lr_at, set_lr
 from gmae.train.outputs import (
@@ -83,6 +89,318 @@ class Pretrainer(nn.Module):
         return out.loss, F.cross_entropy(logits.float(), labels), acc
 
 
+def build_model(cfg: Config) -> nn.Module:
+    from gmae.models import create_model
+
+    return create_model(**ckpt_io.model_kwargs(cfg))
+
+
+def build_data(cfg: Config) -> tuple[Dataset, Any, Dataset | None]:
+    """(training images as PIL, their augmentation to uint8 tensors, validation set for the
+    pictures or None). Batches become [0, 1] floats on the device (``to_unit_float``)."""
+    from gmae.data import build_dataset, eval_transform, pretrain_transform
+
+    d = cfg.data
+    train = build_dataset(d.spec, d.split, transform=None, data_root=d.root)
+    val = None
+    if cfg.run.vis_images:
+        val = build_dataset(d.spec, d.val_split, eval_transform(d.img_size), data_root=d.root)
+    return train, pretrain_transform(d.img_size, d.scale, uint8=True), val
+
+
+def build_probe(
+    cfg: Config, model: nn.Module, train_images: Dataset, dist: DistInfo
+) -> OnlineProbe | None:
+    """The online probe on the encoder's tokens (``run.online_probe``), or None."""
+    if not cfg.run.online_probe:
+        return None
+    classes = cfg.run.probe_classes or len(getattr(train_images, "classes", []))
+    if not classes:
+        raise GmaeError("run.online_probe needs run.probe_classes (data set has no classes)")
+    probe = OnlineProbe(model.encoder.embed_dim, classes).to(dist.device)
+    if dist.enabled and dist.device.type == "cuda":  # batch statistics over all GPUs
+        probe = nn.SyncBatchNorm.convert_sync_batchnorm(probe)
+    return probe
+
+
+def build_loader(
+    cfg: Config,
+    train_set: SeededSamples,
+    sampler: ResumableSampler,
+    loader_rng: torch.Generator,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of (uint8 images, labels, mask noise) in the sampler's order; ``loader_rng``
+    (reseeded every epoch) seeds the workers."""
+    return DataLoader(
+        train_set,
+        batch_size=cfg.optim.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        worker_init_fn=seed_worker,
+        generator=loader_rng,
+    )
+
+
+def wrap_ddp(net: nn.Module, dist: DistInfo) -> DistributedDataParallel:
+    device = dist.device
+    ids = [device.index] if device.type == "cuda" else None
+    # No buffer broadcast: the fixed pos-embeds are equal everywhere and the probe's BatchNorm
+    # statistics are only saved from rank 0. Gradients alias DDP's buckets.
+    return DistributedDataParallel(
+        net, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True
+    )
+
+
+# --- the schedule and the state a checkpoint holds ------------------------------------------
+
+
+def batch_split(optim: OptimConfig, world_size: int) -> tuple[int, int]:
+    """(micro-batches per optimizer step and process, effective batch of one optimizer step).
+
+    ``optim.effective_batch`` fixes the effective batch and sets the accumulation from it, so a
+    recipe keeps its batch (and learning rate) on any number of processes.
+    """
+    accum = optim.accum_iter
+    if optim.effective_batch is not None:
+        per_step = optim.batch_size * world_size
+        if optim.effective_batch % per_step:
+            raise GmaeError(
+                f"optim.effective_batch {optim.effective_batch} is not a multiple of batch_size "
+                f"x processes = {per_step}"
+            )
+        accum = optim.effective_batch // per_step
+    return accum, optim.batch_size * accum * world_size
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length and its learning rate, both functions of the optimizer step only, so
+    that a resumed run continues exactly. Weight decay is constant (``optim.weight_decay``)."""
+
+    batch: int  # effective batch of one optimizer step (all micro-batches and processes)
+    lr: float  # the peak: MAE's linear scaling rule, base_lr x batch / 256
+    min_lr: float
+    warmup_steps: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+
+    @classmethod
+    def plan(cls, optim: OptimConfig, batch: int, lr: float, steps_per_epoch: int) -> Schedule:
+        epochs, total_steps = optim.epochs, optim.epochs * steps_per_epoch
+        if optim.total_steps is not None:  # exactly that many steps; the last epoch may be partial
+            epochs, total_steps = -(-optim.total_steps // steps_per_epoch), optim.total_steps
+        return cls(
+            batch=batch,
+            lr=lr,
+            min_lr=optim.min_lr,
+            warmup_steps=round(optim.warmup_epochs * steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            total_steps=total_steps,
+        )
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine."""
+        return lr_at(step, self.total_steps, self.warmup_steps, self.lr, self.min_lr)
+
+
+@dataclass(eq=False)
+class TrainState:
+    """Everything a checkpoint holds, and the counters of where the run is.
+
+    ``checkpoint_state`` and ``restore`` mirror each other, key for key (the file format is
+    described in ``gmae.train.checkpoint``).
+    """
+
+    config: dict[str, Any]  # config_to_dict of the run's Config
+    schedule: Schedule
+    model: nn.Module
+    probe: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps done in ``epoch``
+    step: int = 0  # optimizer steps done in all
+    skipped: int = 0  # steps whose update was skipped (non-finite loss or gradient)
+
+    def checkpoint_state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint dict; ``rngs``: every rank's ``ckpt_io.rng_state``."""
+        return {
+            "format": ckpt_io.FORMAT,
+            "gmae_version": __version__,
+            "config": self.config,
+            "model": self.model.state_dict(),
+            "probe": self.probe.state_dict() if self.probe is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "schedule": {
+                "step": self.step,
+                "total_steps": self.schedule.total_steps,
+                "effective_batch": self.schedule.batch,
+                "lr": self.schedule.lr,
+            },
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "step": self.step,
+            "skipped": self.skipped,
+            "rng": rngs,
+        }
+
+    def restore(self, ckpt: dict[str, Any], path: Path, dist: DistInfo) -> None:
+        """Continue from ``ckpt`` (read from ``path``; its config is already checked to match);
+        this rank's RNG state is its own, or rank 0's when the process count changed."""
+        # Steps and epochs only line up with the same effective batch (any split of it over
+        # processes and accumulation is fine).
+        if ckpt["schedule"]["effective_batch"] != self.schedule.batch:
+            raise GmaeError(
+                f"checkpoint {path} was trained with an effective batch of "
+                f"{ckpt['schedule']['effective_batch']}, this run has {self.schedule.batch}: set "
+                "optim.batch_size / accum_iter / effective_batch to match"
+            )
+        ckpt_io.load_state(self.model, ckpt["model"], path)
+        if self.probe is not None and ckpt.get("probe") is not None:
+            ckpt_io.load_state(self.probe, ckpt["probe"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.step, self.skipped = ckpt["step"], ckpt["skipped"]
+        rngs = ckpt["rng"]
+        rng = rngs[dist.rank] if len(rngs) == dist.world_size else rngs[0]
+        ckpt_io.set_rng_state(rng, dist.device)
+
+
+def save_checkpoints(state: TrainState, out: Path, names: list[str], dist: DistInfo) -> None:
+    """Write the checkpoint as each of ``names`` under ``out`` (rank 0, with every rank's RNG
+    state); every rank calls this."""
+    rngs = distributed.all_gather_object(ckpt_io.rng_state(dist.device))
+    if dist.is_main:
+        checkpoint = state.checkpoint_state(rngs)
+        for name in names:
+            ckpt_io.save_checkpoint(out / name, checkpoint)
+    distributed.barrier()  # nobody runs ahead (or exits) before the files exist
+
+
+# --- one optimizer step and its metrics row -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step measured, averaged over its micro-batches and all ranks."""
+
+    loss: float
+    probe_loss: float
+    probe_acc: float
+    grad_norm: float  # of the model's gradients, before clipping
+    skipped: bool  # non-finite loss (or gradient): no update
+    stop: bool  # some rank received a stop signal: every rank stops after this step
+
+
+def train_step(
+    net: nn.Module,
+    state: TrainState,
+    batches,
+    *,
+    accum: int,
+    amp: torch.dtype | None,
+    clip_grad: float | None,
+    world_size: int,
+    signals: StopSignals,
+) -> StepResult:
+    """One optimizer step: ``accum`` micro-batches of ``batches`` forward and backward through
+    ``net`` (the ``Pretrainer``, DDP-wrapped or not) under autocast ``amp``, then clip and update
+    (through the GradScaler when there is one). The learning rate is already set."""
+    model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    ddp = net if isinstance(net, DistributedDataParallel) else None
+    device = next(model.parameters()).device
+    # loss, non-finite count, probe loss, probe accuracy, stop signal (summed over ranks)
+    stats = torch.zeros(5, device=device)
+    for micro in range(accum):
+        imgs, labels, noise = (t.to(device, non_blocking=True) for t in next(batches))
+        imgs = to_unit_float(imgs)  # uint8 from the workers: 4x fewer bytes to copy
+        # DDP all-reduces gradients on the last micro-batch only.
+        sync = ddp is None or micro == accum - 1
+        with nullcontext() if sync else ddp.no_sync():
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss, probe_loss, probe_acc = net(imgs, labels, noise)
+            total = (loss + probe_loss) / accum
+            (scaler.scale(total) if scaler else total).backward()
+        micro_stats = [loss, ~(loss + probe_loss).isfinite(), probe_loss, probe_acc]
+        stats[:4] += torch.stack([s.detach().float() for s in micro_stats])
+    stats[4] = signals.received is not None  # every rank stops at the same step
+    stats = distributed.all_reduce_sum(stats)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    # Clip (and log) the model's gradients only: the probe must not change pretraining.
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
+    # One host sync per step: the stats and the gradient norm in one copy.
+    *stats, grad_norm = torch.cat([stats, grad_norm.detach().float().view(1)]).tolist()
+    # A non-finite loss (or, without a GradScaler, gradient) skips the update.
+    skipped = stats[1] > 0 or (scaler is None and not math.isfinite(grad_norm))
+    if not skipped:
+        if scaler is not None:
+            scaler.step(optimizer)  # skips by itself on inf/nan gradients
+        else:
+            optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    n = accum * world_size
+    return StepResult(
+        loss=stats[0] / n,
+        probe_loss=stats[2] / n,
+        probe_acc=stats[3] / n,
+        grad_norm=grad_norm,
+        skipped=skipped,
+        stop=stats[4] > 0,
+    )
+
+
+def log_row(
+    state: TrainState, result: StepResult, *, lr: float, images_per_s: float, render_backend: str
+) -> dict[str, Any]:
+    """The metrics.jsonl row of the step just done (the validation monitor may add to it)."""
+    row = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "loss": result.loss,
+        "lr": lr,
+        "grad_norm": result.grad_norm,
+        "images_per_s": images_per_s,
+        "skipped": state.skipped,
+    }
+    if render_backend:  # what this step rendered with (auto's choice can vary with the batch)
+        row["render_backend"] = state.model.last_render_backend
+    if state.probe is not None:
+        row.update(probe_loss=result.probe_loss, probe_acc=result.probe_acc)
+    return row
+
+
+class Throughput:
+    """Images per second over the steps since the last ``reset``."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+    def tick(self) -> None:
+        self.steps += 1
+
+    def images_per_s(self) -> float:
+        return self.batch * self.steps / max(time.perf_counter() - self.start, 1e-9)
+
+
+# --- outputs besides metrics and checkpoints ------------------------------------------------
+
+
 class StopSignals:
     """SIGTERM / SIGUSR1 (a scheduler's pre-emption or time limit) and a first Ctrl-C ask the run
     to stop after the current step, with last.pt saved, instead of dying mid-step. A second
@@ -112,23 +430,36 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def build_model(cfg: Config) -> nn.Module:
-    from gmae.models import create_model
+class Pictures:
+    """Reconstruction and (GMAE) depth-layer pictures of a fixed batch of validation images:
+    TensorBoard (drawn once per step) and vis/{recon,layers}-NAME.png. ``images`` None: none."""
 
-    return create_model(**ckpt_io.model_kwargs(cfg))
+    def __init__(
+        self, model: nn.Module, images: torch.Tensor | None, out: Path, log: RunLog, seed: int
+    ) -> None:
+        self.model, self.images, self.out, self.log, self.seed = model, images, out, log, seed
+        self.step, self.grids = -1, {}  # the step the grids were drawn at
+
+    def save(self, name: str, step: int) -> None:
+        if self.images is None:
+            return
+        if self.step != step:
+            grids = {"recon": recon_grid(self.model, self.images, self.seed)}
+            if hasattr(self.model, "num_gaussians"):
+                grids["layers"] = layer_grid(self.model, self.images)
+            for key, grid in grids.items():
+                tag = {"recon": "reconstruction", "layers": "depth_layers"}[key]
+                self.log.image(tag, grid, step)
+            self.step, self.grids = step, grids
+        for key, grid in self.grids.items():
+            save_png(grid, self.out / "vis" / f"{key}-{name}.png")
 
 
-def build_data(cfg: Config) -> tuple[Dataset, Any, Dataset | None]:
-    """(training images as PIL, their augmentation to uint8 tensors, validation set for the
-    pictures or None). Batches become [0, 1] floats on the device (``to_unit_float``)."""
-    from gmae.data import build_dataset, eval_transform, pretrain_transform
-
-    d = cfg.data
-    train = build_dataset(d.spec, d.split, transform=None, data_root=d.root)
-    val = None
-    if cfg.run.vis_images:
-        val = build_dataset(d.spec, d.val_split, eval_transform(d.img_size), data_root=d.root)
-    return train, pretrain_transform(d.img_size, d.scale, uint8=True), val
+def picture_batch(val_set: Dataset, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` validation images, evenly spaced over the (class-sorted) set: one per class or so."""
+    n = min(n, len(val_set))
+    picks = torch.linspace(0, len(val_set) - 1, n).round().long().tolist()
+    return torch.stack([val_set[i][0] for i in picks]).to(device)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -178,16 +509,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
         cleanup.enter_context(tf32_matmuls(r.tf32 and amp is None))
 
     # Batch and learning rate: MAE's linear scaling rule on the effective batch.
-    accum = o.accum_iter
-    if o.effective_batch is not None:
-        per_step = o.batch_size * dist.world_size
-        if o.effective_batch % per_step:
-            raise GmaeError(
-                f"optim.effective_batch {o.effective_batch} is not a multiple of batch_size x "
-                f"processes = {per_step}"
-            )
-        accum = o.effective_batch // per_step
-    batch = o.batch_size * accum * dist.world_size
+    accum, batch = batch_split(o, dist.world_size)
     lr = o.base_lr * batch / 256
 
     # Model (the same initialisation on every rank), online probe, optimizer.
@@ -195,14 +517,7 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     model = build_model(cfg).to(device)
     render_backend = prepare_renderer(model, device, dist, o.batch_size)
     train_images, augment, val_set = build_data(cfg)
-    probe = None
-    if r.online_probe:
-        classes = r.probe_classes or len(getattr(train_images, "classes", []))
-        if not classes:
-            raise GmaeError("run.online_probe needs run.probe_classes (data set has no classes)")
-        probe = OnlineProbe(model.encoder.embed_dim, classes).to(device)
-        if dist.enabled and device.type == "cuda":  # batch statistics over all GPUs
-            probe = nn.SyncBatchNorm.convert_sync_batchnorm(probe)
+    probe = build_probe(cfg, model, train_images, dist)
     net = Pretrainer(model, probe)
     no_decay = {f"model.{n}" for n in model.no_weight_decay()} | {"probe.*"}
     optimizer = build_optimizer(
@@ -214,103 +529,38 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     train_set = SeededSamples(train_images, augment, model.encoder.num_patches, r.seed)
     sampler = ResumableSampler(train_set, dist.world_size, dist.rank, r.seed)
     loader_rng = torch.Generator()  # reseeded per epoch: worker seeds
-    loader = DataLoader(
-        train_set,
-        batch_size=o.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        persistent_workers=cfg.data.persistent_workers and cfg.data.num_workers > 0,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        worker_init_fn=seed_worker,
-        generator=loader_rng,
-    )
+    loader = build_loader(cfg, train_set, sampler, loader_rng, device)
     steps_per_epoch = sampler.num_samples // o.batch_size // accum
     if steps_per_epoch == 0:
         raise GmaeError(
             f"data set {cfg.data.spec} ({len(train_set)} images) is smaller than one step's "
             f"batch of {batch}"
         )
-    epochs, total_steps = o.epochs, o.epochs * steps_per_epoch
-    if o.total_steps is not None:  # exactly that many steps; the last epoch may be partial
-        epochs, total_steps = -(-o.total_steps // steps_per_epoch), o.total_steps
-    warmup_steps = round(o.warmup_epochs * steps_per_epoch)
+    schedule = Schedule.plan(o, batch=batch, lr=lr, steps_per_epoch=steps_per_epoch)
 
-    epoch, step_in_epoch, step, skipped = 0, 0, 0, 0
+    # Where the run is: fresh, or where the checkpoint left it (weights, optimizer, RNG ...).
+    state = TrainState(
+        config=config_to_dict(cfg),
+        schedule=schedule,
+        model=model,
+        probe=probe,
+        optimizer=optimizer,
+        scaler=scaler,
+    )
     if ckpt is not None:
-        # Steps and epochs only line up with the same effective batch (any split of it over
-        # processes and accumulation is fine).
-        if ckpt["schedule"]["effective_batch"] != batch:
-            raise GmaeError(
-                f"checkpoint {ckpt_path} was trained with an effective batch of "
-                f"{ckpt['schedule']['effective_batch']}, this run has {batch}: set "
-                "optim.batch_size / accum_iter / effective_batch to match"
-            )
-        ckpt_io.load_state(model, ckpt["model"], ckpt_path)
-        if probe is not None and ckpt.get("probe") is not None:
-            ckpt_io.load_state(probe, ckpt["probe"], ckpt_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, step_in_epoch, step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["step"]
-        skipped = ckpt["skipped"]
-        rngs = ckpt["rng"]
-        rng = rngs[dist.rank] if len(rngs) == dist.world_size else rngs[0]
-        ckpt_io.set_rng_state(rng, device)
-    ddp = None
-    if dist.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        # No buffer broadcast: the fixed pos-embeds are equal everywhere and the probe's
-        # BatchNorm statistics are only saved from rank 0. Gradients alias DDP's buckets.
-        ddp = DistributedDataParallel(
-            net, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True
-        )
-    forward = ddp or net
+        state.restore(ckpt, ckpt_path, dist)
+    forward = wrap_ddp(net, dist) if dist.enabled else net
 
-    def save(*names: str) -> None:
-        rngs = distributed.all_gather_object(ckpt_io.rng_state(device))  # every rank's RNG
-        if dist.is_main:
-            state = {
-                "format": ckpt_io.FORMAT,
-                "gmae_version": __version__,
-                "config": config_to_dict(cfg),
-                "model": model.state_dict(),
-                "probe": probe.state_dict() if probe is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "schedule": {
-                    "step": step,
-                    "total_steps": total_steps,
-                    "effective_batch": batch,
-                    "lr": lr,
-                },
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "step": step,
-                "skipped": skipped,
-                "rng": rngs,
-            }
-            for name in names:
-                ckpt_io.save_checkpoint(out / name, state)
-        distributed.barrier()  # nobody runs ahead (or exits) before the files exist
-
-    # Outputs (rank 0): resolved config, metrics, TensorBoard, progress bar, picture batch.
+    # Outputs (rank 0): resolved config, metrics, TensorBoard, progress bar, pictures.
     if dist.is_main:
         claim_run_dir(out, force)  # create, mark as a run, delete stale temp files of ours
         save_config(cfg, out / "config.yaml")
-    log = cleanup.enter_context(RunLog(out, step, total_steps, dist.is_main))
+    log = cleanup.enter_context(RunLog(out, state.step, schedule.total_steps, dist.is_main))
     signals = cleanup.enter_context(StopSignals())
     vis_images = None
-    if (
-        dist.is_main
-        and val_set is not None
-        and r.vis_images
-        and getattr(model, "pixel_output", True)
-    ):
-        n = min(r.vis_images, len(val_set))
-        # Evenly spaced over the (class-sorted) validation set: one picture per class or so.
-        picks = torch.linspace(0, len(val_set) - 1, n).round().long().tolist()
-        vis_images = torch.stack([val_set[i][0] for i in picks]).to(device)
+    if dist.is_main and val_set is not None and r.vis_images and model.pixel_output:
+        vis_images = picture_batch(val_set, r.vis_images, device)
+    pictures = Pictures(model, vis_images, out, log, r.seed)
     monitor = None
     if dist.is_main and val_set is not None and r.health_every >= 0 and r.health_images > 0:
         monitor = ValidationMonitor(
@@ -318,151 +568,104 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
         )
     health_every = r.health_every or r.log_every
     # Config in TensorBoard's hparams view, beside the losses and the health verdict.
-    log.hparams(config_to_dict(cfg), ("train/loss", "train/val_loss", "train/health/healthy"))
-    pictures_at: dict[str, Any] = {"step": -1, "grids": {}}
-
-    def pictures(name: str) -> None:
-        """Reconstruction and (GMAE) depth-layer pictures of the picture batch: TensorBoard
-        (once per step) and vis/{recon,layers}-NAME.png."""
-        if vis_images is None:
-            return
-        if pictures_at["step"] != step:
-            grids = {"recon": recon_grid(model, vis_images, r.seed)}
-            if hasattr(model, "num_gaussians"):
-                grids["layers"] = layer_grid(model, vis_images)
-            for key, grid in grids.items():
-                log.image({"recon": "reconstruction", "layers": "depth_layers"}[key], grid, step)
-            pictures_at.update(step=step, grids=grids)
-        for key, grid in pictures_at["grids"].items():
-            save_png(grid, out / "vis" / f"{key}-{name}.png")
-
+    log.hparams(state.config, ("train/loss", "train/val_loss", "train/health/healthy"))
     log.note(
         f"{cfg.model['name']}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
         f"{dist.world_size} process(es) on {device}, batch {batch} "
         f"({o.batch_size} x {accum} accum x {dist.world_size}), lr {lr:.3g}, "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps ({total_steps / steps_per_epoch:.3g} "
-        "epochs)" + (f", resumed at step {step} from {ckpt_path}" if ckpt is not None else "")
+        f"{steps_per_epoch} steps/epoch, {schedule.total_steps} steps "
+        f"({schedule.total_steps / steps_per_epoch:.3g} epochs)"
+        + (f", resumed at step {state.step} from {ckpt_path}" if ckpt is not None else "")
     )
     if render_backend:
         log.note(f"renderer: {render_backend}")
 
     # The loop. One iteration = one optimizer step = `accum` micro-batches per process.
+    last_step = schedule.total_steps if max_steps is None else min(schedule.total_steps, max_steps)
+    start_step, interrupted, consecutive_bad = state.step, False, 0
+    stop = state.step >= last_step
+    throughput = Throughput(batch)
     net.train()
-    consecutive_bad = 0
-    stop = step >= total_steps or (max_steps is not None and step >= max_steps)
-    start_step, interrupted = step, False
-    window_start, window_steps = time.perf_counter(), 0
-    while epoch < epochs and not stop:
-        sampler.set_epoch(epoch, start=step_in_epoch * accum * o.batch_size)
-        train_set.set_epoch(epoch)
-        loader_rng.manual_seed(r.seed + epoch)
+    while state.epoch < schedule.epochs and not stop:
+        sampler.set_epoch(state.epoch, start=state.step_in_epoch * accum * o.batch_size)
+        train_set.set_epoch(state.epoch)
+        loader_rng.manual_seed(r.seed + state.epoch)
         batches = iter(loader)
-        while step_in_epoch < steps_per_epoch and not stop:
-            step_lr = lr_at(step, total_steps, warmup_steps, lr, o.min_lr)
+        while state.step_in_epoch < steps_per_epoch and not stop:
+            step_lr = schedule.lr_at(state.step)
             set_lr(optimizer, step_lr)
-            # loss, non-finite count, probe loss, probe accuracy, stop signal (summed over ranks)
-            stats = torch.zeros(5, device=device)
-            for micro in range(accum):
-                imgs, labels, noise = (t.to(device, non_blocking=True) for t in next(batches))
-                imgs = to_unit_float(imgs)  # uint8 from the workers: 4x fewer bytes to copy
-                # DDP all-reduces gradients on the last micro-batch only.
-                sync = ddp is None or micro == accum - 1
-                with nullcontext() if sync else ddp.no_sync():
-                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        loss, probe_loss, probe_acc = forward(imgs, labels, noise)
-                    total = (loss + probe_loss) / accum
-                    (scaler.scale(total) if scaler else total).backward()
-                micro_stats = [loss, ~(loss + probe_loss).isfinite(), probe_loss, probe_acc]
-                stats[:4] += torch.stack([s.detach().float() for s in micro_stats])
-            stats[4] = signals.received is not None  # every rank stops at the same step
-            stats = distributed.all_reduce_sum(stats)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            # Clip (and log) the model's gradients only: the probe must not change pretraining.
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad or math.inf)
-            # One host sync per step: the stats and the gradient norm in one copy.
-            *stats, grad_norm = torch.cat([stats, grad_norm.detach().float().view(1)]).tolist()
-            # A non-finite loss (or, without a GradScaler, gradient) skips the update.
-            bad = stats[1] > 0 or (scaler is None and not math.isfinite(grad_norm))
-            if bad:
-                skipped += 1
+            result = train_step(
+                forward,
+                state,
+                batches,
+                accum=accum,
+                amp=amp,
+                clip_grad=o.clip_grad,
+                world_size=dist.world_size,
+                signals=signals,
+            )
+            if result.skipped:
+                state.skipped += 1
                 consecutive_bad += 1
             else:
                 consecutive_bad = 0
-                if scaler is not None:
-                    scaler.step(optimizer)  # skips by itself on inf/nan gradients
-                else:
-                    optimizer.step()
-            if scaler is not None:
-                scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            # Models with a momentum target (Latent MIM's EMA encoder) update it once per
-            # optimizer step; its momentum is a function of (step, total_steps) and the target
-            # lives in the state dict, so a resumed run repeats this exactly.
-            if hasattr(model, "after_step"):
-                model.after_step(step, total_steps)
-            step_in_epoch += 1
-            window_steps += 1
+            state.step += 1
+            state.step_in_epoch += 1
+            # Latent MIM moves its EMA target here, a function of (step, total_steps) and the
+            # state dict, so a resumed run repeats it exactly; a no-op for MAE and GMAE.
+            model.after_step(state.step, schedule.total_steps)
+            throughput.tick()
             log.advance()
 
-            if step % r.log_every == 0 or step == total_steps:
-                n = accum * dist.world_size
-                elapsed = time.perf_counter() - window_start
-                row = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": stats[0] / n,
-                    "lr": step_lr,
-                    "grad_norm": grad_norm,
-                    "images_per_s": batch * window_steps / max(elapsed, 1e-9),
-                    "skipped": skipped,
-                }
-                if render_backend:
-                    row["render_backend"] = getattr(model, "last_render_backend", render_backend)
-                if probe is not None:
-                    row.update(probe_loss=stats[2] / n, probe_acc=stats[3] / n)
-                if monitor is not None and (step % health_every == 0 or step == total_steps):
+            if state.step % r.log_every == 0 or state.step == schedule.total_steps:
+                row = log_row(
+                    state,
+                    result,
+                    lr=step_lr,
+                    images_per_s=throughput.images_per_s(),
+                    render_backend=render_backend,
+                )
+                health_due = state.step % health_every == 0 or state.step == schedule.total_steps
+                if monitor is not None and health_due:
                     row.update(monitor(model))
-                    log.histograms(monitor.arrays, step)
+                    log.histograms(monitor.arrays, state.step)
                 log.metrics(row)
-                window_start, window_steps = time.perf_counter(), 0
-            if bad:
-                log.note(f"step {step}: non-finite loss or gradient, update skipped")
+                throughput.reset()
+            if result.skipped:
+                log.note(f"step {state.step}: non-finite loss or gradient, update skipped")
             if consecutive_bad >= r.max_nonfinite:
                 raise GmaeError(
                     f"loss or gradients non-finite for {consecutive_bad} steps in a row (up to "
-                    f"step {step}): lower optim.base_lr, set optim.clip_grad, try run.amp=bf16 "
-                    "or none, or check the data"
+                    f"step {state.step}): lower optim.base_lr, set optim.clip_grad, try "
+                    "run.amp=bf16 or none, or check the data"
                 )
 
-            if r.vis_every_steps and step % r.vis_every_steps == 0:
-                pictures(f"step{step:07d}")
-            interrupted = stats[4] > 0
-            stop = interrupted or step >= total_steps
-            stop = stop or (max_steps is not None and step >= max_steps)
-            mid_epoch = step_in_epoch < steps_per_epoch
-            if mid_epoch and (stop or (r.ckpt_every_steps and step % r.ckpt_every_steps == 0)):
-                save(LAST)
+            if r.vis_every_steps and state.step % r.vis_every_steps == 0:
+                pictures.save(f"step{state.step:07d}", state.step)
+            interrupted = result.stop
+            stop = interrupted or state.step >= last_step
+            every = r.ckpt_every_steps and state.step % r.ckpt_every_steps == 0
+            if state.step_in_epoch < steps_per_epoch and (stop or every):  # mid-epoch
+                save_checkpoints(state, out, [LAST], dist)
 
-        if step_in_epoch >= steps_per_epoch:  # the epoch is complete
-            epoch, step_in_epoch = epoch + 1, 0
-            last_epoch = epoch == epochs
-            if epoch % r.vis_every == 0 or last_epoch:
-                pictures(f"{epoch:04d}")
+        if state.step_in_epoch >= steps_per_epoch:  # the epoch is complete
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            last_epoch = state.epoch == schedule.epochs
+            if state.epoch % r.vis_every == 0 or last_epoch:
+                pictures.save(f"{state.epoch:04d}", state.step)
             names = [LAST]
-            if epoch % r.ckpt_every == 0 or last_epoch:
-                names.append(f"checkpoint-{epoch:04d}.pt")
-            save(*names)
+            if state.epoch % r.ckpt_every == 0 or last_epoch:
+                names.append(f"checkpoint-{state.epoch:04d}.pt")
+            save_checkpoints(state, out, names, dist)
 
-    if step > start_step and pictures_at["step"] != step:  # the end of any run: --max-steps too
-        pictures(f"step{step:07d}")
+    if state.step > start_step and pictures.step != state.step:  # any run's end: --max-steps too
+        pictures.save(f"step{state.step:07d}", state.step)
     if interrupted:
-        log.note(f"stopped by a signal at step {step}; continue with --resume")
+        log.note(f"stopped by a signal at step {state.step}; continue with --resume")
     return {
-        "step": step,
-        "epoch": epoch,
-        "skipped": skipped,
+        "step": state.step,
+        "epoch": state.epoch,
+        "skipped": state.skipped,
         "out": str(out),
         "rank": dist.rank,
         "interrupted": interrupted,
