@@ -475,6 +475,17 @@ def test_hostile_and_incompatible_files_are_one_line_errors(case, tmp_path):
     assert str(path) in text or path.name in text, text
 
 
+def test_old_checkpoints_with_norm_pix_load_as_norm_pix_loss(tmp_path):
+    """GMAE's norm_pix was renamed norm_pix_loss (MAE's name); stored configs keep the old key."""
+    path = _write("training", _model("gmae", norm_pix_loss=True), tmp_path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["model"]["norm_pix"] = ckpt["config"]["model"].pop("norm_pix_loss")
+    torch.save(ckpt, path)
+    loaded = load_any(str(path))
+    assert loaded.model.norm_pix_loss is True
+    assert loaded.config.model["norm_pix_loss"] is True and "norm_pix" not in loaded.config.model
+
+
 def test_ckpt_random_and_config_go_together(tmp_path):
     with pytest.raises(GmaeError, match="--ckpt random needs --config PRESET"):
         load_any("random")
