@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from gmae.devices import resolve_device
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.loading import formats
 from gmae.loading.checks import (
     channel_values,
@@ -449,7 +449,9 @@ def load_any(
     """
     if ckpt == formats.RANDOM:
         if config is None:
-            raise GmaeError("--ckpt random needs --config PRESET (the architecture to initialise)")
+            raise ArgumentError(
+                "config", "{ckpt} random needs {config} PRESET (the architecture to initialise)"
+            )
         cfg = config_at_size(load_config(config), img_size)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -457,7 +459,9 @@ def load_any(
         info = {"config": str(config), "seed": seed}
         return LoadedModel(model.eval(), "random", formats.RANDOM, cfg.model["name"], cfg, info)
     if config is not None:
-        raise GmaeError("--config is only used with --ckpt random (checkpoints carry their own)")
+        raise ArgumentError(
+            "config", "is only used with {ckpt} random (checkpoints carry their own)"
+        )
     path = Path(ckpt).expanduser()
     if path.is_dir():
         return load_any_dir(path, img_size)

@@ -378,7 +378,8 @@ def validate(cfg: Config) -> None:
 def check_model(model: dict[str, Any], img_size: int) -> None:
     """Check the ``model`` section against the model's constructor before anything is built.
 
-    Keys must be arguments of the model's ``__init__`` (or ``encoder``, a preset name); values
+    Keys must be arguments of the model's ``__init__`` (or ``encoder``, a preset name; not the
+    config objects of ``OBJECT_MODEL_ARGS`` nor old names of ``RENAMED_MODEL_KEYS``); values
     must have the annotated type (ints for ints, finite numbers for floats, strings, bools,
     lists of numbers); sizes must be within ``MODEL_INT_BOUNDS``. The constructor's signature
     is read at run time, so new model arguments are checked without being listed here. Imports

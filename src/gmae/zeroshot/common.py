@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gmae import io as gio
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 
 if TYPE_CHECKING:
     import torch
@@ -132,7 +132,7 @@ def model_input(photos: Sequence[Photo], size: int, device=None) -> torch.Tensor
 def size_batches(photos: Sequence[Photo], batch_size: int) -> Iterator[list[Photo]]:
     """Batches of photos of one size (a render batch shares one camera), in input order."""
     if batch_size < 1:
-        raise GmaeError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
     by_size: dict[tuple[int, int], list[Photo]] = {}
     for p in photos:
         by_size.setdefault(p.size, []).append(p)
