@@ -425,6 +425,36 @@ def test_bad_config_values_are_one_line_errors(override, message, tmp_path, caps
     assert not (tmp_path / "r").exists()
 
 
+def test_argument_errors_name_arguments_in_the_library_and_flags_in_the_cli(tmp_path, capsys):
+    import pickle
+
+    from gmae.cli import error_message
+    from gmae.errors import ArgumentError
+    from gmae.evaluate.common import make_loader
+
+    with pytest.raises(ArgumentError) as info:
+        make_loader([], batch_size=0)
+    exc = info.value
+    assert isinstance(exc, GmaeError) and exc.argument == "batch_size"
+    assert str(exc) == "batch_size must be at least 1, got 0"
+    assert error_message(exc) == "--batch-size must be at least 1, got 0"
+    # a message that places its argument itself, and names another one
+    both = ArgumentError("config", "{ckpt} random needs {config} PRESET", mentions=("ckpt",))
+    assert str(both) == "ckpt random needs config PRESET"
+    # braces in an interpolated value (a path) are not argument names
+    path = ArgumentError("out", "/data/{split}/x exists and is not a directory")
+    assert error_message(path) == "--out /data/{split}/x exists and is not a directory"
+    assert error_message(both) == "--ckpt random needs --config PRESET"
+    assert error_message(ArgumentError("wds", "give at least one {wds} value")).endswith(
+        "--wd value"
+    )
+    back = pickle.loads(pickle.dumps(both))  # worker processes send errors pickled
+    assert (back.argument, back.mentions, str(back)) == ("config", ("ckpt",), str(both))
+    # the CLI's one line
+    line = one_error(capsys, main(["eval", "knn", "--ckpt", "random", "--data", "cifar10"]))
+    assert "--ckpt random needs --config PRESET" in line
+
+
 def test_empty_and_binary_yaml_are_refused(tmp_path, capsys):
     empty, binary = tmp_path / "empty.yaml", tmp_path / "binary.yaml"
     empty.write_text("# nothing here\n")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gmae.cli import main
-from gmae.errors import GmaeError
+from gmae.cli import error_message, main
+from gmae.errors import ArgumentError, GmaeError
 from gmae.loading import formats, load_any, load_mae_release, loaders
 from gmae.train.config import config_from_dict, config_to_dict, save_config
 
@@ -439,11 +439,25 @@ def test_hostile_and_incompatible_files_are_one_line_errors(case, tmp_path):
     assert str(path) in text or path.name in text, text
 
 
+def test_old_checkpoints_with_norm_pix_load_as_norm_pix_loss(tmp_path):
+    """GMAE's norm_pix was renamed norm_pix_loss (MAE's name); stored configs keep the old key."""
+    path = _write("training", _model("gmae", norm_pix_loss=True), tmp_path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["model"]["norm_pix"] = ckpt["config"]["model"].pop("norm_pix_loss")
+    torch.save(ckpt, path)
+    loaded = load_any(str(path))
+    assert loaded.model.norm_pix_loss is True
+    assert loaded.config.model["norm_pix_loss"] is True and "norm_pix" not in loaded.config.model
+
+
 def test_ckpt_random_and_config_go_together(tmp_path):
-    with pytest.raises(GmaeError, match="--ckpt random needs --config PRESET"):
+    # ArgumentErrors: the library names arguments, the CLI (error_message) their flags
+    with pytest.raises(ArgumentError, match="ckpt random needs config PRESET") as info:
         load_any("random")
+    assert error_message(info.value).startswith("--ckpt random needs --config PRESET")
     path = _write("compact", _model("mae"), tmp_path)
-    with pytest.raises(GmaeError, match="--config is only used with --ckpt random"):
+    with pytest.raises(ArgumentError, match="config is only used with ckpt random") as info:
         load_any(str(path), config="mae_tiny_cifar10")
+    assert error_message(info.value).startswith("--config is only used with --ckpt random")
     with pytest.raises(GmaeError, match="not found"):
         load_any(str(tmp_path / "missing.pt"))

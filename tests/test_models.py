@@ -12,7 +12,10 @@ from gmae.models import (
     ENCODER_PRESETS,
     GMAE,
     MAE,
+    DecoderConfig,
+    EncoderConfig,
     Gaussians,
+    LatentMIM,
     PretrainOutput,
     ViTEncoder,
     create_encoder,
@@ -265,6 +268,67 @@ def test_mae_reconstruct(norm_pix):
     assert r["mask_image"].sum() == 2 * 3 * 12 * PATCH * PATCH
 
 
+def test_mae_prediction_image_is_the_recon_of_masked_patches():
+    for norm_pix in (False, True):
+        model = tiny_mae(norm_pix_loss=norm_pix)
+        x = images()
+        r = model.reconstruct(x, noise=noise())
+        full = model.prediction_image(x, model(x, noise=noise()).pred)
+        masked = r["mask_image"] > 0.5
+        assert full.shape == x.shape and full.min() >= 0 and full.max() <= 1
+        torch.testing.assert_close(full[masked], r["recon"][masked])
+
+
+# ---------------------------------------------------------------- EncoderConfig / DecoderConfig
+
+ENC = EncoderConfig(img_size=IMG, patch_size=PATCH, embed_dim=64, depth=2, num_heads=4)
+
+
+@pytest.mark.parametrize(
+    ("cls", "extra"),
+    [(MAE, {}), (GMAE, {"num_gaussians": 8}), (LatentMIM, {"proj_hidden_dim": 64})],
+)
+def test_config_objects_build_the_model_the_flat_arguments_build(cls, extra):
+    dec = DecoderConfig(dim=32, depth=2, num_heads=4)
+    torch.manual_seed(0)
+    flat = cls(**ENC.flat(), **dec.flat(), **extra)
+    torch.manual_seed(0)
+    configured = cls(encoder=ENC, decoder=dec, **extra)
+    assert configured.encoder.config == flat.encoder.config == ENC
+    assert configured.decoder_config == flat.decoder_config == dec
+    a, b = flat.state_dict(), configured.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # one of the two only: a flat encoder / decoder argument next to the object is an error
+    with pytest.raises(GmaeError, match="not both.*depth"):
+        cls(encoder=ENC, depth=3, **extra)
+    with pytest.raises(GmaeError, match="not both.*decoder_dim"):
+        cls(encoder=ENC, decoder=dec, decoder_dim=64, **extra)
+    with pytest.raises(GmaeError, match="must be a DecoderConfig"):
+        cls(encoder=ENC, decoder={"dim": 32}, **extra)
+
+
+def test_create_model_records_config_objects_as_flat_arguments():
+    dec = DecoderConfig(dim=32, depth=1, num_heads=2)
+    model = create_model("gmae", encoder=ENC, decoder=dec, num_gaussians=8)
+    assert model.encoder.config == ENC and model.decoder_config == dec
+    recorded = model.gmae_config
+    assert recorded["data"] == {"img_size": IMG}
+    encoder = {k: v for k, v in ENC.flat().items() if k != "img_size"}
+    assert recorded["model"] == {"name": "gmae", **encoder, **dec.flat(), "num_gaussians": 8}
+    assert "encoder" not in recorded["model"] and "decoder" not in recorded["model"]
+    assert ViTEncoder.from_config(ENC).config == ENC
+
+
+def test_gmae_norm_pix_is_the_deprecated_name_of_norm_pix_loss():
+    with pytest.warns(DeprecationWarning, match="norm_pix_loss"):
+        model = tiny_gmae(norm_pix=True)
+    assert model.norm_pix_loss is True and model.norm_pix is True
+    model.norm_pix = False  # the old attribute name still works
+    assert model.norm_pix_loss is False
+    with pytest.warns(DeprecationWarning), pytest.raises(GmaeError, match="disagree"):
+        tiny_gmae(norm_pix=False, norm_pix_loss=True)
+
+
 def test_no_weight_decay_names_exist():
     for model in (tiny_mae(), tiny_gmae()):
         names = dict(model.named_parameters()) | dict(model.named_buffers())
@@ -368,7 +432,7 @@ def test_gmae_loss_masked_patches_only():
 
 
 def test_gmae_norm_pix_ablation():
-    model = tiny_gmae(norm_pix=True)
+    model = tiny_gmae(norm_pix_loss=True)
     x = images()
     # per-patch normalisation removes each patch's brightness and contrast
     assert model.forward_loss(x, 2 * x + 0.1, torch.ones(2, N)) < 1e-6
@@ -462,7 +526,7 @@ def test_factory_presets_and_overrides():
         (lambda: create_model("vae"), "unknown model"),
         (lambda: create_model("mae", encoder="huge"), "unknown encoder preset"),
         (lambda: create_model("mae", drop_path=0.1), "drop_path"),
-        (lambda: create_model("gmae", norm_pix_loss=True), "norm_pix_loss"),
+        (lambda: create_model("latent_mim", norm_pix_loss=True), "norm_pix_loss"),
         (lambda: create_encoder("tiny", decoder_dim=3), "decoder_dim"),
         (lambda: ViTEncoder(img_size=30, patch_size=8), "not divisible"),
         (lambda: ViTEncoder(embed_dim=66, num_heads=6), "divisible by 4"),

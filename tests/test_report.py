@@ -263,8 +263,9 @@ def test_build_report_rejects_bad_input(tmp_path):
     with pytest.raises(GmaeError, match="GMAE"):
         build_report(create_model("mae", **TINY), tmp_path)
     gmae = create_model("gmae", num_gaussians=8, **TINY)
-    with pytest.raises(GmaeError, match="num-images"):
+    with pytest.raises(GmaeError, match="num_images") as info:  # the CLI: --num-images
         build_report(gmae, tmp_path, num_images=0)
+    assert info.value.argument == "num_images"
 
 
 def test_report_cli_missing_checkpoint(tmp_path, capsys):

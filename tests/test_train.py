@@ -18,6 +18,7 @@ from gmae.errors import GmaeError
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import engine
 from gmae.train.config import (
+    check_model,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -168,6 +169,19 @@ def test_overrides_parse_yaml_values():
     assert cfg.optim.base_lr == 1e-4 and cfg.optim.betas == (0.9, 0.99)
     assert cfg.model["num_gaussians"] == 32 and cfg.optim.clip_grad is None
     assert cfg.run.online_probe is True
+
+
+def test_norm_pix_is_the_deprecated_config_key_of_norm_pix_loss():
+    with pytest.warns(FutureWarning, match="'model.norm_pix' is deprecated"):
+        cfg = load_config("gmae_tiny_cifar10", ["model.norm_pix=true"])
+    assert cfg.model["norm_pix_loss"] is True and "norm_pix" not in cfg.model
+    # configs stored in old checkpoints: renamed silently
+    old = {"model": {"name": "gmae", "norm_pix": True}}
+    assert config_from_dict(old).model == {"name": "gmae", "norm_pix_loss": True}
+    with pytest.raises(GmaeError, match="disagree"):
+        config_from_dict({"model": {"name": "gmae", "norm_pix": True, "norm_pix_loss": False}})
+    with pytest.raises(GmaeError, match="unknown config key 'model.decoder'"):
+        check_model({"name": "gmae", "decoder": {"dim": 32}}, 32)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 
 from gmae import __version__
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 
 # Modules that contribute subcommands, in the order shown by ``gmae --help``.
 COMMAND_MODULES = (
@@ -28,6 +28,9 @@ COMMAND_MODULES = (
     "gmae.demo",  # gmae demo
     "gmae.doctor",  # gmae doctor
 )
+
+# Library arguments whose flag is not the name with dashes (``batch_size`` -> ``--batch-size``).
+FLAGS = {"wds": "--wd", "spec": "--data"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,11 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         _check_outputs(args)  # --out / --json: a wrong path is found before any long work
         return int(args.func(args) or 0)
     except GmaeError as exc:
-        print(f"gmae: error: {exc}", file=sys.stderr)
+        print(f"gmae: error: {error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gmae: interrupted", file=sys.stderr)
         return 130
+
+
+def flag(argument: str) -> str:
+    """The command-line flag that sets the library argument ``argument``."""
+    return FLAGS.get(argument, "--" + argument.replace("_", "-"))
+
+
+def error_message(exc: GmaeError) -> str:
+    """``exc`` as the CLI prints it: library arguments named by their flags."""
+    return exc.format(flag) if isinstance(exc, ArgumentError) else str(exc)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

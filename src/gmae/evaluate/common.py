@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 
 FEATURE_KINDS = ("cls", "mean")
 
@@ -52,7 +52,7 @@ def limit_dataset(ds: Dataset, limit: int | None, seed: int = 0) -> Dataset:
     if limit is None or limit >= len(ds):
         return ds
     if limit < 1:
-        raise GmaeError(f"--limit must be at least 1, got {limit}")
+        raise ArgumentError("limit", f"must be at least 1, got {limit}")
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=gen)[:limit].sort().values.tolist()
     return Subset(ds, idx)
@@ -84,7 +84,7 @@ def make_loader(
     device: torch.device | None = None,
 ) -> DataLoader:
     if batch_size < 1:
-        raise GmaeError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         ds,

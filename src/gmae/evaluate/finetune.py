@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 
 
 @dataclass
@@ -98,13 +98,13 @@ def _validate(cfg: FinetuneConfig) -> None:
         if getattr(cfg, key) < 1:
             raise GmaeError(f"fine-tune {key} must be at least 1, got {getattr(cfg, key)}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise GmaeError(f"--max-steps must be at least 1, got {cfg.max_steps}")
+        raise ArgumentError("max_steps", f"must be at least 1, got {cfg.max_steps}")
     if not 0 < cfg.layer_decay <= 1:
-        raise GmaeError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
+        raise ArgumentError("layer_decay", f"must be in (0, 1], got {cfg.layer_decay}")
     if cfg.amp not in ("bf16", "fp16", "none"):
-        raise GmaeError(f"--amp must be bf16, fp16 or none, got {cfg.amp!r}")
+        raise ArgumentError("amp", f"must be bf16, fp16 or none, got {cfg.amp!r}")
     if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
-        raise GmaeError(f"--ema-decay must be in (0, 1), got {cfg.ema_decay}")
+        raise ArgumentError("ema_decay", f"must be in (0, 1), got {cfg.ema_decay}")
 
 
 def finetune_transforms(cfg: FinetuneConfig, img_size: int, mean, std):
@@ -213,7 +213,7 @@ def finetune(
     vit = timm_vit_from_model(model, num_classes, drop_path_rate=cfg.drop_path).to(device)
     mixup_active = cfg.mixup > 0 or cfg.cutmix > 0
     if mixup_active and cfg.batch_size % 2:
-        raise GmaeError("mixup / cutmix need an even --batch-size")
+        raise ArgumentError("batch_size", "mixup / cutmix need an even {batch_size}")
     train_loader = make_loader(
         train_ds, cfg.batch_size, num_workers, shuffle=True, drop_last=True, seed=cfg.seed,
         device=device,
@@ -262,7 +262,9 @@ def finetune(
             with torch.autocast(device.type, amp_dtype or torch.float32, enabled=use_amp):
                 loss = criterion(vit(imgs), y)
             if not math.isfinite(loss.item()):
-                raise GmaeError(f"fine-tune loss is {loss.item()} at step {step} (try --amp bf16)")
+                raise ArgumentError(
+                    "amp", f"fine-tune loss is {loss.item()} at step {step} (try {{amp}} bf16)"
+                )
             scaler.scale(loss / cfg.accum_iter).backward()
             epoch_losses.append(loss.item())
             if (i + 1) % cfg.accum_iter:

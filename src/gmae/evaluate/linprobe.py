@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.common import FEATURE_KINDS, Features, topk_accuracy
 
 DEFAULT_WDS = (1e-6, 1e-5, 1e-4, 1e-3)
@@ -119,14 +119,14 @@ def cached_probe(
 ) -> dict[str, Any]:
     """Pick the L2 strength on a held-out part of train, refit on all of train, score val."""
     if not wds:
-        raise GmaeError("give at least one --wd value")
+        raise ArgumentError("wds", "give at least one {wds} value")
     if any(w < 0 for w in wds):
-        raise GmaeError(f"--wd values must be >= 0, got {list(wds)}")
+        raise ArgumentError("wds", f"values must be >= 0, got {list(wds)}")
     selection: dict[str, float] = {}
     wd = float(wds[0])
     if len(wds) > 1:
         if not 0 < holdout < 1:
-            raise GmaeError(f"--holdout must be in (0, 1), got {holdout}")
+            raise ArgumentError("holdout", f"must be in (0, 1), got {holdout}")
         fit, hold = holdout_split(train_x.shape[0], holdout, seed)
         best = -1.0
         for w in sorted(wds, reverse=True):  # ties keep the stronger regulariser
@@ -195,11 +195,14 @@ def mae_linprobe(
     from gmae.schedules import lr_at
 
     if epochs < 1 or accum_iter < 1:
-        raise GmaeError("--epochs and --accum-iter must be at least 1")
+        raise ArgumentError(
+            "epochs", "{epochs} and {accum_iter} must be at least 1", mentions=("accum_iter",)
+        )
     if len(train_loader) < accum_iter:
-        raise GmaeError(
+        raise ArgumentError(
+            "accum_iter",
             f"one optimiser step needs {accum_iter} batches, the train split has "
-            f"{len(train_loader)}: lower --accum-iter or --batch-size"
+            f"{len(train_loader)}: lower {{accum_iter}} or {{batch_size}}",
         )
     model.eval().to(device)
     for p in model.parameters():

@@ -71,17 +71,8 @@ def mae_prediction_image(
     model: nn.Module, imgs: Tensor, mask_ratio: float, noise: Tensor | None
 ) -> Tensor:
     """MAE's decoder output for every patch as a [0, 1] image (see the module docstring)."""
-    from gmae.models import patchify, unpatchify
-
     out = model(imgs, mask_ratio, noise)
-    p, size = model.patch_size, model.img_size
-    pred = out.pred.float()
-    if model.norm_pix_loss:
-        target = patchify(model.normalize(imgs), p)
-        mean = target.mean(dim=-1, keepdim=True)
-        std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
-        pred = pred * std + mean
-    return model.normalize.inverse(unpatchify(pred, p, size, size)).clamp(0, 1)
+    return model.prediction_image(imgs, out.pred)
 
 
 @torch.no_grad()

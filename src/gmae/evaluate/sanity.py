@@ -22,6 +22,7 @@ import argparse
 import sys
 from typing import Any
 
+from gmae.cli import error_message
 from gmae.devices import DEVICE_HELP
 from gmae.errors import GmaeError
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             args.num_workers, args.tolerance, max_iter=args.max_iter,
         )  # fmt: skip
     except GmaeError as exc:
-        print(f"gmae: error: {exc}", file=sys.stderr)
+        print(f"gmae: error: {error_message(exc)}", file=sys.stderr)
         return 2
     for key in result["scores"]["trained"]:
         t, r = result["scores"]["trained"][key], result["scores"]["random"][key]

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.loading.formats import block_indices, hf_name_pairs, hf_to_timm, is_hf_vit
 from gmae.loading.loaders import load_any
 
@@ -87,14 +87,15 @@ def build_hf(model: nn.Module, arch: str = "auto") -> nn.Module:
     except ImportError as exc:
         raise GmaeError("gmae export hf needs transformers (pip install transformers)") from exc
     if arch not in ARCHS:
-        raise GmaeError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
+        raise ArgumentError("arch", f"unknown {{arch}} {arch!r}; choose from {', '.join(ARCHS)}")
     is_mae = isinstance(model, MAE)
     if arch == "auto":
         arch = "vitmae" if is_mae else "vit"
     if arch == "vitmae" and not is_mae:
-        raise GmaeError(
-            f"--arch vitmae needs an MAE checkpoint, this is {type(model).__name__}: use "
-            "--arch vit (the encoder)"
+        raise ArgumentError(
+            "arch",
+            f"{{arch}} vitmae needs an MAE checkpoint, this is {type(model).__name__}: use "
+            "{arch} vit (the encoder)",
         )
     common = _encoder_config(model.encoder)
     mean = [float(v) for v in model.normalize.mean.flatten()]
@@ -152,7 +153,7 @@ def save_hf(model: nn.Module, out: str | os.PathLike, arch: str = "auto") -> dic
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise GmaeError(f"--out {out} exists and is not a directory")
+        raise ArgumentError("out", f"{out} exists and is not a directory")
     hf = build_hf(model, arch)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".gmae-hf-", dir=out))

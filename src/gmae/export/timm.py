@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.loading.formats import TIMM_FORMAT, read_metadata
 from gmae.loading.loaders import load_any
 
@@ -178,7 +178,7 @@ def save_timm_dir(
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise GmaeError(f"--out {out} exists and is not a directory")
+        raise ArgumentError("out", f"{out} exists and is not a directory")
     encoder = model.encoder
     name, kwargs = _timm_target(encoder, model_name, global_pool)
     cfg = pretrained_cfg(model)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from gmae.devices import resolve_device
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.loading import formats
 from gmae.loading.checks import (
     channel_values,
@@ -39,7 +39,7 @@ from gmae.loading.checks import (
     stored_config,
     stored_int,
 )
-from gmae.models import GMAE, MAE, MaskedImageModel, create_model
+from gmae.models import GMAE, MAE, EncoderConfig, MaskedImageModel, create_model
 from gmae.models.vit import sincos_pos_embed_2d
 from gmae.train.config import Config, check_model, config_to_dict, load_config
 
@@ -286,7 +286,7 @@ def load_mae_release(
 
         def build() -> nn.Module:
             return MaskedImageModel(
-                **common, mask_ratio=0.75, pixel_mean=pixel_mean, pixel_std=pixel_std
+                encoder=EncoderConfig(**common), pixel_mean=pixel_mean, pixel_std=pixel_std
             )
 
     # The architecture read off the file must be sane and match the file's tensors exactly
@@ -330,12 +330,7 @@ def random_like(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
         if loaded.config is not None:
             model = build_model(config_at_size(loaded.config, loaded.img_size))
         else:  # release checkpoint: rebuild the encoder from its dimensions
-            enc = loaded.model.encoder
-            mlp_ratio = enc.blocks[0].mlp.fc1.out_features / enc.embed_dim if enc.depth else 4.0
-            model = MaskedImageModel(
-                enc.img_size, enc.patch_size, enc.in_chans, enc.embed_dim, enc.depth,
-                enc.num_heads, mlp_ratio, 0.75, None, None,
-            )  # fmt: skip
+            model = MaskedImageModel(encoder=loaded.model.encoder.config)
     info = {"random_like": loaded.source, "seed": seed}
     return LoadedModel(model.eval(), "random", formats.RANDOM, loaded.name, loaded.config, info)
 
@@ -454,7 +449,11 @@ def load_any(
     """
     if ckpt == formats.RANDOM:
         if config is None:
-            raise GmaeError("--ckpt random needs --config PRESET (the architecture to initialise)")
+            raise ArgumentError(
+                "config",
+                "{ckpt} random needs {config} PRESET (the architecture to initialise)",
+                mentions=("ckpt",),
+            )
         cfg = config_at_size(load_config(config), img_size)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -462,7 +461,11 @@ def load_any(
         info = {"config": str(config), "seed": seed}
         return LoadedModel(model.eval(), "random", formats.RANDOM, cfg.model["name"], cfg, info)
     if config is not None:
-        raise GmaeError("--config is only used with --ckpt random (checkpoints carry their own)")
+        raise ArgumentError(
+            "config",
+            "is only used with {ckpt} random (checkpoints carry their own)",
+            mentions=("ckpt",),
+        )
     path = Path(ckpt).expanduser()
     if path.is_dir():
         return load_any_dir(path, img_size)

@@ -5,6 +5,7 @@ Example: ``create_model("gmae", encoder="base", img_size=224, patch_size=16)(img
 """
 
 from gmae.models.base import MaskedImageModel
+from gmae.models.config import DecoderConfig, EncoderConfig
 from gmae.models.factory import ENCODER_PRESETS, MODELS, create_encoder, create_model
 from gmae.models.gmae import GMAE, GaussianHead, shoemake_quaternion
 from gmae.models.latent_mim import LatentMIM
@@ -24,6 +25,8 @@ from gmae.models.vit import (
 
 __all__ = [
     "ENCODER_PRESETS",
+    "DecoderConfig",
+    "EncoderConfig",
     "GMAE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -10,7 +10,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from gmae.errors import GmaeError
+from gmae.models.config import EncoderConfig
 from gmae.models.vit import IMAGENET_MEAN, IMAGENET_STD, Normalize, ViTEncoder, check_images
+
+DEFAULT_ENCODER = EncoderConfig()  # ViT-B/16 at 224 (frozen, so a safe default)
 
 
 class MaskedImageModel(nn.Module):
@@ -26,18 +29,14 @@ class MaskedImageModel(nn.Module):
 
     def __init__(
         self,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float,
-        mask_ratio: float,
-        pixel_mean: Sequence[float] | None,
-        pixel_std: Sequence[float] | None,
+        *,
+        encoder: EncoderConfig = DEFAULT_ENCODER,
+        mask_ratio: float = 0.75,
+        pixel_mean: Sequence[float] | None = None,
+        pixel_std: Sequence[float] | None = None,
     ):
         super().__init__()
+        in_chans = encoder.in_chans
         if not 0.0 <= mask_ratio < 1.0:
             raise GmaeError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if pixel_mean is None and pixel_std is None:
@@ -48,9 +47,7 @@ class MaskedImageModel(nn.Module):
             raise GmaeError(f"pixel_mean and pixel_std need {in_chans} values each")
         self.mask_ratio = mask_ratio
         self.normalize = Normalize(pixel_mean, pixel_std)
-        self.encoder = ViTEncoder(
-            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio
-        )
+        self.encoder = ViTEncoder.from_config(encoder)
 
     @property
     def img_size(self) -> int:

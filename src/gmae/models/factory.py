@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from gmae.errors import GmaeError
+from gmae.models.config import DecoderConfig, EncoderConfig
 from gmae.models.gmae import GMAE
 from gmae.models.latent_mim import LatentMIM
 from gmae.models.mae import MAE
@@ -34,6 +35,17 @@ def _encoder_args(preset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**ENCODER_PRESETS[preset], **kwargs}
 
 
+def _flat_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``encoder=EncoderConfig(...)`` / ``decoder=DecoderConfig(...)`` spelled out as the flat
+    keyword arguments that checkpoints and configs record."""
+    flat = dict(kwargs)
+    if isinstance(flat.get("encoder"), EncoderConfig):
+        flat.update(flat.pop("encoder").flat())
+    if isinstance(flat.get("decoder"), DecoderConfig):
+        flat.update(flat.pop("decoder").flat())
+    return flat
+
+
 def _check_keys(what: str, cls: type, kwargs: dict[str, Any]) -> None:
     allowed = set(inspect.signature(cls).parameters) | {"encoder"}
     for key in kwargs:
@@ -46,10 +58,11 @@ def create_model(
 ) -> nn.Module:
     """MAE, GMAE or Latent MIM by name ("mae" | "gmae" | "latent_mim").
 
-    kwargs: img_size, patch_size, in_chans, encoder (preset name, default "base") and/or explicit
-    embed_dim / depth / num_heads / mlp_ratio, decoder_dim, decoder_depth, decoder_num_heads,
-    mask_ratio, pixel_mean, pixel_std, and the model's own knobs (MAE: norm_pix_loss; GMAE:
-    num_gaussians, scale_cap, rotation, camera, background, loss_on, norm_pix, render_backend;
+    kwargs: img_size, patch_size, in_chans, encoder (preset name, default "base", or an
+    ``EncoderConfig``) and/or explicit embed_dim / depth / num_heads / mlp_ratio, decoder_dim,
+    decoder_depth, decoder_num_heads (or ``decoder=DecoderConfig(...)``), mask_ratio,
+    pixel_mean, pixel_std, and the model's own knobs (MAE: norm_pix_loss; GMAE: num_gaussians,
+    scale_cap, rotation, camera, background, loss_on, norm_pix_loss, render_backend;
     Latent MIM: patch_gap, proj_hidden_dim, proj_depth, temperature, momentum, visual_cues,
     sim_coeff, sim_target_start, sim_target_end).
 
@@ -61,6 +74,7 @@ def create_model(
     if name not in MODELS:
         raise GmaeError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     cls = MODELS[name]
+    kwargs = _flat_kwargs(kwargs)
     _check_keys(f"model {name!r}", cls, kwargs)
     if pretrained is not None:
         from gmae.hub import from_pretrained

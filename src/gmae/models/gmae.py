@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
+from gmae.models.config import DecoderConfig, EncoderConfig, config_or_flat
 from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, patch_mse
 from gmae.models.vit import (
+    decoder_blocks,
     init_vit_weights,
     norm_layer,
     patchify,
@@ -137,13 +139,14 @@ class GMAE(MaskedImageModel):
 
     Knobs: num_gaussians (k), scale_cap, rotation, camera (the camera model, stored as
     ``camera_model``: gmae | pinhole | ortho), background (white 1.0, or one value per channel),
-    loss_on (masked | all), norm_pix (loss on per-patch-normalised render and target: the
-    paper's failing ablation), render_backend (passed to ``gmae.render.render``), head_init
-    (``xavier``: MAE's init, our old default; ``torch``: nn.Linear's default, as the authors'
-    code), raw_penalty / raw_bound (the saturation guard: ``raw_penalty * mean relu(|u| -
-    raw_bound)^2`` over the raw z and scale outputs is added to the loss; 0 = off), query_init
-    (``uniform`` [0, 1): the authors' code; ``normal``: N(0, 0.02), like the shared query
-    token).
+    loss_on (masked | all), norm_pix_loss (loss on per-patch-normalised render and target: the
+    paper's failing ablation; ``norm_pix`` is its deprecated old name), render_backend (passed
+    to ``gmae.render.render``), head_init (``xavier``: MAE's init, our old default; ``torch``:
+    nn.Linear's default, as the authors' code), raw_penalty / raw_bound (the saturation guard:
+    ``raw_penalty * mean relu(|u| - raw_bound)^2`` over the raw z and scale outputs is added to
+    the loss; 0 = off), query_init (``uniform`` [0, 1): the authors' code; ``normal``:
+    N(0, 0.02), like the shared query token). The encoder and decoder come as flat arguments or
+    as ``encoder=EncoderConfig(...)`` / ``decoder=DecoderConfig(...)``.
 
     The model owns how its Gaussians are drawn: ``camera_at(h, w)`` is its camera at any size,
     ``render_settings`` its :class:`gmae.render.RenderSettings`, and ``render_gaussians`` /
@@ -172,7 +175,7 @@ class GMAE(MaskedImageModel):
         camera: str = "gmae",
         background: float | Sequence[float] = 1.0,
         loss_on: str = "masked",
-        norm_pix: bool = False,
+        norm_pix_loss: bool = False,
         render_backend: str = "auto",
         head_init: str = "xavier",
         query_init: str = "uniform",
@@ -180,17 +183,49 @@ class GMAE(MaskedImageModel):
         raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
+        *,
+        encoder: EncoderConfig | None = None,
+        decoder: DecoderConfig | None = None,
+        norm_pix: bool | None = None,
     ):
+        encoder = config_or_flat(
+            encoder,
+            EncoderConfig(
+                img_size=img_size,
+                patch_size=patch_size,
+                in_chans=in_chans,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+            ),
+            default=EncoderConfig(),
+            argument="encoder",
+        )
+        decoder = config_or_flat(
+            decoder,
+            DecoderConfig(dim=decoder_dim, depth=decoder_depth, num_heads=decoder_num_heads),
+            default=DecoderConfig(),
+            argument="decoder",
+        )
+        if norm_pix is not None:  # the old name, still in configs and checkpoints of old runs
+            warnings.warn(
+                "GMAE(norm_pix=...) is deprecated: use norm_pix_loss", DeprecationWarning, 2
+            )
+            if norm_pix_loss and not norm_pix:
+                raise GmaeError("norm_pix (deprecated) and norm_pix_loss disagree: give one")
+            norm_pix_loss = norm_pix
         super().__init__(
-            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
-            mask_ratio, pixel_mean, pixel_std,
-        )  # fmt: skip
+            encoder=encoder, mask_ratio=mask_ratio, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
         if loss_on not in LOSS_ON:
             raise GmaeError(f"unknown loss_on {loss_on!r}; choose from {', '.join(LOSS_ON)}")
         if not isinstance(num_gaussians, int) or num_gaussians < 1:
             raise GmaeError(f"num_gaussians must be a positive integer, got {num_gaussians!r}")
-        if not isinstance(background, int | float) and len(background) != in_chans:
-            raise GmaeError(f"background needs one value or {in_chans}, got {list(background)}")
+        if not isinstance(background, int | float) and len(background) != encoder.in_chans:
+            raise GmaeError(
+                f"background needs one value or {encoder.in_chans}, got {list(background)}"
+            )
         if query_init not in QUERY_INITS:
             raise GmaeError(
                 f"unknown query_init {query_init!r}; choose from {', '.join(QUERY_INITS)}"
@@ -199,7 +234,9 @@ class GMAE(MaskedImageModel):
             raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
         if not raw_penalty >= 0:
             raise GmaeError(f"raw_penalty must be >= 0, got {raw_penalty}")
-        Camera(mode=camera, height=img_size, width=img_size)  # let the renderer validate the mode
+        Camera(
+            mode=camera, height=encoder.img_size, width=encoder.img_size
+        )  # let the renderer validate the mode
         self.num_gaussians = num_gaussians
         # The constructor (and so configs and checkpoints) keeps the key ``camera``; the string
         # is the camera *model* (gsplat's name), the Camera object comes from ``camera_at``.
@@ -209,31 +246,31 @@ class GMAE(MaskedImageModel):
             float(background) if isinstance(background, int | float) else tuple(background)
         )
         self.loss_on = loss_on
-        self.norm_pix = norm_pix
+        self.norm_pix_loss = norm_pix_loss
         self.render_backend = render_backend
         self.last_render_backend = ""  # the backend the last forward pass rendered with
         self.raw_bound = float(raw_bound)
         self.raw_penalty = float(raw_penalty)
 
-        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.decoder_config = decoder
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder.dim)
         self.register_buffer(
             "decoder_pos_embed",
-            sincos_pos_embed_2d(decoder_dim, self.encoder.grid_size),
+            sincos_pos_embed_2d(decoder.dim, self.encoder.grid_size),
             persistent=False,
         )
         # Query j = shared token + its own embedding; no spatial prior [authors' code].
-        self.query_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder_dim))
-        self.decoder_blocks = nn.ModuleList(
-            [
-                Block(
-                    decoder_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer
-                )
-                for _ in range(decoder_depth)
-            ]
+        self.query_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
+        self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder.dim))
+        self.decoder_blocks = decoder_blocks(decoder, mlp_ratio=encoder.mlp_ratio)
+        self.decoder_norm = norm_layer(decoder.dim)
+        self.head = GaussianHead(
+            dim=decoder.dim,
+            color_channels=encoder.in_chans,
+            scale_cap=scale_cap,
+            rotation=rotation,
+            init=head_init,
         )
-        self.decoder_norm = norm_layer(decoder_dim)
-        self.head = GaussianHead(decoder_dim, in_chans, scale_cap, rotation, head_init)
 
         nn.init.normal_(self.query_token, std=0.02)
         if query_init == "uniform":  # [authors' code]: a strong, fixed identity per query
@@ -243,6 +280,15 @@ class GMAE(MaskedImageModel):
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm):
             module.apply(init_vit_weights)
         self.head.init_weights()
+
+    @property
+    def norm_pix(self) -> bool:
+        """Deprecated name of ``norm_pix_loss``."""
+        return self.norm_pix_loss
+
+    @norm_pix.setter
+    def norm_pix(self, value: bool) -> None:
+        self.norm_pix_loss = value
 
     def no_weight_decay(self) -> set[str]:
         """Token, query and position-embedding names (the pos-embeds are fixed buffers)."""
@@ -356,7 +402,7 @@ class GMAE(MaskedImageModel):
         with fp32_island():
             pred = patchify(rendered.float(), self.patch_size)
             target = patchify(imgs.float(), self.patch_size)
-            if self.norm_pix:
+            if self.norm_pix_loss:
                 pred, target = normalize_patches(pred), normalize_patches(target)
             weight = mask if self.loss_on == "masked" else torch.ones_like(mask)
             return patch_mse(pred, target, weight)

@@ -24,10 +24,14 @@ from torch import Tensor, nn
 
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
+from gmae.models.config import DecoderConfig, EncoderConfig, config_or_flat
 from gmae.models.outputs import PretrainOutput
 from gmae.models.vit import ViTEncoder, init_vit_weights, norm_layer, sincos_pos_embed_2d
 from gmae.precision import fp32_island
 from gmae.schedules import cosine_ramp  # lived here; latent_mim.cosine_ramp still works
+
+# The decoder's default: 3 cross-attention blocks, shallower than MAE's 8 self-attention ones.
+LATENT_MIM_DECODER = DecoderConfig(dim=512, depth=3, num_heads=16)
 
 # --- schedules (pure functions of the optimizer step, so a resumed run repeats exactly) -------
 
@@ -178,6 +182,8 @@ class LatentMIM(MaskedImageModel):
     visual_cues (mask queries start from a position-weighted average of the visible tokens),
     sim_coeff / sim_target_start / sim_target_end (similarity regulariser, off at 0).
     ``after_step(step, total_steps)`` must run after every optimizer step (the engine calls it).
+    The encoder and decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
+    ``decoder=DecoderConfig(...)`` (default ``LATENT_MIM_DECODER``).
     """
 
     pixel_output = False
@@ -206,11 +212,33 @@ class LatentMIM(MaskedImageModel):
         sim_target_end: float = 0.25,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
+        *,
+        encoder: EncoderConfig | None = None,
+        decoder: DecoderConfig | None = None,
     ):
+        encoder = config_or_flat(
+            encoder,
+            EncoderConfig(
+                img_size=img_size,
+                patch_size=patch_size,
+                in_chans=in_chans,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+            ),
+            default=EncoderConfig(),
+            argument="encoder",
+        )
+        decoder = config_or_flat(
+            decoder,
+            DecoderConfig(dim=decoder_dim, depth=decoder_depth, num_heads=decoder_num_heads),
+            default=LATENT_MIM_DECODER,
+            argument="decoder",
+        )
         super().__init__(
-            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
-            mask_ratio, pixel_mean, pixel_std,
-        )  # fmt: skip
+            encoder=encoder, mask_ratio=mask_ratio, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
         if not isinstance(patch_gap, int) or patch_gap < 0:
             raise GmaeError(f"patch_gap must be a non-negative integer, got {patch_gap!r}")
         if not isinstance(proj_depth, int) or proj_depth < 0:
@@ -228,21 +256,28 @@ class LatentMIM(MaskedImageModel):
         self.sim_coeff = sim_coeff
         self.sim_target_start, self.sim_target_end = sim_target_start, sim_target_end
 
-        self.projector = Projector(embed_dim, proj_hidden_dim, proj_depth)
+        self.decoder_config = decoder
+        dim = encoder.embed_dim
+        self.projector = Projector(dim=dim, hidden_dim=proj_hidden_dim, depth=proj_depth)
 
-        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.decoder_embed = nn.Linear(dim, decoder.dim)
         self.register_buffer(
             "decoder_pos_embed",
-            sincos_pos_embed_2d(decoder_dim, self.encoder.grid_size),
+            sincos_pos_embed_2d(decoder.dim, self.encoder.grid_size),
             persistent=False,
         )
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))  # zero init [authors' code]
-        self.decoder_cls_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))  # zero init [authors' code]
+        self.decoder_cls_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
         self.decoder_blocks = nn.ModuleList(
-            [CrossBlock(decoder_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth)]
+            [
+                CrossBlock(
+                    dim=decoder.dim, num_heads=decoder.num_heads, mlp_ratio=encoder.mlp_ratio
+                )
+                for _ in range(decoder.depth)
+            ]
         )
-        self.decoder_norm = norm_layer(decoder_dim)
-        self.decoder_pred = nn.Linear(decoder_dim, embed_dim)
+        self.decoder_norm = norm_layer(decoder.dim)
+        self.decoder_pred = nn.Linear(decoder.dim, dim)
 
         nn.init.normal_(self.decoder_cls_token, std=0.02)
         for module in (

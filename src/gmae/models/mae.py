@@ -6,12 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from gmae.models.base import MaskedImageModel
+from gmae.models.config import DecoderConfig, EncoderConfig, config_or_flat
 from gmae.models.outputs import PretrainOutput, normalize_patches, patch_mse
-from gmae.models.vit import init_vit_weights, norm_layer, patchify, sincos_pos_embed_2d, unpatchify
+from gmae.models.vit import (
+    decoder_blocks,
+    init_vit_weights,
+    norm_layer,
+    patchify,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
 from gmae.precision import fp32_island
 
 
@@ -19,7 +26,9 @@ class MAE(MaskedImageModel):
     """MAE with a standard decoder; images in [0, 1], normalised inside.
 
     The target is the patchified ImageNet-normalised image (optionally per-patch normalised,
-    ``norm_pix_loss``); the loss is the per-patch MSE averaged over masked patches.
+    ``norm_pix_loss``); the loss is the per-patch MSE averaged over masked patches. The encoder
+    and decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
+    ``decoder=DecoderConfig(...)`` (see ``gmae.models.config``).
     """
 
     def __init__(
@@ -38,30 +47,46 @@ class MAE(MaskedImageModel):
         norm_pix_loss: bool = False,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
+        *,
+        encoder: EncoderConfig | None = None,
+        decoder: DecoderConfig | None = None,
     ):
+        encoder = config_or_flat(
+            encoder,
+            EncoderConfig(
+                img_size=img_size,
+                patch_size=patch_size,
+                in_chans=in_chans,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+            ),
+            default=EncoderConfig(),
+            argument="encoder",
+        )
+        decoder = config_or_flat(
+            decoder,
+            DecoderConfig(dim=decoder_dim, depth=decoder_depth, num_heads=decoder_num_heads),
+            default=DecoderConfig(),
+            argument="decoder",
+        )
         super().__init__(
-            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
-            mask_ratio, pixel_mean, pixel_std,
-        )  # fmt: skip
+            encoder=encoder, mask_ratio=mask_ratio, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
+        self.decoder_config = decoder
         self.norm_pix_loss = norm_pix_loss
 
-        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder.dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
         self.register_buffer(
             "decoder_pos_embed",
-            sincos_pos_embed_2d(decoder_dim, self.encoder.grid_size),
+            sincos_pos_embed_2d(decoder.dim, self.encoder.grid_size),
             persistent=False,
         )
-        self.decoder_blocks = nn.ModuleList(
-            [
-                Block(
-                    decoder_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer
-                )
-                for _ in range(decoder_depth)
-            ]
-        )
-        self.decoder_norm = norm_layer(decoder_dim)
-        self.decoder_pred = nn.Linear(decoder_dim, patch_size**2 * in_chans)
+        self.decoder_blocks = decoder_blocks(decoder, mlp_ratio=encoder.mlp_ratio)
+        self.decoder_norm = norm_layer(decoder.dim)
+        self.decoder_pred = nn.Linear(decoder.dim, encoder.patch_size**2 * encoder.in_chans)
 
         nn.init.normal_(self.mask_token, std=0.02)
         for module in (
@@ -108,6 +133,23 @@ class MAE(MaskedImageModel):
         return PretrainOutput(loss=loss, mask=mask, pred=pred, latent=latent)
 
     @torch.no_grad()
+    def prediction_image(self, imgs: Tensor, pred: Tensor) -> Tensor:
+        """Patch predictions [B, N, p*p*C] (``forward(imgs).pred``) as a [0, 1] image of every
+        patch, masked and visible alike.
+
+        With ``norm_pix_loss`` the model predicts normalised patches: each borrows its true mean
+        / std from ``imgs`` (as MAE's demo does), an optimistic picture.
+        """
+        p, size = self.patch_size, self.img_size
+        pred = pred.float()
+        if self.norm_pix_loss:
+            target = patchify(self.normalize(imgs), p)
+            mean = target.mean(dim=-1, keepdim=True)
+            std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+            pred = pred * std + mean
+        return self.normalize.inverse(unpatchify(pred, p, size, size)).clamp(0, 1)
+
+    @torch.no_grad()
     def reconstruct(
         self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
     ) -> dict[str, Tensor]:
@@ -118,15 +160,7 @@ class MAE(MaskedImageModel):
         """
         out = self.forward(imgs, mask_ratio, noise)
         p, size = self.patch_size, self.img_size
-        pred = out.pred.float()
-        if self.norm_pix_loss:
-            # The model predicts normalised patches: borrow each patch's true mean / std
-            # (as MAE's demo does for norm-pix models).
-            target = patchify(self.normalize(imgs), p)
-            mean = target.mean(dim=-1, keepdim=True)
-            std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
-            pred = pred * std + mean
-        pred_img = self.normalize.inverse(unpatchify(pred, p, size, size)).clamp(0, 1)
+        pred_img = self.prediction_image(imgs, out.pred)
         mask_image = unpatchify(
             out.mask.unsqueeze(-1).expand(-1, -1, p * p * self.in_chans), p, size, size
         )

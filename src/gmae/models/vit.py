@@ -17,6 +17,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from gmae.errors import GmaeError
+from gmae.models.config import DecoderConfig, EncoderConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,6 +111,29 @@ def visible_ids(ids_restore: Tensor, num_visible: int) -> Tensor:
     return torch.argsort(ids_restore, dim=1)[:, :num_visible]
 
 
+def vit_blocks(*, dim: int, depth: int, num_heads: int, mlp_ratio: float) -> nn.ModuleList:
+    """``depth`` pre-norm timm Blocks (qkv bias, LayerNorm eps 1e-6): MAE's encoder / decoder."""
+    return nn.ModuleList(
+        [
+            Block(
+                dim=dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=True,
+                norm_layer=norm_layer,
+            )
+            for _ in range(depth)
+        ]
+    )
+
+
+def decoder_blocks(decoder: DecoderConfig, mlp_ratio: float) -> nn.ModuleList:
+    """The self-attention decoder of MAE and GMAE; ``mlp_ratio`` is the encoder's [MAE]."""
+    return vit_blocks(
+        dim=decoder.dim, depth=decoder.depth, num_heads=decoder.num_heads, mlp_ratio=mlp_ratio
+    )
+
+
 def init_vit_weights(module: nn.Module) -> None:
     """MAE's init (timm convention): xavier-uniform Linear with zero bias, unit LayerNorm."""
     if isinstance(module, nn.Linear):
@@ -182,7 +206,9 @@ class ViTEncoder(nn.Module):
     """ViT encoder (cls token, fixed sin-cos pos-embed, pre-norm Blocks, final LayerNorm).
 
     Input is an already normalised image [B, in_chans, img_size, img_size]. ``forward`` runs on a
-    random subset of patches (MAE masking); ``forward_features`` runs on all of them.
+    random subset of patches (MAE masking); ``forward_features`` runs on all of them. Built from
+    flat keyword arguments or ``ViTEncoder.from_config(EncoderConfig(...))``; ``config`` gives
+    the ``EncoderConfig`` back.
     """
 
     def __init__(
@@ -205,24 +231,40 @@ class ViTEncoder(nn.Module):
         self.embed_dim = embed_dim
         self.depth = depth
         self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         # Fixed, so a buffer (not a frozen parameter) and not saved: it is recomputed from the
         # geometry, which also lets a checkpoint load at another image size.
         self.register_buffer(
             "pos_embed", sincos_pos_embed_2d(embed_dim, self.grid_size), persistent=False
         )
-        self.blocks = nn.ModuleList(
-            [
-                Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
-                for _ in range(depth)
-            ]
+        self.blocks = vit_blocks(
+            dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio
         )
         self.norm = norm_layer(embed_dim)
         self.init_weights()
+
+    @classmethod
+    def from_config(cls, config: EncoderConfig) -> ViTEncoder:
+        return cls(**config.flat())
+
+    @property
+    def config(self) -> EncoderConfig:
+        return EncoderConfig(
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+        )
 
     def init_weights(self) -> None:
         # Patch embedding initialised as the Linear it is (MAE), tokens N(0, 0.02).

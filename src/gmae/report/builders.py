@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gmae import io as gio
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.images import strip
 from gmae.report.html import HtmlReport
 
@@ -173,9 +173,9 @@ def build_report(
         raise GmaeError(f"the report needs a GMAE model, got {type(model).__name__}")
     s = settings or ReportSettings.make(num_images, quick, occlusion_images)
     if s.num_images < 1:
-        raise GmaeError(f"--num-images must be at least 1, got {s.num_images}")
+        raise ArgumentError("num_images", f"must be at least 1, got {s.num_images}")
     if s.occlusion_images < 2:  # the shuffled control pairs scenes
-        raise GmaeError(f"--occlusion-images must be at least 2, got {s.occlusion_images}")
+        raise ArgumentError("occlusion_images", f"must be at least 2, got {s.occlusion_images}")
     t0 = time.perf_counter()
     model.eval()
     if mae_model is not None:
@@ -448,8 +448,9 @@ def _occlusion_scenes(spec: str, count: int):
     from gmae.zeroshot.occlusion import load_scenes
 
     if not is_deadleaves_spec(spec):
-        raise GmaeError(
-            f"--occlusion-data needs a dead-leaves spec (deadleaves[:key=value,...]), got {spec!r}"
+        raise ArgumentError(
+            "occlusion_data",
+            f"needs a dead-leaves spec (deadleaves[:key=value,...]), got {spec!r}",
         )
     return load_scenes(spec, "test", count)
 

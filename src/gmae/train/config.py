@@ -16,6 +16,7 @@ import math
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,11 @@ MODEL_INT_BOUNDS = {
     "proj_depth": (0, 64),
 }
 MODEL_INT_DEFAULT_BOUNDS = (-(2**31), 2**31 - 1)  # other int model arguments
+# Old model keys still read from configs and checkpoints: (model name, old key) -> new key.
+RENAMED_MODEL_KEYS = {("gmae", "norm_pix"): "norm_pix_loss"}
+# Model arguments that take Python objects (``decoder=DecoderConfig(...)``), not config values:
+# configs spell them as flat keys (decoder_dim, decoder_depth, decoder_num_heads).
+OBJECT_MODEL_ARGS = ("decoder",)
 MAX_PATCHES = 65536  # (img_size / patch_size)^2
 
 
@@ -180,6 +186,15 @@ def load_config(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) 
     if not isinstance(raw, dict):
         raise GmaeError(f"{path}: expected a mapping of sections (model, data, optim, run)")
     apply_overrides(raw, overrides)
+    model = raw.get("model")
+    if isinstance(model, dict):
+        for (name, old), new in RENAMED_MODEL_KEYS.items():
+            if model.get("name") == name and old in model:
+                warnings.warn(
+                    f"{path}: config key 'model.{old}' is deprecated, use 'model.{new}'",
+                    FutureWarning,
+                    stacklevel=2,
+                )
     return config_from_dict(raw)
 
 
@@ -221,6 +236,7 @@ def config_from_dict(raw: dict) -> Config:
             f"config key 'model.name' must be one of {', '.join(MODEL_NAMES)}, got "
             f"{model.get('name')!r}"
         )
+    model = _renamed_keys(model)
     sections = {}
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
@@ -230,6 +246,21 @@ def config_from_dict(raw: dict) -> Config:
     cfg = Config(model=model, **sections)
     validate(cfg)
     return cfg
+
+
+def _renamed_keys(model: dict[str, Any]) -> dict[str, Any]:
+    """The model section with old key names (``RENAMED_MODEL_KEYS``) given their new names, so
+    that configs and checkpoints of old runs load."""
+    for (name, old), new in RENAMED_MODEL_KEYS.items():
+        if model.get("name") != name or old not in model:
+            continue
+        value = model.pop(old)
+        if new in model and model[new] != value:
+            raise GmaeError(
+                f"config keys 'model.{old}' (its old name) and 'model.{new}' disagree: give one"
+            )
+        model[new] = value
+    return model
 
 
 def _build_section(section: str, cls: type, values: dict) -> Any:
@@ -347,7 +378,8 @@ def validate(cfg: Config) -> None:
 def check_model(model: dict[str, Any], img_size: int) -> None:
     """Check the ``model`` section against the model's constructor before anything is built.
 
-    Keys must be arguments of the model's ``__init__`` (or ``encoder``, a preset name); values
+    Keys must be arguments of the model's ``__init__`` (or ``encoder``, a preset name; not the
+    config objects of ``OBJECT_MODEL_ARGS`` nor old names of ``RENAMED_MODEL_KEYS``); values
     must have the annotated type (ints for ints, finite numbers for floats, strings, bools,
     lists of numbers); sizes must be within ``MODEL_INT_BOUNDS``. The constructor's signature
     is read at run time, so new model arguments are checked without being listed here. Imports
@@ -359,7 +391,11 @@ def check_model(model: dict[str, Any], img_size: int) -> None:
     if name not in MODELS:
         raise GmaeError(f"config key 'model.name' must be one of {', '.join(MODELS)}, got {name!r}")
     cls = MODELS[name]
-    params = inspect.signature(cls).parameters
+    params = {
+        key: p
+        for key, p in inspect.signature(cls).parameters.items()
+        if key not in OBJECT_MODEL_ARGS and (name, key) not in RENAMED_MODEL_KEYS
+    }
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:  # an annotation that does not resolve: check names only

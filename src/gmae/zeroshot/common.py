@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError
 
 # The picture helpers live in gmae.images and the photos in gmae.photos; these names are kept
 # here for callers.
@@ -99,7 +99,7 @@ def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
 def size_batches(photos: Sequence[Photo], batch_size: int) -> Iterator[list[Photo]]:
     """Batches of photos of one size (a render batch shares one camera), in input order."""
     if batch_size < 1:
-        raise GmaeError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
     by_size: dict[tuple[int, int], list[Photo]] = {}
     for p in photos:
         by_size.setdefault(p.size, []).append(p)

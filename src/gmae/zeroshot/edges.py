@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.models import Gaussians
 from gmae.zeroshot.layers import (
     camera_depths,
@@ -103,7 +103,7 @@ def gmae_edges(
 ) -> tuple[dict[int, Tensor], Tensor, dict[int, Tensor]]:
     """Per-L edge maps {L: [B, H, W]}, the combined map [B, H, W] and the index maps."""
     if not layers:
-        raise GmaeError("give at least one number of layers (--layers)")
+        raise ArgumentError("layers", "give at least one number of layers ({layers})")
     acc = cumulative_alpha(model, g, height, width, layers)
     idx = {L: index_map(a, rule) for L, a in acc.items()}
     edges = {L: index_edges(i, L) for L, i in idx.items()}

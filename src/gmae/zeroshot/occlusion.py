@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmae.data.deadleaves import DeadLeavesScene, occlusion_pairs
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.paired import paired_bootstrap
 from gmae.zeroshot.common import Photo, model_device, model_input
 
@@ -65,7 +65,7 @@ def model_maps(
     from gmae.zeroshot.edges import gmae_edges
 
     if batch_size < 1:
-        raise GmaeError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
     h, w = photos[0].size
     if any(p.size != (h, w) for p in photos):
         raise GmaeError("occlusion scores need scenes of one size")
@@ -260,8 +260,9 @@ def load_scenes(spec: str, split: str = "test", num_images: int = 0) -> list[Dea
     from gmae.data.deadleaves import build_deadleaves, is_deadleaves_spec
 
     if not is_deadleaves_spec(spec):
-        raise GmaeError(
-            f"occlusion scores need a dead-leaves data set (--data deadleaves...), got {spec!r}"
+        raise ArgumentError(
+            "spec",
+            f"occlusion scores need a dead-leaves data set ({{spec}} deadleaves...), got {spec!r}",
         )
     ds = build_deadleaves(spec, split)
     n = len(ds) if num_images <= 0 else min(num_images, len(ds))
