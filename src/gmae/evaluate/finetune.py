@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gmae.errors import ArgumentError, GmaeError
+from gmae.evaluate.common import make_loader, topk_accuracy
 
 
 @dataclass
@@ -172,7 +173,6 @@ def _criterion(cfg: FinetuneConfig, mixup_active: bool) -> nn.Module:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp_dtype=None) -> dict[str, float]:
     """Top-1 / top-5 (percent) and the mean cross-entropy on a loader of normalised images."""
-    from gmae.evaluate.common import topk_accuracy
 
     model.eval()
     logits, labels = [], []
@@ -203,7 +203,6 @@ def finetune(
     from timm.utils import ModelEmaV3
     from tqdm.auto import tqdm
 
-    from gmae.evaluate.common import make_loader
     from gmae.export.timm import timm_vit_from_model
     from gmae.schedules import lr_at
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gmae.errors import GmaeError
+from gmae.evaluate.common import FEATURE_KINDS, topk_accuracy
 
 
 def _chunks(n: int, size: int):
@@ -70,7 +71,6 @@ def knn_eval(
     train, val, num_classes: int, k: int = 20, temperature: float = 0.07
 ) -> dict[str, dict[str, float]]:
     """Both protocols for cls and mean-pooled features (``Features`` of train and val)."""
-    from gmae.evaluate.common import FEATURE_KINDS, topk_accuracy
 
     results = {}
     for kind in FEATURE_KINDS:

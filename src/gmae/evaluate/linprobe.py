@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gmae.errors import ArgumentError, GmaeError
-from gmae.evaluate.common import FEATURE_KINDS, Features, topk_accuracy
+from gmae.evaluate.common import FEATURE_KINDS, Features, pool_tokens, topk_accuracy
 
 DEFAULT_WDS = (1e-6, 1e-5, 1e-4, 1e-3)
 RECIPES = ("cached", "mae")
@@ -191,7 +191,6 @@ def mae_linprobe(
     from timm.optim import Lars
     from tqdm.auto import tqdm
 
-    from gmae.evaluate.common import pool_tokens
     from gmae.schedules import lr_at
 
     if epochs < 1 or accum_iter < 1:

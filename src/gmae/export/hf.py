@@ -25,6 +25,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from gmae.errors import ArgumentError, GmaeError
+from gmae.export.timm import timm_state_dict
 from gmae.loading.formats import block_indices, hf_name_pairs, hf_to_timm, is_hf_vit
 from gmae.loading.loaders import load_any
 
@@ -66,7 +67,6 @@ def _encoder_config(enc: nn.Module) -> dict[str, Any]:
 
 
 def _timm_state(model: nn.Module, with_decoder: bool) -> dict[str, Tensor]:
-    from gmae.export.timm import timm_state_dict
 
     state = timm_state_dict(model.encoder)
     if with_decoder:

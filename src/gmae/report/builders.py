@@ -20,10 +20,13 @@ import numpy as np
 from gmae import io as gio
 from gmae.errors import ArgumentError, GmaeError
 from gmae.images import strip
+from gmae.report.curves import read_metrics, training_figure
 from gmae.report.html import HtmlReport
 
 # The layers page lives in gmae.report.layers; these names are kept here for callers.
 from gmae.report.layers import add_layer_sections, layers_page
+from gmae.report.summary import budget_text, checkpoint_facts, last_value
+from gmae.report.viewer import viewer_html, viewer_scene
 
 __all__ = [
     "ReportSettings",
@@ -161,9 +164,6 @@ def build_report(
     from gmae.models import GMAE
     from gmae.models.health import CHECKS as HEALTH_CHECKS
     from gmae.photos import predict_gaussians
-    from gmae.report.curves import read_metrics, training_figure
-    from gmae.report.summary import budget_text, checkpoint_facts, last_value
-    from gmae.report.viewer import viewer_html, viewer_scene
     from gmae.zeroshot.common import check_health
     from gmae.zeroshot.layers import layer_set
     from gmae.zeroshot.pipelines import edge_maps, run_figure_ground

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from gmae.errors import GmaeError
-from gmae.zeroshot.common import IMAGE_SUFFIXES, Photo
+from gmae.zeroshot.common import IMAGE_SUFFIXES, Photo, model_device, model_input, size_batches
+from gmae.zeroshot.layers import camera_depths, depth_rank, first_k_keep, render_subsets
 
 GMAE_RULES = ("gmae_depth_otsu", "gmae_near_alpha")
 NEAR_FRACTION = 0.25
@@ -180,7 +181,6 @@ def gmae_figure_masks(model, g, height: int, width: int) -> dict[str, np.ndarray
     import torch
 
     from gmae.models import Gaussians
-    from gmae.zeroshot.layers import camera_depths, depth_rank, first_k_keep, render_subsets
 
     num = g.num_gaussians
     rank = depth_rank(camera_depths(model, g))
@@ -211,8 +211,6 @@ def figure_ground(
     """{method: {photo name: bool mask at the photo's size}} for every method that applies."""
     import torch
     from tqdm import tqdm
-
-    from gmae.zeroshot.common import model_device, model_input, size_batches
 
     out: dict[str, dict[str, np.ndarray]] = {}
 

@@ -36,6 +36,9 @@ from gmae.data.deadleaves import DeadLeavesScene, occlusion_pairs
 from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.paired import paired_bootstrap
 from gmae.zeroshot.common import Photo, model_device, model_input
+from gmae.zeroshot.edges import baseline_edges, gmae_edges
+from gmae.zeroshot.figure_ground import figure_ground, score_masks
+from gmae.zeroshot.stats import spearman
 
 COVERED = 0.5  # alpha below this: the pixel counts as farthest (as in figure_ground)
 MIN_LEAF_PIXELS = 4  # leaves smaller than this get no median depth in the rank correlation
@@ -61,8 +64,6 @@ def model_maps(
 ) -> ModelMaps:
     import torch
     from tqdm import tqdm
-
-    from gmae.zeroshot.edges import gmae_edges
 
     if batch_size < 1:
         raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
@@ -98,7 +99,6 @@ def pair_accuracy(depth: np.ndarray, near: np.ndarray, far: np.ndarray) -> tuple
 def leaf_rank_correlation(depth: np.ndarray, leaf: np.ndarray) -> float:
     """Spearman's rho between the median depth of each visible leaf (>= MIN_LEAF_PIXELS pixels,
     finite depth) and its occlusion index; nan with fewer than 3 such leaves."""
-    from gmae.zeroshot.stats import spearman
 
     leaf, depth = np.asarray(leaf).ravel(), np.asarray(depth).ravel()
     order = np.argsort(leaf, kind="stable")
@@ -210,8 +210,6 @@ def occlusion_scores(
     progress: bool = False,
 ) -> tuple[dict, dict[str, ModelMaps]]:
     """All scores (module docstring) as a JSON-ready dict, and each GMAE's maps."""
-    from gmae.zeroshot.edges import baseline_edges
-    from gmae.zeroshot.figure_ground import figure_ground, score_masks
 
     if len(scenes) < 2:
         raise GmaeError(

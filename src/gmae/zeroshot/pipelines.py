@@ -10,7 +10,9 @@ import numpy as np
 
 from gmae import io as gio
 from gmae.images import save_gray16, save_png
-from gmae.zeroshot.common import Photo, size_batches
+from gmae.zeroshot.common import Photo, model_device, model_input, size_batches
+from gmae.zeroshot.edges import baseline_edges, gmae_edges
+from gmae.zeroshot.figure_ground import figure_ground, find_masks, load_mask, score_masks
 
 SHUFFLED = "shuffled"  # edge control: another photo's GMAE map (see write_edges)
 
@@ -31,9 +33,6 @@ def edge_maps(
     """
     import torch
     from tqdm import tqdm
-
-    from gmae.zeroshot.common import model_device, model_input
-    from gmae.zeroshot.edges import baseline_edges, gmae_edges
 
     bar = tqdm(total=len(photos), desc="edges", unit="img", disable=not progress)
     try:
@@ -113,7 +112,6 @@ def run_figure_ground(
     Returns (a JSON-ready summary with ``scores`` per method, {method: {photo: bool mask}}).
     """
     from gmae.errors import GmaeError
-    from gmae.zeroshot.figure_ground import figure_ground, find_masks, load_mask, score_masks
 
     if masks_dir is not None:
         paths = find_masks(masks_dir, [p.name for p in photos])

@@ -33,6 +33,7 @@ import numpy as np
 
 from gmae.errors import GmaeError
 from gmae.models.health import layout_dependence
+from gmae.zeroshot.common import Photo, model_device, model_input
 
 MIN_OPACITY = 1.0 / 255.0
 SIZES = ("scale_gmean", "scale_largest_axis", "screen_size")
@@ -156,8 +157,6 @@ def gaussian_stats(
     import torch
     from tqdm import tqdm
 
-    from gmae.zeroshot.common import model_device
-
     acc = GaussianStats()
     dev = model_device(model)
     bar = tqdm(total=total, desc="stats", unit="img", disable=not progress)
@@ -176,7 +175,6 @@ def dataset_batches(
 ) -> tuple[Iterable, int]:
     """Batches of the first ``num_images`` images of a data set, squashed to ``size``."""
     from gmae.data import build_dataset
-    from gmae.zeroshot.common import Photo, model_input
 
     ds = build_dataset(spec, split=split)
     n = len(ds) if num_images <= 0 else min(num_images, len(ds))
@@ -194,7 +192,6 @@ def dataset_batches(
 
 
 def photo_batches(photos: Sequence, size: int, batch_size: int) -> Iterable:
-    from gmae.zeroshot.common import model_input
 
     for i in range(0, len(photos), batch_size):
         yield model_input(photos[i : i + batch_size], size)
