@@ -12,6 +12,8 @@ entry points (gmae.cli, hub, inspect, demo, doctor, the package root) sit on top
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "gmae"
@@ -167,3 +169,21 @@ def test_loading_imports_only_models_render_and_base_modules():
     schema = gmae_imports(SRC / "train" / "config.py")
     above = {m for m in schema if rank(m) is None or rank(m) > rank("gmae.loading")}
     assert not {m for m in above if not under(m, "gmae.train.config")}, sorted(above)
+
+
+def _modules_after(code: str) -> set[str]:
+    """The top-level packages a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_what_stays_lazy_stays_lazy():
+    # `import gmae` (the Hub conveniences) loads no torch; `gmae --help` loads no heavy library
+    # beyond torch: the imports docs/architecture.md keeps inside functions for this.
+    assert "torch" not in _modules_after("import gmae")
+    help_code = (
+        "from gmae.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
+    heavy = {"timm", "torchvision", "skimage", "scipy", "matplotlib", "safetensors"}
+    assert not heavy & _modules_after(help_code)

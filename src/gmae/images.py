@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import colormaps
+from PIL import Image
 
 from gmae import io as gio
 
@@ -32,7 +34,6 @@ def to_uint8(img) -> np.ndarray:
 
 def to_png_bytes(image) -> bytes:
     """PNG bytes of a PIL image, or of anything ``to_uint8`` takes (8-bit gray or RGB)."""
-    from PIL import Image
 
     pil = image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))
     buf = io.BytesIO()
@@ -48,7 +49,6 @@ def save_png(path: str | os.PathLike, img) -> None:
 def save_gray16(path: str | os.PathLike, arr01) -> None:
     """A 16-bit grayscale PNG of a [0, 1] map (boundary maps: higher = more boundary),
     written atomically."""
-    from PIL import Image
 
     arr = np.asarray(arr01, dtype=np.float64)
     u16 = (np.clip(arr, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
@@ -73,7 +73,6 @@ def strip(images: Sequence[np.ndarray], gap: int = 4, fill: int = 255) -> np.nda
 
 def colormap(values: np.ndarray, name: str = "viridis") -> np.ndarray:
     """[0, 1] map -> uint8 RGB through a matplotlib colour map."""
-    from matplotlib import colormaps
 
     rgba = colormaps[name](np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0))
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)

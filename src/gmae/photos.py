@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from PIL import Image
 
+from gmae.data import load_image
 from gmae.errors import GmaeError
 
 if TYPE_CHECKING:
@@ -40,7 +43,6 @@ class Photo:
 
 
 def load_photo(path: str | os.PathLike) -> Photo:
-    from gmae.data import load_image
 
     path = Path(path)
     return Photo(path.stem, np.asarray(load_image(path)))
@@ -49,7 +51,6 @@ def load_photo(path: str | os.PathLike) -> Photo:
 def shrink_photo(photo: Photo, max_side: int) -> Photo:
     """``photo`` shrunk in place (Lanczos) so that its longer side is at most ``max_side``
     (0: never shrink); returned for chaining."""
-    from PIL import Image
 
     h, w = photo.size
     if max_side <= 0 or max(h, w) <= max_side:
@@ -82,8 +83,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def model_input(photos: Sequence[Photo], size: int, device=None) -> torch.Tensor:
     """Photos squashed to ``size x size`` (bicubic; PIL antialiases when shrinking), [B, 3, S, S]
     in [0, 1]."""
-    import torch
-    from PIL import Image
 
     arrs = [
         np.asarray(Image.fromarray(p.pixels).resize((size, size), Image.Resampling.BICUBIC))
@@ -100,7 +99,6 @@ def model_device(model) -> torch.device:
 def predict_gaussians(model, photos: Sequence[Photo]) -> Gaussians:
     """The Gaussians a GMAE predicts for ``photos`` (mask ratio 0, no gradients), each photo
     squashed to the model's input size (``model_input``)."""
-    import torch
 
     with torch.no_grad():
         return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))

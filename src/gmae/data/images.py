@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
@@ -36,8 +37,6 @@ _WIDE_GRAY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I"
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in _WIDE_GRAY:
-        import numpy as np
-
         arr = np.asarray(img, dtype=np.float64)
         top = _WIDE_GRAY[img.mode]
         if img.mode == "I" and arr.size and arr.max() > top:  # a true 32-bit image

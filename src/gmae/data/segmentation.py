@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import scipy.io
+from scipy.io.matlab import MatReadError
 
 from gmae.data.archives import dataset_root
 from gmae.errors import GmaeError
@@ -43,8 +45,6 @@ def load_bsds_ground_truth(mat_path: str | os.PathLike) -> list[dict[str, np.nda
 
     ``segmentation``: ``np.uint16`` (H, W) region labels from 1; ``boundaries``: ``bool`` (H, W).
     """
-    import scipy.io
-    from scipy.io.matlab import MatReadError
 
     mat_path = Path(mat_path)
     if not mat_path.is_file():

@@ -27,17 +27,28 @@ Follows the original MATLAB/C++ benchmark (``boundaryBench`` -> ``evaluation_bdr
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy.ndimage import binary_dilation
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+from skimage.morphology import thin as thin_fn
+from tqdm import tqdm
 
+from gmae.data import load_bsds_ground_truth
 from gmae.errors import GmaeError
 
 MATCHERS = ("mincost", "maxcard")
@@ -52,7 +63,6 @@ COST_MULTIPLIER = 100  # match.cc: distances are rounded to 1/100 px for the int
 
 def load_gt_boundaries(mat_path: str | os.PathLike) -> list[np.ndarray]:
     """The annotators' boundary maps (bool, HxW) of a BSDS500 ``groundTruth`` ``.mat`` file."""
-    from gmae.data import load_bsds_ground_truth
 
     out = [a["boundaries"] for a in load_bsds_ground_truth(mat_path)]
     if not out:
@@ -67,7 +77,6 @@ _PNG_SCALE = {"1": 1.0, "L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I": 6553
 
 def load_prediction(path: str | os.PathLike) -> np.ndarray:
     """A grayscale PNG boundary map as float64 in [0, 1]: 8-bit / 255, 16-bit / 65535."""
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -133,7 +142,6 @@ class _Target:
     """One annotator's boundary map, indexed for fast neighbourhood look-ups."""
 
     def __init__(self, bmap: np.ndarray, offsets: tuple[np.ndarray, np.ndarray, np.ndarray]):
-        from scipy.ndimage import binary_dilation
 
         h, w = bmap.shape
         dy, dx, _ = offsets
@@ -174,8 +182,6 @@ def _assign(
     outliers, taken first), so the solver's Hopcroft-Karp feasibility check ends after one pass
     (that routine can take exponential time on chain-like graphs: scipy issue 26147).
     """
-    from scipy.sparse import csr_array
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
     ar_a, ar_b = np.arange(na), np.arange(nb)
     r = np.concatenate([ar_a, a_idx, na + ar_b, na + b_idx])
@@ -277,7 +283,6 @@ def image_counts(
     matcher: str = "mincost",
 ) -> np.ndarray:
     """Counts ``(cntR, sumR, cntP, sumP)`` per threshold for one image: shape (nthresh, 4)."""
-    from skimage.morphology import thin as thin_fn
 
     if matcher not in MATCHERS:
         raise GmaeError(f"unknown matcher {matcher!r}; known: {', '.join(MATCHERS)}")
@@ -519,8 +524,6 @@ def die_with_parent(parent: int) -> None:
     daemon thread polls the parent id. Without this, killing the owner leaves the workers (and
     multiprocessing's resource tracker, which waits for them) orphaned and asleep forever.
     """
-    import signal
-    import threading
 
     armed = False
     if sys.platform.startswith("linux"):
@@ -569,7 +572,6 @@ def evaluate_boundaries(
     bool boundary maps. Predictions are paired with ground truth by name (file stem).
     ``workers``: processes (default: all CPUs; 1 = in this process).
     """
-    from tqdm import tqdm
 
     if matcher not in MATCHERS:
         raise GmaeError(f"unknown matcher {matcher!r}; known: {', '.join(MATCHERS)}")
@@ -592,9 +594,6 @@ def evaluate_boundaries(
                 counts[name] = c
                 bar.update()
         else:
-            import multiprocessing as mp
-            from concurrent.futures.process import BrokenProcessPool
-
             # spawn: safe even if the parent holds threads (torch, BLAS); costs ~1 s per worker.
             # Workers die with this process (SIGTERM, SIGKILL), so none is left behind.
             try:

@@ -12,7 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
+from gmae import __version__
+from gmae import io as gio
+from gmae.data import build_dataset, eval_transform
 from gmae.errors import ArgumentError, GmaeError
 
 FEATURE_KINDS = ("cls", "mean")
@@ -66,7 +70,6 @@ def load_split(
     seed: int = 0,
 ) -> Dataset:
     """``build_dataset(spec, split, transform)``, limited; an empty split is an error."""
-    from gmae.data import build_dataset
 
     ds = build_dataset(spec, split, transform=transform)
     if len(ds) == 0:
@@ -137,7 +140,6 @@ def extract_features(
     amp: bool = False,
 ) -> Features:
     """Run ``model.forward_features`` over a loader of ([0, 1] images, labels); fp32 on CPU."""
-    from tqdm.auto import tqdm
 
     model.eval().to(device)
     cls, mean, labels = [], [], []
@@ -187,7 +189,6 @@ def json_safe(obj: Any) -> Any:
 
 def envelope(protocol: str, loaded: Any, data: dict[str, Any], settings: dict[str, Any]) -> dict:
     """The common head of every result file."""
-    from gmae import __version__
 
     return {
         "protocol": protocol,
@@ -200,7 +201,6 @@ def envelope(protocol: str, loaded: Any, data: dict[str, Any], settings: dict[st
 
 
 def write_result(path: Any, result: dict[str, Any]) -> None:
-    from gmae import io as gio
 
     if path is not None:
         gio.write_json(path, json_safe(result))
@@ -218,7 +218,6 @@ def split_features(
     crop_pct: float = 1.0,
 ) -> tuple[list[Features], dict[str, Any]]:
     """Features of each split (eval transform at the model's size) and a data description."""
-    from gmae.data import eval_transform
 
     transform = eval_transform(loaded.img_size, crop_pct)
     sets = [load_split(spec, s, transform, limit, seed) for s in splits]

@@ -25,10 +25,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import ImageOps
+from timm.data import Mixup, create_transform
+from timm.data.auto_augment import RandAugment
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
 from torch import nn
+from torchvision import transforms as T
+from tqdm.auto import tqdm
 
+from gmae.data import eval_transform
 from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.common import make_loader, topk_accuracy
+from gmae.export.timm import timm_vit_from_model
+from gmae.schedules import lr_at
 
 
 @dataclass
@@ -110,10 +121,6 @@ def _validate(cfg: FinetuneConfig) -> None:
 
 def finetune_transforms(cfg: FinetuneConfig, img_size: int, mean, std):
     """(train, val) transforms producing normalised tensors, as timm / MAE build them."""
-    from timm.data import create_transform
-    from torchvision import transforms as T
-
-    from gmae.data import eval_transform
 
     aa = None if cfg.auto_augment in (None, "", "none") else cfg.auto_augment
     train = create_transform(
@@ -140,7 +147,6 @@ def _posterize(img, bits_to_keep: int, **_):
     reaches a few percent of the time; current Pillow raises ValueError for that, killing a
     fine-tuning run after a few thousand images.
     """
-    from PIL import ImageOps
 
     if bits_to_keep >= 8:
         return img
@@ -151,7 +157,6 @@ def _posterize(img, bits_to_keep: int, **_):
 
 def _patch_posterize(transform) -> None:
     """Swap ``_posterize`` into the RandAugment ops of ``transform`` (this instance only)."""
-    from timm.data.auto_augment import RandAugment
 
     for t in getattr(transform, "transforms", []):
         if isinstance(t, RandAugment):
@@ -161,7 +166,6 @@ def _patch_posterize(transform) -> None:
 
 
 def _criterion(cfg: FinetuneConfig, mixup_active: bool) -> nn.Module:
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
     if mixup_active:
         return SoftTargetCrossEntropy()  # smoothing is applied by Mixup to the targets
@@ -198,13 +202,6 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model.encoder`` on ``train_ds`` (normalised tensors, see
     :func:`finetune_transforms`), evaluating on ``val_ds`` after every epoch."""
-    from timm.data import Mixup
-    from timm.optim import create_optimizer_v2
-    from timm.utils import ModelEmaV3
-    from tqdm.auto import tqdm
-
-    from gmae.export.timm import timm_vit_from_model
-    from gmae.schedules import lr_at
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)  # timm's augmentations draw from python's and numpy's global RNGs

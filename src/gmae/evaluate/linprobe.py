@@ -22,10 +22,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.optim import Lars
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.common import FEATURE_KINDS, Features, pool_tokens, topk_accuracy
+from gmae.schedules import lr_at
 
 DEFAULT_WDS = (1e-6, 1e-5, 1e-4, 1e-3)
 RECIPES = ("cached", "mae")
@@ -33,7 +37,6 @@ RECIPES = ("cached", "mae")
 
 def probe_head(dim: int, num_classes: int) -> nn.Sequential:
     """MAE's linear-probe head: BatchNorm1d without affine (eps 1e-6), Linear (std 0.01)."""
-    from timm.layers import trunc_normal_
 
     linear = nn.Linear(dim, num_classes)
     trunc_normal_(linear.weight, std=0.01)
@@ -148,7 +151,6 @@ def cached_linprobe(
     train: Features, val: Features, num_classes: int, **kwargs: Any
 ) -> dict[str, dict[str, Any]]:
     """``cached_probe`` for cls and mean-pooled features."""
-    from tqdm.auto import tqdm
 
     out = {}
     for kind in tqdm(FEATURE_KINDS, desc="linear heads", leave=False):
@@ -188,10 +190,6 @@ def mae_linprobe(
     amp: bool = True,
 ) -> dict[str, Any]:
     """Train both heads together (one encoder pass per batch) with LARS; score val at the end."""
-    from timm.optim import Lars
-    from tqdm.auto import tqdm
-
-    from gmae.schedules import lr_at
 
     if epochs < 1 or accum_iter < 1:
         raise ArgumentError(

@@ -23,9 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from gmae.errors import GmaeError
+from gmae.models import MAE
 
 SSIM_WIN = 7  # scikit-image's default window
 
@@ -33,7 +36,6 @@ SSIM_WIN = 7  # scikit-image's default window
 def image_metrics(target: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None) -> dict:
     """PSNR / SSIM of one [C, H, W] image in [0, 1]; ``mask`` [H, W] (True = masked) adds the
     masked-region versions (None when nothing is masked)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     if target.shape != pred.shape or target.ndim != 3:
         raise GmaeError(f"expected two [C, H, W] images, got {target.shape} and {pred.shape}")
@@ -61,7 +63,6 @@ def image_metrics(target: np.ndarray, pred: np.ndarray, mask: np.ndarray | None 
 
 
 def is_mae(model: nn.Module) -> bool:
-    from gmae.models import MAE
 
     return isinstance(model, MAE)
 
@@ -99,7 +100,6 @@ def recon_eval(
 ) -> list[dict[str, Any]]:
     """Mean PSNR / SSIM per mask ratio over the images of ``loader`` ([0, 1] images), and the
     same four numbers for each image (``images``, in loader order)."""
-    from tqdm.auto import tqdm
 
     if not hasattr(model, "reconstruct"):
         raise GmaeError("this checkpoint has no decoder (encoder only): nothing to reconstruct")

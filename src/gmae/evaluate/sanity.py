@@ -23,8 +23,12 @@ import sys
 from typing import Any
 
 from gmae.cli import error_message
-from gmae.devices import DEVICE_HELP
+from gmae.devices import DEVICE_HELP, resolve_device
 from gmae.errors import GmaeError
+from gmae.evaluate.common import split_features, write_result
+from gmae.evaluate.knn import knn_eval
+from gmae.evaluate.linprobe import cached_linprobe
+from gmae.loading.loaders import load_any, random_like
 
 
 def compare_to_random(
@@ -40,11 +44,6 @@ def compare_to_random(
     max_iter: int = 1000,
 ) -> dict[str, Any]:
     """Scores of the checkpoint and of a random model of its architecture, and the verdict."""
-    from gmae.devices import resolve_device
-    from gmae.evaluate.common import split_features
-    from gmae.evaluate.knn import knn_eval
-    from gmae.evaluate.linprobe import cached_linprobe
-    from gmae.loading.loaders import load_any, random_like
 
     dev = resolve_device(device)
     trained = load_any(ckpt)
@@ -77,7 +76,6 @@ def compare_to_random(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gmae.evaluate.common import write_result
 
     p = argparse.ArgumentParser(prog="python -m gmae.evaluate.sanity", description=__doc__)
     p.add_argument(

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save
 from torch import nn
 
 from gmae import __version__
@@ -59,7 +60,6 @@ def save_compact(
     source: str = "",
 ) -> Path:
     """Write ``model``'s weights and its ``Config`` to ``path`` (``.safetensors``), atomically."""
-    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":

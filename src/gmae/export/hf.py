@@ -28,6 +28,7 @@ from gmae.errors import ArgumentError, GmaeError
 from gmae.export.timm import timm_state_dict
 from gmae.loading.formats import block_indices, hf_name_pairs, hf_to_timm, is_hf_vit
 from gmae.loading.loaders import load_any
+from gmae.models import MAE
 
 __all__ = ["ARCHS", "build_hf", "export_hf", "hf_to_timm", "is_hf_vit", "preprocessor_config",
            "save_hf", "timm_to_hf"]  # fmt: skip
@@ -80,7 +81,6 @@ def _timm_state(model: nn.Module, with_decoder: bool) -> dict[str, Tensor]:
 def build_hf(model: nn.Module, arch: str = "auto") -> nn.Module:
     """The ``transformers`` model equal to ``model``: ``ViTMAEForPreTraining`` (arch "vitmae",
     MAE only) or ``ViTModel`` without pooler (arch "vit", the encoder of any model)."""
-    from gmae.models import MAE
 
     try:
         import transformers

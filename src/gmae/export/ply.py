@@ -29,9 +29,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gmae import io as gio
 from gmae.errors import GmaeError
+from gmae.models import Gaussians
 
 SH_C0 = 0.28209479177387814
 FRAMES = ("pinhole", "gmae")
@@ -142,9 +144,6 @@ def read_ply_arrays(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]
 def read_ply(path: str | os.PathLike):
     """A 3DGS PLY back as ``gmae.models.Gaussians`` (batch of one, float32), in GMAE's frame
     when the file says it was written in the ``pinhole`` frame."""
-    import torch
-
-    from gmae.models import Gaussians
 
     data, meta = read_ply_arrays(path)
     missing = [p for p in PROPERTIES if p not in (data.dtype.names or ()) and p[0] != "n"]

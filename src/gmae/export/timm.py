@@ -27,9 +27,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from safetensors.torch import save, save_file
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from gmae import __version__
+from gmae import io as gio
 from gmae.errors import ArgumentError, GmaeError
 from gmae.loading.formats import TIMM_FORMAT, read_metadata
 from gmae.loading.loaders import load_any
@@ -96,10 +102,6 @@ def save_timm(
     source: str = "",
 ) -> dict[str, Any]:
     """Write ``model.encoder`` as a timm state dict with its timm recipe in the metadata."""
-    from safetensors.torch import save_file
-
-    from gmae import __version__
-    from gmae import io as gio
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -134,7 +136,6 @@ def _timm_target(
     encoder: nn.Module, model_name: str | None, global_pool: str
 ) -> tuple[str, dict[str, Any]]:
     """The timm architecture name (checked) and create_model kwargs for ``encoder``."""
-    import timm
 
     name = model_name or timm_name(encoder)
     if not timm.is_model(name.split(".")[0]):
@@ -172,9 +173,6 @@ def save_timm_dir(
     """Write ``model.encoder`` as a timm Hub-style directory (``config.json`` with
     ``architecture``, ``model_args`` and ``pretrained_cfg``, plus ``model.safetensors``) that
     ``timm.create_model("local-dir:OUT", pretrained=True)`` loads; each file is atomic."""
-    from safetensors.torch import save
-
-    from gmae import io as gio
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -234,7 +232,6 @@ def create_timm_model(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     ``overrides`` go to ``timm.create_model`` (e.g. ``num_classes=10``, ``global_pool="avg"``,
     ``drop_path_rate=0.1``). Feed it ImageNet-normalised images (see the module docstring).
     """
-    import timm
 
     name, kwargs, overlay = read_timm_export(path)
     overlay = {**overlay, "file": str(Path(path))}
@@ -261,8 +258,6 @@ def timm_vit_from_model(
     ``fc_norm`` (the pretrained final norm is dropped, as MAE does), a head initialised with
     std 2e-5, and stochastic depth. ``fc_norm=False`` keeps the pretrained norm instead.
     """
-    from timm.layers import trunc_normal_
-    from timm.models.vision_transformer import VisionTransformer
 
     kwargs = timm_kwargs(model.encoder, "token")
     kwargs.update(global_pool=global_pool, fc_norm=fc_norm, num_classes=num_classes)

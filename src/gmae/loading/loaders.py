@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from gmae.devices import resolve_device
@@ -313,8 +314,6 @@ def load_mae_release(
     load_state(model, mapped, source)
     if learned:
         if model.encoder.grid_size != grid:
-            from timm.layers import resample_abs_pos_embed
-
             pos = resample_abs_pos_embed(pos, new_size=[model.encoder.grid_size] * 2)
         model.encoder.pos_embed.copy_(pos)
     info = {"learned_pos_embed": learned, "has_decoder": has_decoder}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import Tensor
 
 # Raw channel groups of the head (GaussianHead): [0:2] centre xy, [2] z, [3:6] scale,
@@ -52,7 +53,6 @@ def depth_order_agreement(depth: np.ndarray) -> float:
     1: every image gets the same depth order (its layers cannot depend on the image); 0:
     unrelated orders. Images whose Gaussians all share one depth have no order and are skipped.
     """
-    from scipy.stats import rankdata
 
     if depth.shape[0] < 2:
         return math.nan

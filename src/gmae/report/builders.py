@@ -11,15 +11,28 @@ scenes.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from scipy.ndimage import grey_dilation
 
 from gmae import io as gio
+from gmae.data import bsds500_pairs, weizmann_horses
+from gmae.data.deadleaves import is_deadleaves_spec
 from gmae.errors import ArgumentError, GmaeError
+from gmae.evaluate.boundaries import evaluate_boundaries, load_gt_boundaries
 from gmae.images import strip
+from gmae.loading.checks import stored_config
+from gmae.loading.loaders import LoadedModel, random_like
+from gmae.models import GMAE
+from gmae.models.health import CHECKS as HEALTH_CHECKS
+from gmae.photos import load_photo, model_device, model_input, predict_gaussians
 from gmae.report.curves import read_metrics, training_figure
 from gmae.report.html import HtmlReport
 
@@ -27,6 +40,20 @@ from gmae.report.html import HtmlReport
 from gmae.report.layers import add_layer_sections, layers_page
 from gmae.report.summary import budget_text, checkpoint_facts, last_value
 from gmae.report.viewer import viewer_html, viewer_scene
+from gmae.zeroshot.common import check_health
+from gmae.zeroshot.figure_ground import load_mask
+from gmae.zeroshot.layers import camera_depths, layer_set
+from gmae.zeroshot.occlusion import DEFAULT_MAX_DIST as MAX_DIST
+from gmae.zeroshot.occlusion import GMAE as OCC_GMAE
+from gmae.zeroshot.occlusion import RANDOM as OCC_RANDOM
+from gmae.zeroshot.occlusion import SHUFFLED as OCC_SHUFFLED
+from gmae.zeroshot.occlusion import (
+    load_scenes,
+    occlusion_scores,
+    scene_strip,
+)
+from gmae.zeroshot.pipelines import edge_maps, run_figure_ground
+from gmae.zeroshot.stats import gaussian_stats, photo_batches
 
 __all__ = [
     "ReportSettings",
@@ -79,10 +106,6 @@ class ReportSettings:
 
 def _photos_and_gt(n: int):
     """First n BSDS500 val photos with boundary GT, first n horses with masks."""
-    from gmae.data import bsds500_pairs, weizmann_horses
-    from gmae.evaluate.boundaries import load_gt_boundaries
-    from gmae.photos import load_photo
-    from gmae.zeroshot.figure_ground import load_mask
 
     bsds = [(load_photo(j), load_gt_boundaries(m)) for j, m in bsds500_pairs("val")[:n]]
     horses = [(load_photo(j), load_mask(m)) for j, m in weizmann_horses()[:n]]
@@ -92,9 +115,6 @@ def _photos_and_gt(n: int):
 def _recon_grid(model, mae_model, photos, seed: int = 0):
     """Rows: input, masked input (training ratio), GMAE output at that ratio and at ratio 0,
     (MAE output at its ratio). Returns (uint8 image, column titles)."""
-    import torch
-
-    from gmae.photos import model_device, model_input
 
     x = model_input(photos, model.img_size, model_device(model))
     n = model.encoder.num_patches
@@ -127,7 +147,6 @@ def _recon_grid(model, mae_model, photos, seed: int = 0):
 
 def _boundary_gt_picture(gts: list[np.ndarray]) -> np.ndarray:
     """Mean of the annotators' boundary maps, dilated a pixel for visibility (1 = all agree)."""
-    from scipy.ndimage import grey_dilation
 
     return grey_dilation(np.mean(gts, axis=0), size=(2, 2))
 
@@ -160,14 +179,6 @@ def build_report(
     ``occlusion_images``: how many scenes (default 24, quick 8).
     Returns the page's path; the numbers are also in OUT/report.json.
     """
-    from gmae.evaluate.boundaries import evaluate_boundaries
-    from gmae.models import GMAE
-    from gmae.models.health import CHECKS as HEALTH_CHECKS
-    from gmae.photos import predict_gaussians
-    from gmae.zeroshot.common import check_health
-    from gmae.zeroshot.layers import layer_set
-    from gmae.zeroshot.pipelines import edge_maps, run_figure_ground
-    from gmae.zeroshot.stats import gaussian_stats, photo_batches
 
     if not isinstance(model, GMAE):
         raise GmaeError(f"the report needs a GMAE model, got {type(model).__name__}")
@@ -411,7 +422,6 @@ def build_report(
 
 def report_commands(ckpt: str = "C", occlusion_spec: str | None = None) -> list[str]:
     """The full-size commands behind each section (every option exists: tests parse them)."""
-    import shlex
 
     commands = [
         f"gmae zeroshot layers --ckpt {ckpt} --image photo.jpg --out runs/layers",
@@ -437,15 +447,12 @@ def report_commands(ckpt: str = "C", occlusion_spec: str | None = None) -> list[
 
 def trained_deadleaves_spec(facts: dict) -> str | None:
     """The checkpoint's training data spec when it is a dead-leaves one, else None."""
-    from gmae.data.deadleaves import is_deadleaves_spec
 
     spec = ((facts.get("config") or {}).get("data") or {}).get("spec")
     return spec if isinstance(spec, str) and is_deadleaves_spec(spec) else None
 
 
 def _occlusion_scenes(spec: str, count: int):
-    from gmae.data.deadleaves import is_deadleaves_spec
-    from gmae.zeroshot.occlusion import load_scenes
 
     if not is_deadleaves_spec(spec):
         raise ArgumentError(
@@ -458,9 +465,6 @@ def _occlusion_scenes(spec: str, count: int):
 def _random_twin(model, facts: dict, checkpoint):
     """The random-GMAE baseline of ``gmae zeroshot occlusion`` (same architecture, seed 0), built
     from the checkpoint's stored config; None when the model came without one."""
-    from gmae.loading.checks import stored_config
-    from gmae.loading.loaders import LoadedModel, random_like
-    from gmae.photos import model_device
 
     if not facts.get("config"):
         return None
@@ -476,9 +480,8 @@ def _ci_text(score: dict) -> str:
 
 def occlusion_verdict(depth_order: dict) -> str:
     """One plain sentence on GMAE's depth-order accuracy (0.5 chance, goal 0.75)."""
-    from gmae.zeroshot.occlusion import GMAE
 
-    d = depth_order[GMAE]
+    d = depth_order[OCC_GMAE]
     head = (
         f"GMAE puts the occluding side nearer for {d['mean']:.3f} of the pixel pairs across a "
         f"true occlusion boundary ({d['n']} scenes"
@@ -501,13 +504,12 @@ def occlusion_verdict(depth_order: dict) -> str:
 
 def occlusion_summary(numbers: dict) -> str:
     """The summary box's line: depth-order accuracy of GMAE (with CI) and its baselines."""
-    from gmae.zeroshot.occlusion import GMAE, RANDOM, SHUFFLED
 
     d = numbers["depth_order"]
-    base = " / ".join(f"{d[m]['mean']:.3f}" if m in d else "-" for m in (RANDOM, SHUFFLED))
+    base = " / ".join(f"{d[m]['mean']:.3f}" if m in d else "-" for m in (OCC_RANDOM, OCC_SHUFFLED))
     return (
-        f"{d[GMAE]['mean']:.3f} {_ci_text(d[GMAE])} / {base} ({numbers['n_images']} scenes; "
-        "chance 0.5, goal 0.75)"
+        f"{d[OCC_GMAE]['mean']:.3f} {_ci_text(d[OCC_GMAE])} / {base} "
+        f"({numbers['n_images']} scenes; chance 0.5, goal 0.75)"
     )
 
 
@@ -524,8 +526,6 @@ def add_occlusion_section(
     """The "Occlusion (dead leaves)" section: ``gmae.zeroshot.occlusion``'s scores of the scenes
     (depth order, rank correlation, edges, with the random / shuffled baselines), a sentence on
     what they mean and picture strips. Returns the scores (without per-image lists)."""
-    from gmae.zeroshot.occlusion import DEFAULT_MAX_DIST as MAX_DIST
-    from gmae.zeroshot.occlusion import GMAE, RANDOM, SHUFFLED, occlusion_scores, scene_strip
 
     layers = tuple(L for L in s.layers if L <= model.num_gaussians) or (model.num_gaussians,)
     result, maps = occlusion_scores(
@@ -536,15 +536,15 @@ def add_occlusion_section(
     size = scenes[0].image.shape[0]
     rep.heading("Occlusion (dead leaves)")
     rep.text(occlusion_verdict(d))
-    labels = {GMAE: "GMAE", RANDOM: "random GMAE (same architecture)",
-              SHUFFLED: "shuffled (next scene's GMAE map)"}  # fmt: skip
+    labels = {OCC_GMAE: "GMAE", OCC_RANDOM: "random GMAE (same architecture)",
+              OCC_SHUFFLED: "shuffled (next scene's GMAE map)"}  # fmt: skip
 
     def mean(score: dict):  # nan: no scene had pairs / three leaves with a finite depth
         return score["mean"] if np.isfinite(score["mean"]) else "-"
 
     rows = [
         [labels[m], mean(d[m]), _ci_text(d[m]), mean(r[m]), _ci_text(r[m]), b[m]["ods"]]
-        for m in (GMAE, RANDOM, SHUFFLED)
+        for m in (OCC_GMAE, OCC_RANDOM, OCC_SHUFFLED)
         if m in d
     ]
     rows += [[m.capitalize() + " (edges only)", "-", "-", "-", "-", b[m]["ods"]]
@@ -590,13 +590,8 @@ def _pair(d: dict) -> list[float]:
 
 def _scale_depth_figure(model, photos):
     """Scatter of Gaussian scale (geometric mean) vs camera depth, pooled over the photos."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gmae.photos import predict_gaussians
-    from gmae.zeroshot.layers import camera_depths
 
     g = predict_gaussians(model, photos)
     d = camera_depths(model, g).cpu().numpy().ravel()

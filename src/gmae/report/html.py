@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from gmae import io as gio
 from gmae.images import to_png_bytes  # lived here; gmae.report.html.to_png_bytes still works
 
@@ -116,7 +118,6 @@ class HtmlReport:
         self, name: str, fig, caption: str = "", width: int | None = None, full: bool = False
     ) -> None:
         """Add a matplotlib figure (closed afterwards)."""
-        import matplotlib.pyplot as plt
 
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gmae.images import colormap, save_png, strip
+from gmae.photos import predict_gaussians
 from gmae.report.html import HtmlReport
+from gmae.zeroshot.layers import gaussian_scatter, layer_set
 
 
 def add_layer_sections(report: HtmlReport, prefix: str, photo, ls, g, index: int = 0) -> None:
     """Strips, depth maps and the scatter of image ``index`` of a LayerSet into ``report``."""
-    from gmae.zeroshot.layers import gaussian_scatter
 
     num = ls.depths.shape[1]
     ks = ", ".join("all" if k == num else str(k) for k in ls.ks)
@@ -66,8 +67,6 @@ def layers_page(
     groups: int = 8,
 ) -> Path:
     """``gmae zeroshot layers``: PNGs of every render and OUT/index.html for one photo."""
-    from gmae.photos import predict_gaussians
-    from gmae.zeroshot.layers import layer_set
 
     out = Path(out_dir)
     h, w = photo.size

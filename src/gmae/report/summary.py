@@ -13,16 +13,16 @@ import math
 import os
 from pathlib import Path
 
+import torch
+
 from gmae.errors import GmaeError
+from gmae.loading import formats
 
 
 def checkpoint_facts(path: str | os.PathLike) -> dict:
     """{"file", "kind", "config", "step", "total_steps", "epoch", "effective_batch"} (None
     where the file does not record it). ``path`` is anything ``--ckpt`` names; only gmae's own
     formats record a config."""
-    import torch
-
-    from gmae.loading import formats
 
     path = Path(path)
     facts: dict = {"file": path.name, "kind": None, "config": None, "step": None}

@@ -15,8 +15,14 @@ from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
+import torch
 
 from gmae.errors import GmaeError
+from gmae.export.ply import DISTANCE
+from gmae.images import colormap
+from gmae.photos import predict_gaussians
+from gmae.render.projection import quat_to_rotmat
+from gmae.zeroshot.layers import camera_depths, depth_rank, group_index
 
 CANVAS_PX = 560
 
@@ -28,13 +34,6 @@ def viewer_scene(model, photos: Sequence, groups: int = 8) -> dict:
     RGB), opacities, camera depths at the model's viewpoint and depth groups (0 = nearest of
     ``groups`` equal-count groups, as the report's layer strips).
     """
-    import torch
-
-    from gmae.export.ply import DISTANCE
-    from gmae.images import colormap
-    from gmae.photos import predict_gaussians
-    from gmae.render.projection import quat_to_rotmat
-    from gmae.zeroshot.layers import camera_depths, depth_rank, group_index
 
     if not photos:
         raise GmaeError("the 3-D viewer needs at least one image")

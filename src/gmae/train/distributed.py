@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
+from gmae.devices import resolve_device
 from gmae.errors import GmaeError
 
 
@@ -42,8 +44,6 @@ def pick_device(pref: str, local_rank: int = 0) -> torch.device:
     sees every GPU of its node or (CUDA_VISIBLE_DEVICES per rank, as some schedulers set it)
     only its own."""
     if "WORLD_SIZE" not in os.environ:
-        from gmae.devices import resolve_device
-
         device = resolve_device(pref)
         if device.type == "cuda" and device.index is None:  # an index: RNG forks name it
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -68,8 +68,6 @@ def _rendezvous_store():
     (a second env:// rendezvous would try to open rank 0's port again)."""
     global _store
     if _store is None:
-        from torch.distributed.constants import default_pg_timeout
-
         world_size = int(os.environ["WORLD_SIZE"])
         store, _, _ = next(
             dist.rendezvous("env://", env_rank(), world_size, timeout=default_pg_timeout)

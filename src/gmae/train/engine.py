@@ -34,9 +34,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from gmae import __version__
+from gmae.data import build_dataset, eval_transform, pretrain_transform
 from gmae.data.transforms import to_unit_float
 from gmae.errors import GmaeError
+from gmae.models import create_model
 from gmae.precision import tf32_matmuls
+from gmae.render import resolve_backend
+from gmae.render.gsplat_backend import gsplat_kernel_problem
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
 from gmae.train.config import Config, OptimConfig, config_to_dict, save_config
@@ -90,7 +94,6 @@ class Pretrainer(nn.Module):
 
 
 def build_model(cfg: Config) -> nn.Module:
-    from gmae.models import create_model
 
     return create_model(**ckpt_io.model_kwargs(cfg))
 
@@ -98,7 +101,6 @@ def build_model(cfg: Config) -> nn.Module:
 def build_data(cfg: Config) -> tuple[Dataset, Any, Dataset | None]:
     """(training images as PIL, their augmentation to uint8 tensors, validation set for the
     pictures or None). Batches become [0, 1] floats on the device (``to_unit_float``)."""
-    from gmae.data import build_dataset, eval_transform, pretrain_transform
 
     d = cfg.data
     train = build_dataset(d.spec, d.split, transform=None, data_root=d.root)
@@ -683,14 +685,11 @@ def prepare_renderer(
     first (building them if needed; gsplat's loader is not safe against concurrent builds),
     then the other ranks load that build.
     """
-    from gmae.render import resolve_backend
 
     backend = getattr(model, "render_backend", None)
     if backend is None:
         return ""
     if device.type == "cuda" and backend in ("auto", "gsplat"):
-        from gmae.render.gsplat_backend import gsplat_kernel_problem
-
         if dist.local_rank != 0:
             distributed.barrier()
         gsplat_kernel_problem()

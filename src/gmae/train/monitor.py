@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from torchvision.utils import make_grid
 
+from gmae.images import colormap
 from gmae.models.health import flat_scalars, gaussian_health
 
 
@@ -55,9 +57,7 @@ def layer_grid(model: nn.Module, images: torch.Tensor, groups: int = 4) -> torch
     One row per image: the full render, each of ``groups`` equal-count depth groups alone
     (nearest first) and the depth render (viridis: yellow = near, purple = far).
     """
-    from torchvision.utils import make_grid
 
-    from gmae.images import colormap
     from gmae.zeroshot.layers import layer_set
 
     was_training = model.training

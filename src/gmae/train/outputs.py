@@ -11,6 +11,10 @@ import math
 from pathlib import Path
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
 
 from gmae import images
 from gmae import io as gio
@@ -111,8 +115,6 @@ class RunLog:
         self.tb = self.bar = self.file = None
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm.auto import tqdm
 
         # A resumed run replays the steps after its checkpoint: drop what was logged past it.
         truncate_metrics(out / METRICS, start_step)
@@ -143,7 +145,6 @@ class RunLog:
         next to the scalar tags ``metrics``."""
         if not self.enabled:
             return
-        from torch.utils.tensorboard.summary import hparams
 
         flat = {k: _hparam_value(v) for k, v in _flatten(config).items()}
         writer = self.tb._get_file_writer()
@@ -214,7 +215,6 @@ def truncate_metrics(path: Path, step: int) -> None:
 def recon_grid(model: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Tensor:
     """Rows: input, masked input, reconstruction. The mask is drawn from ``seed`` (the same
     every time, so grids of successive epochs compare) without touching the global RNG."""
-    from torchvision.utils import make_grid
 
     was_training = model.training
     model.eval()

@@ -7,15 +7,21 @@ Re-exported here for callers: the photos (``Photo``, ``load_photo``, ``model_inp
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING
+
+import torch
 
 from gmae.errors import ArgumentError
 
 # The picture helpers live in gmae.images and the photos in gmae.photos; these names are kept
 # here for callers.
 from gmae.images import colormap, save_gray16, save_png, strip, to_uint8
+from gmae.loading.loaders import load_mae_or_gmae
+from gmae.models import Gaussians
+from gmae.models.health import describe, gaussian_health
 from gmae.photos import (
     IMAGE_SUFFIXES,
     Photo,
@@ -58,8 +64,6 @@ def __getattr__(name: str):
     """``load_model``: the old name of ``gmae.loading.load_mae_or_gmae``, imported on first use
     (it needs torch; this module does not)."""
     if name == "load_model":
-        from gmae.loading.loaders import load_mae_or_gmae
-
         return load_mae_or_gmae
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -71,11 +75,6 @@ def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
     Zero-shot results of a degenerate model (saturation collapse) are artefacts of the query
     index, not of the image: docs/models.md, "Gaussian health".
     """
-    import sys
-
-    import torch
-
-    from gmae.models.health import describe, gaussian_health
 
     imgs = model_input(list(photos[:max_images]), model.img_size, model_device(model))
     gen = torch.Generator().manual_seed(0)
@@ -113,12 +112,10 @@ def size_batches(photos: Sequence[Photo], batch_size: int) -> Iterator[list[Phot
 
 def take_images(g: Gaussians, idx) -> Gaussians:
     """Select / repeat images of a Gaussians batch (``idx`` indexes the batch dimension)."""
-    from gmae.models import Gaussians
 
     return Gaussians(**{f.name: getattr(g, f.name)[idx] for f in fields(g)})
 
 
 def with_colors(g: Gaussians, colors) -> Gaussians:
-    from gmae.models import Gaussians
 
     return Gaussians(g.means, g.scales, g.quats, colors, g.opacities)

@@ -29,6 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.color import rgb2gray
+from skimage.feature import canny
+from skimage.filters import gaussian, sobel
 from torch import Tensor
 
 from gmae.errors import ArgumentError, GmaeError
@@ -118,14 +121,12 @@ CANNY_SIGMA = 2.0  # [choice] fixed for every image
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
-    from skimage.color import rgb2gray
 
     return rgb2gray(pixels) if pixels.ndim == 3 else pixels.astype(np.float64) / 255.0
 
 
 def sobel_edges(pixels: np.ndarray) -> np.ndarray:
     """Sobel gradient magnitude of the grayscale photo (scikit-image), clipped to [0, 1]."""
-    from skimage.filters import sobel
 
     return np.clip(sobel(_gray(pixels)), 0.0, 1.0)
 
@@ -134,8 +135,6 @@ def canny_edges(pixels: np.ndarray, sigma: float = CANNY_SIGMA) -> np.ndarray:
     """Soft Canny: the non-maximum-suppressed edge pixels of scikit-image's Canny (hysteresis
     thresholds 0, so the threshold sweep of the benchmark replaces them), weighted by the
     gradient magnitude of the smoothed image (Sobel of a Gaussian blur, clipped to [0, 1])."""
-    from skimage.feature import canny
-    from skimage.filters import gaussian, sobel
 
     gray = _gray(pixels)
     nms = canny(gray, sigma=sigma, low_threshold=0.0, high_threshold=0.0)

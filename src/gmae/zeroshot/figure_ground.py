@@ -29,8 +29,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from skimage.filters import threshold_otsu
+from tqdm import tqdm
 
 from gmae.errors import GmaeError
+from gmae.models import Gaussians
 from gmae.zeroshot.common import IMAGE_SUFFIXES, Photo, model_device, model_input, size_batches
 from gmae.zeroshot.layers import camera_depths, depth_rank, first_k_keep, render_subsets
 
@@ -71,7 +77,6 @@ def score_masks(preds: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray]) 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """A ground-truth mask image as bool (> 127 = figure; Weizmann horses are 0 / 255)."""
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -100,7 +105,6 @@ def find_masks(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, Pat
 
 def otsu_above(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """values > Otsu threshold (computed over ``valid`` pixels); all False for a flat map."""
-    from skimage.filters import threshold_otsu
 
     values = np.asarray(values, np.float64)
     sample = values[valid] if valid is not None else values.ravel()
@@ -123,7 +127,6 @@ def centre_prior(height: int, width: int, area: float = CENTRE_AREA) -> np.ndarr
 
 def _resize(maps, height: int, width: int) -> np.ndarray:
     """Bilinear upsampling of [B, h, w] tensors to [B, H, W] numpy."""
-    import torch.nn.functional as F
 
     return F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear")[:, 0].numpy()
 
@@ -131,7 +134,6 @@ def _resize(maps, height: int, width: int) -> np.ndarray:
 def feature_pca_maps(model, imgs) -> np.ndarray:
     """First principal component of each image's encoder patch tokens, [B, g, g] (torch in,
     numpy out), signed so that border patches score below the image mean."""
-    import torch
 
     with torch.no_grad():
         tokens = model.forward_features(imgs)[:, 1:].float().cpu()  # drop cls
@@ -150,7 +152,6 @@ def feature_pca_maps(model, imgs) -> np.ndarray:
 def recon_error_maps(model, imgs, seed: int = 0):
     """Per-pixel squared reconstruction error [B, S, S], each pixel averaged over the passes in
     which its patch was masked. Passes use disjoint visible sets covering every patch once."""
-    import torch
 
     n = model.encoder.num_patches
     n_vis = max(1, int(n * (1 - model.mask_ratio)))
@@ -178,9 +179,6 @@ def recon_error_maps(model, imgs, seed: int = 0):
 
 def gmae_figure_masks(model, g, height: int, width: int) -> dict[str, np.ndarray]:
     """{rule: bool [B, H, W]} for the GMAE rules (module docstring), one render pass each."""
-    import torch
-
-    from gmae.models import Gaussians
 
     num = g.num_gaussians
     rank = depth_rank(camera_depths(model, g))
@@ -209,8 +207,6 @@ def figure_ground(
     progress: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """{method: {photo name: bool mask at the photo's size}} for every method that applies."""
-    import torch
-    from tqdm import tqdm
 
     out: dict[str, dict[str, np.ndarray]] = {}
 

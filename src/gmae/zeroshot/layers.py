@@ -16,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -236,11 +239,8 @@ def gaussian_scatter(
 ):
     """Matplotlib figure: Gaussian centres on the (faded) photo, coloured by camera depth and
     sized by scale (geometric mean of the three axes). Arrays for one image (numpy)."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     h, w = photo.shape[:2]
     sel = np.asarray(opacities) >= min_opacity

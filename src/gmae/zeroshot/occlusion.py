@@ -29,12 +29,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
+from scipy.stats import rankdata
+from tqdm import tqdm
 
-from gmae.data.deadleaves import DeadLeavesScene, occlusion_pairs
+from gmae.data.deadleaves import (
+    DeadLeavesScene,
+    build_deadleaves,
+    is_deadleaves_spec,
+    occlusion_pairs,
+)
 from gmae.errors import ArgumentError, GmaeError
-from gmae.evaluate.paired import paired_bootstrap
+from gmae.evaluate.boundaries import evaluate_boundaries
+from gmae.evaluate.paired import compare_boundaries, paired_bootstrap
+from gmae.images import colormap, save_png, strip
 from gmae.zeroshot.common import Photo, model_device, model_input
 from gmae.zeroshot.edges import baseline_edges, gmae_edges
 from gmae.zeroshot.figure_ground import figure_ground, score_masks
@@ -62,8 +73,6 @@ def model_maps(
     batch_size: int = 16,
     progress: bool = False,
 ) -> ModelMaps:
-    import torch
-    from tqdm import tqdm
 
     if batch_size < 1:
         raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
@@ -176,8 +185,6 @@ def boundary_scores(
     n_boot: int,
     workers: int | None = None,
 ) -> dict:
-    from gmae.evaluate.boundaries import evaluate_boundaries
-    from gmae.evaluate.paired import compare_boundaries
 
     names = [f"{i:06d}" for i in range(len(scenes))]
     gt = {n: [s.boundaries] for n, s in zip(names, scenes)}
@@ -255,7 +262,6 @@ def occlusion_scores(
 
 def load_scenes(spec: str, split: str = "test", num_images: int = 0) -> list[DeadLeavesScene]:
     """The first ``num_images`` scenes (0: all) of a dead-leaves split."""
-    from gmae.data.deadleaves import build_deadleaves, is_deadleaves_spec
 
     if not is_deadleaves_spec(spec):
         raise ArgumentError(
@@ -271,11 +277,9 @@ def scene_strip(scene: DeadLeavesScene, index: int, maps: dict[str, ModelMaps]) 
     """One scene's picture strip (uint8 RGB, 4x enlarged): the scene, the true occlusion rank,
     each model's expected depth (near = bright, per-image rank-normalised), the true boundaries
     and GMAE's edges. ``index``: the scene's position in the maps."""
-    from gmae.images import colormap, strip
 
     def ranked(a: np.ndarray) -> np.ndarray:
         """Near = 1, far = 0, by average rank (equal values stay equal); inf = 0."""
-        from scipy.stats import rankdata
 
         flat = a.ravel()
         ok = np.isfinite(flat)
@@ -293,9 +297,6 @@ def scene_strip(scene: DeadLeavesScene, index: int, maps: dict[str, ModelMaps]) 
 
 def save_pictures(out, scenes: Sequence[DeadLeavesScene], maps: dict[str, ModelMaps], count: int):
     """OUT/scene_NNNNNN.png: ``scene_strip`` of each of the first ``count`` scenes."""
-    from pathlib import Path
-
-    from gmae.images import save_png
 
     written = []
     for i, s in enumerate(scenes[:count]):

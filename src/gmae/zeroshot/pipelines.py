@@ -7,8 +7,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
 from gmae import io as gio
+from gmae.errors import GmaeError
 from gmae.images import save_gray16, save_png
 from gmae.zeroshot.common import Photo, model_device, model_input, size_batches
 from gmae.zeroshot.edges import baseline_edges, gmae_edges
@@ -31,8 +35,6 @@ def edge_maps(
     Methods: ``gmae_L{L}`` per L, ``gmae_combined`` and each photo-based baseline name
     (``shuffled`` needs every photo's map first: ``write_edges`` adds it).
     """
-    import torch
-    from tqdm import tqdm
 
     bar = tqdm(total=len(photos), desc="edges", unit="img", disable=not progress)
     try:
@@ -80,8 +82,6 @@ def write_edges(
         if SHUFFLED in baselines:
             combined.append(maps["gmae_combined"].astype(np.float32))
     if SHUFFLED in baselines:
-        from PIL import Image
-
         for i, photo in enumerate(photos):
             other = Image.fromarray(combined[(i + 1) % len(photos)])  # float32: mode "F"
             h, w = photo.size
@@ -111,7 +111,6 @@ def run_figure_ground(
 
     Returns (a JSON-ready summary with ``scores`` per method, {method: {photo: bool mask}}).
     """
-    from gmae.errors import GmaeError
 
     if masks_dir is not None:
         paths = find_masks(masks_dir, [p.name for p in photos])

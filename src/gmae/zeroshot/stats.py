@@ -30,7 +30,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
+from scipy.stats import spearmanr
+from skimage.color import rgb2gray
+from skimage.filters import sobel
+from tqdm import tqdm
 
+from gmae.data import build_dataset
 from gmae.errors import GmaeError
 from gmae.models.health import layout_dependence
 from gmae.zeroshot.common import Photo, model_device, model_input
@@ -41,7 +47,6 @@ SIZES = ("scale_gmean", "scale_largest_axis", "screen_size")
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho (scipy); nan for fewer than 3 points or a constant input."""
-    from scipy.stats import spearmanr
 
     x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -51,8 +56,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:
     """Sobel magnitude (scikit-image) of the grayscale of [B, H, W, 3] float images in [0, 1]."""
-    from skimage.color import rgb2gray
-    from skimage.filters import sobel
 
     return np.stack([sobel(rgb2gray(im)) for im in imgs])
 
@@ -71,7 +74,6 @@ class GaussianStats:
 
     def add(self, model, imgs, g) -> None:
         """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
-        import torch
 
         s = model.img_size
         with torch.no_grad():
@@ -154,8 +156,6 @@ def gaussian_stats(
     progress: bool = False,
 ) -> dict:
     """Run ``GaussianStats`` over batches of [B, 3, S, S] model inputs in [0, 1]."""
-    import torch
-    from tqdm import tqdm
 
     acc = GaussianStats()
     dev = model_device(model)
@@ -174,7 +174,6 @@ def dataset_batches(
     spec: str, split: str, size: int, num_images: int, batch_size: int
 ) -> tuple[Iterable, int]:
     """Batches of the first ``num_images`` images of a data set, squashed to ``size``."""
-    from gmae.data import build_dataset
 
     ds = build_dataset(spec, split=split)
     n = len(ds) if num_images <= 0 else min(num_images, len(ds))
