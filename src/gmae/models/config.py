@@ -9,8 +9,9 @@ models pass around inside. Plain data: importing this module does not import tor
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gmae.errors import GmaeError
 
@@ -73,3 +74,25 @@ def config_or_flat(
             f"arguments, not both (flat {argument} arguments given: {', '.join(changed)})"
         )
     return given
+
+
+def model_configs(
+    encoder: EncoderConfig | None,
+    decoder: DecoderConfig | None,
+    flat: Mapping[str, Any],
+    decoder_default: DecoderConfig = DecoderConfig(),
+) -> tuple[EncoderConfig, DecoderConfig]:
+    """A model's encoder and decoder configs from its ``encoder=`` / ``decoder=`` arguments or,
+    where those are None, from its flat keyword arguments: ``flat`` is the constructor's
+    arguments (``locals()`` at its top), read by field name, so a new ``EncoderConfig`` field
+    needs only its flat parameter in each model's signature."""
+    encoder_flat = EncoderConfig(
+        **{f.name: flat[f.name] for f in dataclasses.fields(EncoderConfig)}
+    )
+    decoder_flat = DecoderConfig(
+        **{f.name: flat[f"decoder_{f.name}"] for f in dataclasses.fields(DecoderConfig)}
+    )
+    return (
+        config_or_flat(encoder, encoder_flat, default=EncoderConfig(), argument="encoder"),
+        config_or_flat(decoder, decoder_flat, default=decoder_default, argument="decoder"),
+    )

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
-from gmae.models.config import DecoderConfig, EncoderConfig, config_or_flat
+from gmae.models.config import DecoderConfig, EncoderConfig, model_configs
 from gmae.models.outputs import Gaussians, PretrainOutput, normalize_patches, patch_mse
 from gmae.models.vit import (
     decoder_blocks,
@@ -188,26 +188,7 @@ class GMAE(MaskedImageModel):
         decoder: DecoderConfig | None = None,
         norm_pix: bool | None = None,
     ):
-        encoder = config_or_flat(
-            encoder,
-            EncoderConfig(
-                img_size=img_size,
-                patch_size=patch_size,
-                in_chans=in_chans,
-                embed_dim=embed_dim,
-                depth=depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-            ),
-            default=EncoderConfig(),
-            argument="encoder",
-        )
-        decoder = config_or_flat(
-            decoder,
-            DecoderConfig(dim=decoder_dim, depth=decoder_depth, num_heads=decoder_num_heads),
-            default=DecoderConfig(),
-            argument="decoder",
-        )
+        encoder, decoder = model_configs(encoder, decoder, locals())
         if norm_pix is not None:  # the old name, still in configs and checkpoints of old runs
             warnings.warn(
                 "GMAE(norm_pix=...) is deprecated: use norm_pix_loss", DeprecationWarning, 2

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from gmae.errors import GmaeError
 from gmae.models.base import MaskedImageModel
-from gmae.models.config import DecoderConfig, EncoderConfig, config_or_flat
+from gmae.models.config import DecoderConfig, EncoderConfig, model_configs
 from gmae.models.outputs import PretrainOutput
 from gmae.models.vit import ViTEncoder, init_vit_weights, norm_layer, sincos_pos_embed_2d
 from gmae.precision import fp32_island
@@ -216,26 +216,7 @@ class LatentMIM(MaskedImageModel):
         encoder: EncoderConfig | None = None,
         decoder: DecoderConfig | None = None,
     ):
-        encoder = config_or_flat(
-            encoder,
-            EncoderConfig(
-                img_size=img_size,
-                patch_size=patch_size,
-                in_chans=in_chans,
-                embed_dim=embed_dim,
-                depth=depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-            ),
-            default=EncoderConfig(),
-            argument="encoder",
-        )
-        decoder = config_or_flat(
-            decoder,
-            DecoderConfig(dim=decoder_dim, depth=decoder_depth, num_heads=decoder_num_heads),
-            default=LATENT_MIM_DECODER,
-            argument="decoder",
-        )
+        encoder, decoder = model_configs(encoder, decoder, locals(), LATENT_MIM_DECODER)
         super().__init__(
             encoder=encoder, mask_ratio=mask_ratio, pixel_mean=pixel_mean, pixel_std=pixel_std
         )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from gmae.models.base import MaskedImageModel
-from gmae.models.config import DecoderConfig, EncoderConfig, config_or_flat
+from gmae.models.config import DecoderConfig, EncoderConfig, model_configs
 from gmae.models.outputs import PretrainOutput, normalize_patches, patch_mse
 from gmae.models.vit import (
     decoder_blocks,
@@ -51,26 +51,7 @@ class MAE(MaskedImageModel):
         encoder: EncoderConfig | None = None,
         decoder: DecoderConfig | None = None,
     ):
-        encoder = config_or_flat(
-            encoder,
-            EncoderConfig(
-                img_size=img_size,
-                patch_size=patch_size,
-                in_chans=in_chans,
-                embed_dim=embed_dim,
-                depth=depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-            ),
-            default=EncoderConfig(),
-            argument="encoder",
-        )
-        decoder = config_or_flat(
-            decoder,
-            DecoderConfig(dim=decoder_dim, depth=decoder_depth, num_heads=decoder_num_heads),
-            default=DecoderConfig(),
-            argument="decoder",
-        )
+        encoder, decoder = model_configs(encoder, decoder, locals())
         super().__init__(
             encoder=encoder, mask_ratio=mask_ratio, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
