@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Any
 
 from gmae.errors import GmaeError
@@ -36,3 +38,23 @@ def resolve_device(name: str = "auto") -> Any:
 def add_device_argument(parser: Any) -> None:
     """``--device`` with the shared rule and help."""
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def cpu_affinity() -> list[int] | None:
+    """The CPUs this process may run on (``taskset``): context for a benchmark's numbers."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``, else what ``platform`` knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

@@ -40,6 +40,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from gmae.devices import cpu_affinity, cpu_name
 from gmae.errors import GmaeError
 from gmae.io import write_json
 
@@ -305,9 +306,9 @@ def run_benchmark(
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
-        "cpu_affinity": _affinity(),
+        "cpu_affinity": cpu_affinity(),
         "fast_kernel": "compiled" if fast_kernel.load() is not None else fast_kernel.error(),
         "repeats": repeats,
         "max_ref_pairs": max_ref_pairs,
@@ -325,25 +326,6 @@ def _gpu_name(backends) -> str | None:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
-
-
-def _affinity() -> list[int] | None:
-    """The CPUs this process may run on (``taskset``), as the numbers' context."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _find(results, name):

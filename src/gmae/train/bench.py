@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from gmae.devices import cpu_affinity, cpu_name
 from gmae.precision import tf32_matmuls
 from gmae.train.checkpoint import model_kwargs
 from gmae.train.config import load_config
@@ -150,7 +149,7 @@ def bench_train(
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "amp": amp,
         "render_backend": backend,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "repeats": repeats,
@@ -348,10 +347,10 @@ def bench_k_curve(
         "command": " ".join(["gmae", *sys.argv[1:]]),
         "preset": preset,
         "device": str(dev),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "cpu_affinity": _affinity(),
+        "cpu_affinity": cpu_affinity(),
         "fast_kernel": "compiled" if fast_kernel.load() is not None else fast_kernel.error(),
         "repeats": repeats,
         "warmup": warmup,
@@ -390,25 +389,6 @@ def _k_curve_goals(rows: list[dict]) -> dict[str, Any]:
         sp = r["step_speedup"]
         goals["no_slowdown_k96_c1"] = {"value": sp, "goal": ">= 1", "met": sp >= 1}
     return goals
-
-
-def _affinity() -> list[int] | None:
-    """The CPUs this process may run on (``taskset``), as the numbers' context."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_k_curve(report: dict[str, Any]) -> str:
