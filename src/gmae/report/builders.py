@@ -195,7 +195,6 @@ def build_report(
     bsds, horses = _photos_and_gt(s.num_images)
     numbers: dict = {"settings": s.__dict__ | {"quick": quick}}
     rep = HtmlReport(title or "GMAE zero-shot report")
-    params = sum(p.numel() for p in model.parameters())
     facts = checkpoint_facts(checkpoint) if checkpoint is not None else {}
     # Checked before the slow sections, so a bad spec fails at once.
     occlusion_spec = occlusion_data or trained_deadleaves_spec(facts)
@@ -207,10 +206,36 @@ def build_report(
     no_mae = f"no ({mae_option})" if mae_option else "no"
     mae_text = "yes" if mae_model is not None else no_mae
 
-    # 0. Gaussian health: whether anything below can be believed.
     photos = [p for p, _ in bsds] + [p for p, _ in horses]
+    numbers["health"] = health = _health_banner(rep, model, photos)
+    _training_section(rep, metric_rows, metrics)
+    _model_section(rep, model, health, mae_text)
+    _reconstruction_section(rep, model, mae_model, photos)
+    _viewer_section(rep, model, bsds, horses, s)
+    _layers_section(rep, model, [bsds[0][0], horses[0][0], *photos][: s.layer_pages], s)
+    numbers["edges"] = _edges_section(rep, model, bsds, s, progress)
+    numbers["figure_ground"] = _figure_ground_section(rep, model, mae_model, horses, progress)
+    if occlusion_spec:  # dead-leaves scenes: where the model was trained on them (or asked)
+        random_model = _random_twin(model, facts, checkpoint)
+        numbers["occlusion"] = add_occlusion_section(
+            rep, model, occlusion_spec, scenes, s, random_model, mae_model, progress
+        )
+    numbers["stats"] = _statistics_section(rep, model, photos, progress)
+
+    rep.heading("Commands")  # how to reproduce each section at full size
+    ckpt_name = str(checkpoint) if checkpoint is not None else "C"
+    rep.code("\n".join(report_commands(ckpt_name, occlusion_spec)))
+    numbers["seconds"] = round(time.perf_counter() - t0, 1)
+    rep.text(f"Built in {numbers['seconds']} s.")
+    rep.summary(_summary_rows(numbers, model, facts, metric_rows, len(bsds), len(horses), mae_text))
+    gio.write_json(out / "report.json", numbers)
+    return rep.save(out)
+
+
+def _health_banner(rep: HtmlReport, model: GMAE, photos: list) -> dict:
+    """Gaussian health on the report's photos, as the page's banner: whether anything below
+    can be believed."""
     health = check_health(model, photos)
-    numbers["health"] = health
     verdict_text = {
         "degenerate": "DEGENERATE MODEL: its Gaussians collapsed (saturation). The layers, depth "
         "order, edges and figure-ground below are artefacts of the query index, not of the "
@@ -219,8 +244,11 @@ def build_report(
         "healthy": "Gaussian health: every check passes. ",
     }[health["verdict"]]
     rep.banner(verdict_text + "; ".join(health["failed"]), health["verdict"])
+    return health
 
-    # Training: the loss, validation and health curves of the run, when its metrics are known.
+
+def _training_section(rep: HtmlReport, metric_rows: list[dict], metrics) -> None:
+    """The run's loss, validation and health curves, when its metrics are known."""
     fig = training_figure(metric_rows) if metric_rows else None
     if fig is not None:
         rep.heading("Training")
@@ -231,6 +259,9 @@ def build_report(
             full=True,
         )
 
+
+def _model_section(rep: HtmlReport, model: GMAE, health: dict, mae_text: str) -> None:
+    params = sum(p.numel() for p in model.parameters())
     rep.heading("Model and Gaussian health")
     rep.open_columns()
     rep.table(
@@ -260,7 +291,8 @@ def build_report(
     )  # fmt: skip
     rep.close_columns()
 
-    # 1. Reconstructions
+
+def _reconstruction_section(rep: HtmlReport, model: GMAE, mae_model, photos: list) -> None:
     rep.heading("Reconstructions")
     grid, titles = _recon_grid(model, mae_model, photos)
     rep.image(
@@ -271,26 +303,31 @@ def build_report(
         full=True,
     )
 
-    # 1b. The Gaussians in 3-D: a few photos, interactive (plain JavaScript, no network).
+
+def _viewer_section(rep: HtmlReport, model: GMAE, bsds, horses, s: ReportSettings) -> None:
+    """The Gaussians in 3-D: a few photos, interactive (plain JavaScript, no network)."""
     rep.heading("Gaussians in 3-D")
     few = [p for p, _ in bsds[:2]] + [p for p, _ in horses[:2]]
     groups = min(s.groups, model.num_gaussians)
     rep.raw_html(viewer_html(viewer_scene(model, few, groups=groups)))
 
-    # 2. Layers
+
+def _layers_section(rep: HtmlReport, model: GMAE, shown: list, s: ReportSettings) -> None:
+    """Depth layers of a scene and an object (and more photos up to ``s.layer_pages``)."""
     rep.heading("Depth layers")
     rep.text(
         "Gaussians sorted by camera depth, nearest first, rendered at the photo's own "
         "resolution (the model saw it squashed to its square input)."
     )
-    shown = [bsds[0][0], horses[0][0], *photos][: s.layer_pages]  # a scene and an object
     for i, photo in enumerate(shown):
         h, w = photo.size
         g = predict_gaussians(model, [photo])
         ls = layer_set(model, g, h, w, s.ks, min(s.groups, model.num_gaussians))
         add_layer_sections(rep, f"layers{i}_", photo, ls, g)
 
-    # 3. Edges
+
+def _edges_section(rep: HtmlReport, model: GMAE, bsds, s: ReportSettings, progress: bool) -> dict:
+    """Zero-shot edges on the BSDS500 photos beside Canny, scored by the benchmark."""
     rep.heading("Edges (BSDS500 val)")
     layers = tuple(L for L in s.layers if L <= model.num_gaussians) or (model.num_gaussians,)
     preds: dict[str, dict[str, np.ndarray]] = {}
@@ -317,12 +354,12 @@ def build_report(
         )
     rep.close_columns()
     gt_map = {p.name: gt for p, gt in bsds}
-    rows, numbers["edges"] = [], {}
+    rows, numbers = [], {}
     for method, per in preds.items():
         r = evaluate_boundaries(
             per, gt_map, nthresh=s.nthresh, workers=s.workers, progress=progress
         )
-        numbers["edges"][method] = {"ods": r.ods, "ois": r.ois, "ap": r.ap}
+        numbers[method] = {"ods": r.ods, "ois": r.ois, "ap": r.ap}
         rows.append([method, r.ods, r.ois, r.ap])
     rep.table(
         ["method", "ODS", "OIS", "AP"],
@@ -330,8 +367,10 @@ def build_report(
         f"BSDS500 val, first {len(bsds)} images, {s.nthresh} thresholds (the full benchmark: "
         "`gmae zeroshot edges` + `gmae eval boundaries`)",
     )
+    return numbers
 
-    # 4. Figure-ground
+
+def _figure_ground_section(rep: HtmlReport, model: GMAE, mae_model, horses, progress) -> dict:
     rep.heading("Figure-ground (Weizmann horses)")
     gt_masks = {p.name: m for p, m in horses}
     fg, masks = run_figure_ground(
@@ -354,27 +393,18 @@ def build_report(
             "centre prior | ground truth",
         )
     rep.close_columns()
-    numbers["figure_ground"] = {
-        m: {k: v for k, v in sc.items() if k != "per_image"} for m, sc in fg["scores"].items()
-    }
     rep.table(
         ["method", "IoU (figure)", "mIoU (figure, ground)"],
         [[m, sc["iou_fg"], sc["miou"]] for m, sc in fg["scores"].items()],
         f"first {len(horses)} Weizmann horses",
     )
+    return {m: {k: v for k, v in sc.items() if k != "per_image"} for m, sc in fg["scores"].items()}
 
-    # 4b. Occlusion order on dead-leaves scenes, where the model was trained on them (or asked).
-    if occlusion_spec:
-        random_model = _random_twin(model, facts, checkpoint)
-        numbers["occlusion"] = add_occlusion_section(
-            rep, model, occlusion_spec, scenes, s, random_model, mae_model, progress
-        )
 
-    # 5. Statistics
+def _statistics_section(rep: HtmlReport, model: GMAE, photos: list, progress: bool) -> dict:
     rep.heading("Gaussian statistics")
     batches = photo_batches(photos, model.img_size, 8)
     stats = gaussian_stats(model, batches, len(photos), progress=progress)
-    numbers["stats"] = stats
     corr = stats["spearman_size_vs_depth"]
     rep.table(
         ["measure", "pooled", "per-image mean"],
@@ -384,19 +414,20 @@ def build_report(
         "predicts Spearman < 0 (larger Gaussians nearer) and hf_ratio > 1",
     )
     rep.figure("scale_vs_depth", _scale_depth_figure(model, photos), "", width=480)
+    return stats
 
-    # 6. How to reproduce
-    rep.heading("Commands")
-    ckpt_name = str(checkpoint) if checkpoint is not None else "C"
-    rep.code("\n".join(report_commands(ckpt_name, occlusion_spec)))
-    numbers["seconds"] = round(time.perf_counter() - t0, 1)
-    rep.text(f"Built in {numbers['seconds']} s.")
 
-    # The summary box (shown at the top, under the banner).
-    edges, fgs = numbers["edges"], numbers["figure_ground"]
+def _summary_rows(
+    numbers: dict, model: GMAE, facts: dict, metric_rows: list[dict], n_bsds: int,
+    n_horses: int, mae_text: str,
+) -> list[tuple[str, str]]:  # fmt: skip
+    """The summary box (shown at the top, under the banner); records the last losses."""
+    health, edges, fgs = numbers["health"], numbers["edges"], numbers["figure_ground"]
+    corr = numbers["stats"]["spearman_size_vs_depth"]
+    params = sum(p.numel() for p in model.parameters())
     train_loss, val_loss = last_value(metric_rows, "loss"), last_value(metric_rows, "val_loss")
     numbers["summary"] = {"train_loss": train_loss, "val_loss": val_loss}
-    summary = [
+    return [
         ("checkpoint", f"{facts['file']} ({facts['kind']})" if facts else "(given in memory)"),
         ("training budget", budget_text(facts, metric_rows) if facts or metric_rows else "-"),
         ("Gaussian health", f"{health['verdict']} ({len(health['failed'])} of "
@@ -405,19 +436,16 @@ def build_report(
          f"{model.img_size} px"),
         ("last training / validation loss", f"{_num(train_loss)} / {_num(val_loss)}"),
         ("edges ODS: GMAE combined / Canny", f"{edges['gmae_combined']['ods']:.3f} / "
-         f"{edges['canny']['ods']:.3f} ({len(bsds)} BSDS500 images)"),
+         f"{edges['canny']['ods']:.3f} ({n_bsds} BSDS500 images)"),
         ("figure-ground mIoU: GMAE depth / centre prior",
          f"{fgs['gmae_depth_otsu']['miou']:.3f} / {fgs['centre_prior']['miou']:.3f} "
-         f"({len(horses)} horses)"),
+         f"({n_horses} horses)"),
         *([("occlusion depth order: GMAE / random / shuffled",
-            occlusion_summary(numbers["occlusion"]))] if occlusion_spec else []),
+            occlusion_summary(numbers["occlusion"]))] if "occlusion" in numbers else []),
         ("Spearman(scale, depth), pooled", _num(corr["scale_gmean"]["pooled"])),
         ("MAE baseline", mae_text),
         ("built in", f"{numbers['seconds']} s"),
     ]  # fmt: skip
-    rep.summary(summary)
-    gio.write_json(out / "report.json", numbers)
-    return rep.save(out)
 
 
 def report_commands(ckpt: str = "C", occlusion_spec: str | None = None) -> list[str]:
