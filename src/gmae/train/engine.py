@@ -37,7 +37,7 @@ from gmae import __version__
 from gmae.data import build_dataset, eval_transform, pretrain_transform
 from gmae.data.transforms import to_unit_float
 from gmae.errors import GmaeError
-from gmae.models import create_model
+from gmae.models import GMAE, create_model
 from gmae.precision import tf32_matmuls
 from gmae.render import resolve_backend
 from gmae.render.gsplat_backend import gsplat_kernel_problem
@@ -447,7 +447,7 @@ class Pictures:
             return
         if self.step != step:
             grids = {"recon": recon_grid(self.model, self.images, self.seed)}
-            if hasattr(self.model, "num_gaussians"):
+            if isinstance(self.model, GMAE):
                 grids["layers"] = layer_grid(self.model, self.images)
             for key, grid in grids.items():
                 tag = {"recon": "reconstruction", "layers": "depth_layers"}[key]
@@ -686,9 +686,9 @@ def prepare_renderer(
     then the other ranks load that build.
     """
 
-    backend = getattr(model, "render_backend", None)
-    if backend is None:
+    if not isinstance(model, GMAE):
         return ""
+    backend = model.render_backend
     if device.type == "cuda" and backend in ("auto", "gsplat"):
         if dist.local_rank != 0:
             distributed.barrier()
@@ -696,6 +696,6 @@ def prepare_renderer(
         if dist.local_rank == 0:
             distributed.barrier()
     pairs = None
-    if batch_size and hasattr(model, "num_gaussians"):
+    if batch_size:
         pairs = batch_size * model.img_size**2 * model.num_gaussians
     return resolve_backend(backend, device, pairs=pairs, settings=model.render_settings)

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from gmae.images import colormap
+from gmae.models import GMAE
 from gmae.models.health import flat_scalars, gaussian_health
 
 
@@ -35,7 +36,7 @@ class ValidationMonitor:
             out = model(self.images, noise=self.noise)
             row: dict[str, float | None] = {"val_loss": float(_task_loss(model, self.images, out))}
             self.arrays = {}
-            if hasattr(model, "forward_decoder_raw"):  # GMAE
+            if isinstance(model, GMAE):
                 health = gaussian_health(model, self.images, noise=self.noise, arrays=self.arrays)
                 row.update(flat_scalars(health))
         finally:
@@ -45,7 +46,7 @@ class ValidationMonitor:
 
 def _task_loss(model: nn.Module, imgs: torch.Tensor, out) -> torch.Tensor:
     """The reconstruction loss alone (GMAE's training loss may add the saturation guard)."""
-    if getattr(out, "gaussians", None) is not None:
+    if isinstance(model, GMAE):
         return model.forward_loss(imgs, out.pred, out.mask)
     return out.loss
 
