@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from gmae.cli import error_message
 from gmae.errors import GmaeError
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import engine
@@ -351,8 +352,11 @@ def test_pretrain_writes_run_and_resumes_bit_for_bit(tmp_path, fake, monkeypatch
     part = tmp_path / "part"
     engine.pretrain(tiny_config(data={"num_workers": 1}), part, max_steps=2)
     assert torch.load(part / "last.pt", weights_only=True)["step_in_epoch"] == 2
-    with pytest.raises(GmaeError, match="already holds a run"):
+    with pytest.raises(GmaeError, match="already holds a run") as info:
         engine.pretrain(cfg, part)
+    # the library names the argument; the command line (gmae.cli.error_message) the flags
+    assert info.value.argument == "resume" and "pass resume to continue" in str(info.value)
+    assert "pass --resume to continue it, or choose another --out" in error_message(info.value)
     # SIGUSR1 during step 4 (micro-batch 4 of this process): stop after it, last.pt saved
     monkeypatch.setitem(SIGNAL_AT_CALL, 3, signal.SIGUSR1)
     summary = engine.pretrain(cfg, part, resume=True)

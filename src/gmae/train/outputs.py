@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from gmae import images
 from gmae import io as gio
-from gmae.errors import GmaeError
+from gmae.errors import ArgumentError, GmaeError
 
 # read_metrics lives in gmae.io; the name is kept here for callers.
 from gmae.io import read_metrics as read_metrics
@@ -38,15 +38,17 @@ def check_run_dir(out: Path, force: bool = False) -> None:
     create and that holds files the run would replace: ``config.yaml``, ``metrics.jsonl``,
     ``tb/``, ``vis/``, ``checkpoint-*.pt``. Other files in it are never touched. ``force``:
     replace them anyway. Also refuses an ``out`` that is a file or cannot be written."""
-    gio.check_output_dir(out, "--out")
+    gio.check_output_dir(out, "out")  # the CLI checked --out itself before
     if not out.is_dir() or force or (out / RUN_MARKER).is_file() or (out / "last.pt").is_file():
         return
     clash = [out / n for n in RUN_FILES if (out / n).exists() or (out / n).is_symlink()]
     clash += sorted(out.glob(_CHECKPOINT))
     if clash:
-        raise GmaeError(
-            f"--out {out} is not a gmae run directory and already holds {clash[0]}, which the run "
-            "would replace: choose another --out (or pass --force to replace it)"
+        raise ArgumentError(
+            "out",
+            f"{{out}} {out} is not a gmae run directory and already holds {clash[0]}, which the "
+            "run would replace: choose another {out} (or pass {force} to replace it)",
+            mentions=("force",),
         )
 
 
@@ -55,24 +57,25 @@ def decide_resume(out: Path, resume: bool | str | Path | None, force: bool, dist
     gets that decision, so ranks whose ``out`` is not on a shared file system cannot disagree on
     the step (and hang in a collective). A rank that cannot read the chosen file is an error on
     every rank."""
-    decision: tuple[str | None, str | None] = (None, None)
+    decision: tuple[str | None, GmaeError | None] = (None, None)
     if dist.is_main:
         try:  # --out must be a run directory or hold nothing the run would replace
             check_run_dir(out, force)
             path = resume_path(out, resume)
             decision = (str(path) if path is not None else None, None)
         except GmaeError as exc:
-            decision = (None, str(exc))
+            decision = (None, exc)  # the error itself: an ArgumentError keeps its argument
     chosen, error = broadcast_object(decision)
     if error is not None:
-        raise GmaeError(error)
+        raise error
     path = Path(chosen) if chosen is not None else None
     missing = all_gather_object(path is not None and not path.is_file())
     blind = [rank for rank, m in enumerate(missing) if m]
     if blind:
-        raise GmaeError(
-            f"rank 0 resumes from {path}, which rank(s) {', '.join(map(str, blind))} cannot read: "
-            "put --out on a file system every node shares, or copy the checkpoint there"
+        raise ArgumentError(
+            "out",
+            f"rank 0 resumes from {path}, which rank(s) {', '.join(map(str, blind))} cannot "
+            "read: put {out} on a file system every node shares, or copy the checkpoint there",
         )
     return path
 
@@ -82,9 +85,11 @@ def resume_path(out: Path, resume: bool | str | Path | None) -> Path | None:
     last = out / LAST
     if resume is None or resume is False:
         if last.exists():
-            raise GmaeError(
-                f"{out} already holds a run ({last}): pass --resume to continue it, or choose "
-                "another --out"
+            raise ArgumentError(
+                "resume",
+                f"{out} already holds a run ({last}): pass {{resume}} to continue it, or choose "
+                "another {out}",
+                mentions=("out",),
             )
         return None
     if resume is True:
