@@ -2,8 +2,7 @@
 
 The one home of these helpers for every package (training's reconstruction grids, the zero-shot
 tools, the report). Inputs are [0, 1] floats or uint8, as HxW, HxWxC or CxHxW arrays or tensors;
-files are written atomically (``gmae.io``). Torch is never imported here; PIL and matplotlib are
-imported on first use.
+files are written atomically (``gmae.io``). Torch is never imported here.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ def to_uint8(img) -> np.ndarray:
 
 def to_png_bytes(image) -> bytes:
     """PNG bytes of a PIL image, or of anything ``to_uint8`` takes (8-bit gray or RGB)."""
-
     pil = image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
@@ -49,7 +47,6 @@ def save_png(path: str | os.PathLike, img) -> None:
 def save_gray16(path: str | os.PathLike, arr01) -> None:
     """A 16-bit grayscale PNG of a [0, 1] map (boundary maps: higher = more boundary),
     written atomically."""
-
     arr = np.asarray(arr01, dtype=np.float64)
     u16 = (np.clip(arr, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
     buf = io.BytesIO()
@@ -73,6 +70,5 @@ def strip(images: Sequence[np.ndarray], gap: int = 4, fill: int = 255) -> np.nda
 
 def colormap(values: np.ndarray, name: str = "viridis") -> np.ndarray:
     """[0, 1] map -> uint8 RGB through a matplotlib colour map."""
-
     rgba = colormaps[name](np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0))
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)

@@ -23,8 +23,6 @@ from gmae.data import load_image
 from gmae.errors import GmaeError
 
 if TYPE_CHECKING:
-    import torch
-
     from gmae.models import Gaussians
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -51,7 +49,6 @@ def load_photo(path: str | os.PathLike) -> Photo:
 def shrink_photo(photo: Photo, max_side: int) -> Photo:
     """``photo`` shrunk in place (Lanczos) so that its longer side is at most ``max_side``
     (0: never shrink); returned for chaining."""
-
     h, w = photo.size
     if max_side <= 0 or max(h, w) <= max_side:
         return photo
@@ -83,7 +80,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def model_input(photos: Sequence[Photo], size: int, device=None) -> torch.Tensor:
     """Photos squashed to ``size x size`` (bicubic; PIL antialiases when shrinking), [B, 3, S, S]
     in [0, 1]."""
-
     arrs = [
         np.asarray(Image.fromarray(p.pixels).resize((size, size), Image.Resampling.BICUBIC))
         for p in photos
@@ -99,6 +95,5 @@ def model_device(model) -> torch.device:
 def predict_gaussians(model, photos: Sequence[Photo]) -> Gaussians:
     """The Gaussians a GMAE predicts for ``photos`` (mask ratio 0, no gradients), each photo
     squashed to the model's input size (``model_input``)."""
-
     with torch.no_grad():
         return model.predict_gaussians(model_input(photos, model.img_size, model_device(model)))

@@ -45,7 +45,6 @@ def load_bsds_ground_truth(mat_path: str | os.PathLike) -> list[dict[str, np.nda
 
     ``segmentation``: ``np.uint16`` (H, W) region labels from 1; ``boundaries``: ``bool`` (H, W).
     """
-
     mat_path = Path(mat_path)
     if not mat_path.is_file():
         raise GmaeError(f"ground truth {mat_path} not found")

@@ -63,7 +63,6 @@ COST_MULTIPLIER = 100  # match.cc: distances are rounded to 1/100 px for the int
 
 def load_gt_boundaries(mat_path: str | os.PathLike) -> list[np.ndarray]:
     """The annotators' boundary maps (bool, HxW) of a BSDS500 ``groundTruth`` ``.mat`` file."""
-
     out = [a["boundaries"] for a in load_bsds_ground_truth(mat_path)]
     if not out:
         raise GmaeError(f"{mat_path}: groundTruth is empty")
@@ -77,7 +76,6 @@ _PNG_SCALE = {"1": 1.0, "L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I": 6553
 
 def load_prediction(path: str | os.PathLike) -> np.ndarray:
     """A grayscale PNG boundary map as float64 in [0, 1]: 8-bit / 255, 16-bit / 65535."""
-
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise GmaeError(f"prediction {path} is not a PNG (expected 8- or 16-bit grayscale PNGs)")
@@ -142,7 +140,6 @@ class _Target:
     """One annotator's boundary map, indexed for fast neighbourhood look-ups."""
 
     def __init__(self, bmap: np.ndarray, offsets: tuple[np.ndarray, np.ndarray, np.ndarray]):
-
         h, w = bmap.shape
         dy, dx, _ = offsets
         self.pad = pad = int(np.abs(dy).max())
@@ -182,7 +179,6 @@ def _assign(
     outliers, taken first), so the solver's Hopcroft-Karp feasibility check ends after one pass
     (that routine can take exponential time on chain-like graphs: scipy issue 26147).
     """
-
     ar_a, ar_b = np.arange(na), np.arange(nb)
     r = np.concatenate([ar_a, a_idx, na + ar_b, na + b_idx])
     c = np.concatenate([ar_a, na + b_idx, na + ar_b, a_idx])
@@ -283,7 +279,6 @@ def image_counts(
     matcher: str = "mincost",
 ) -> np.ndarray:
     """Counts ``(cntR, sumR, cntP, sumP)`` per threshold for one image: shape (nthresh, 4)."""
-
     if matcher not in MATCHERS:
         raise GmaeError(f"unknown matcher {matcher!r}; known: {', '.join(MATCHERS)}")
     pb = np.asarray(pb, dtype=np.float64)
@@ -524,7 +519,6 @@ def die_with_parent(parent: int) -> None:
     daemon thread polls the parent id. Without this, killing the owner leaves the workers (and
     multiprocessing's resource tracker, which waits for them) orphaned and asleep forever.
     """
-
     armed = False
     if sys.platform.startswith("linux"):
         try:
@@ -572,7 +566,6 @@ def evaluate_boundaries(
     bool boundary maps. Predictions are paired with ground truth by name (file stem).
     ``workers``: processes (default: all CPUs; 1 = in this process).
     """
-
     if matcher not in MATCHERS:
         raise GmaeError(f"unknown matcher {matcher!r}; known: {', '.join(MATCHERS)}")
     if not (0 < max_dist < 1):

@@ -70,7 +70,6 @@ def load_split(
     seed: int = 0,
 ) -> Dataset:
     """``build_dataset(spec, split, transform)``, limited; an empty split is an error."""
-
     ds = build_dataset(spec, split, transform=transform)
     if len(ds) == 0:
         raise GmaeError(f"data set {spec!r} split {split!r} has no images")
@@ -140,7 +139,6 @@ def extract_features(
     amp: bool = False,
 ) -> Features:
     """Run ``model.forward_features`` over a loader of ([0, 1] images, labels); fp32 on CPU."""
-
     model.eval().to(device)
     cls, mean, labels = [], [], []
     for imgs, y in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, leave=False):
@@ -189,7 +187,6 @@ def json_safe(obj: Any) -> Any:
 
 def envelope(protocol: str, loaded: Any, data: dict[str, Any], settings: dict[str, Any]) -> dict:
     """The common head of every result file."""
-
     return {
         "protocol": protocol,
         "gmae_version": __version__,
@@ -201,7 +198,6 @@ def envelope(protocol: str, loaded: Any, data: dict[str, Any], settings: dict[st
 
 
 def write_result(path: Any, result: dict[str, Any]) -> None:
-
     if path is not None:
         gio.write_json(path, json_safe(result))
 
@@ -218,7 +214,6 @@ def split_features(
     crop_pct: float = 1.0,
 ) -> tuple[list[Features], dict[str, Any]]:
     """Features of each split (eval transform at the model's size) and a data description."""
-
     transform = eval_transform(loaded.img_size, crop_pct)
     sets = [load_split(spec, s, transform, limit, seed) for s in splits]
     classes = [dataset_classes(ds) for ds in sets]

@@ -121,7 +121,6 @@ def _validate(cfg: FinetuneConfig) -> None:
 
 def finetune_transforms(cfg: FinetuneConfig, img_size: int, mean, std):
     """(train, val) transforms producing normalised tensors, as timm / MAE build them."""
-
     aa = None if cfg.auto_augment in (None, "", "none") else cfg.auto_augment
     train = create_transform(
         input_size=img_size,
@@ -147,7 +146,6 @@ def _posterize(img, bits_to_keep: int, **_):
     reaches a few percent of the time; current Pillow raises ValueError for that, killing a
     fine-tuning run after a few thousand images.
     """
-
     if bits_to_keep >= 8:
         return img
     if bits_to_keep < 1:
@@ -157,7 +155,6 @@ def _posterize(img, bits_to_keep: int, **_):
 
 def _patch_posterize(transform) -> None:
     """Swap ``_posterize`` into the RandAugment ops of ``transform`` (this instance only)."""
-
     for t in getattr(transform, "transforms", []):
         if isinstance(t, RandAugment):
             for op in t.ops:
@@ -166,7 +163,6 @@ def _patch_posterize(transform) -> None:
 
 
 def _criterion(cfg: FinetuneConfig, mixup_active: bool) -> nn.Module:
-
     if mixup_active:
         return SoftTargetCrossEntropy()  # smoothing is applied by Mixup to the targets
     if cfg.smoothing > 0:
@@ -177,7 +173,6 @@ def _criterion(cfg: FinetuneConfig, mixup_active: bool) -> nn.Module:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp_dtype=None) -> dict[str, float]:
     """Top-1 / top-5 (percent) and the mean cross-entropy on a loader of normalised images."""
-
     model.eval()
     logits, labels = [], []
     for imgs, y in loader:
@@ -202,7 +197,6 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model.encoder`` on ``train_ds`` (normalised tensors, see
     :func:`finetune_transforms`), evaluating on ``val_ds`` after every epoch."""
-
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)  # timm's augmentations draw from python's and numpy's global RNGs
     np.random.seed(cfg.seed)  # noqa: NPY002

@@ -71,7 +71,6 @@ def knn_eval(
     train, val, num_classes: int, k: int = 20, temperature: float = 0.07
 ) -> dict[str, dict[str, float]]:
     """Both protocols for cls and mean-pooled features (``Features`` of train and val)."""
-
     results = {}
     for kind in FEATURE_KINDS:
         scores = knn_scores(

@@ -37,7 +37,6 @@ RECIPES = ("cached", "mae")
 
 def probe_head(dim: int, num_classes: int) -> nn.Sequential:
     """MAE's linear-probe head: BatchNorm1d without affine (eps 1e-6), Linear (std 0.01)."""
-
     linear = nn.Linear(dim, num_classes)
     trunc_normal_(linear.weight, std=0.01)
     nn.init.zeros_(linear.bias)
@@ -151,7 +150,6 @@ def cached_linprobe(
     train: Features, val: Features, num_classes: int, **kwargs: Any
 ) -> dict[str, dict[str, Any]]:
     """``cached_probe`` for cls and mean-pooled features."""
-
     out = {}
     for kind in tqdm(FEATURE_KINDS, desc="linear heads", leave=False):
         out[kind] = cached_probe(
@@ -190,7 +188,6 @@ def mae_linprobe(
     amp: bool = True,
 ) -> dict[str, Any]:
     """Train both heads together (one encoder pass per batch) with LARS; score val at the end."""
-
     if epochs < 1 or accum_iter < 1:
         raise ArgumentError(
             "epochs", "{epochs} and {accum_iter} must be at least 1", mentions=("accum_iter",)

@@ -36,7 +36,6 @@ SSIM_WIN = 7  # scikit-image's default window
 def image_metrics(target: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None) -> dict:
     """PSNR / SSIM of one [C, H, W] image in [0, 1]; ``mask`` [H, W] (True = masked) adds the
     masked-region versions (None when nothing is masked)."""
-
     if target.shape != pred.shape or target.ndim != 3:
         raise GmaeError(f"expected two [C, H, W] images, got {target.shape} and {pred.shape}")
     if min(target.shape[1:]) < SSIM_WIN:
@@ -63,7 +62,6 @@ def image_metrics(target: np.ndarray, pred: np.ndarray, mask: np.ndarray | None 
 
 
 def is_mae(model: nn.Module) -> bool:
-
     return isinstance(model, MAE)
 
 
@@ -100,7 +98,6 @@ def recon_eval(
 ) -> list[dict[str, Any]]:
     """Mean PSNR / SSIM per mask ratio over the images of ``loader`` ([0, 1] images), and the
     same four numbers for each image (``images``, in loader order)."""
-
     if not hasattr(model, "reconstruct"):
         raise GmaeError("this checkpoint has no decoder (encoder only): nothing to reconstruct")
     model.eval().to(device)

@@ -44,7 +44,6 @@ def compare_to_random(
     max_iter: int = 1000,
 ) -> dict[str, Any]:
     """Scores of the checkpoint and of a random model of its architecture, and the verdict."""
-
     dev = resolve_device(device)
     trained = load_any(ckpt)
     scores: dict[str, dict[str, float]] = {}
@@ -76,7 +75,6 @@ def compare_to_random(
 
 
 def main(argv: list[str] | None = None) -> int:
-
     p = argparse.ArgumentParser(prog="python -m gmae.evaluate.sanity", description=__doc__)
     p.add_argument(
         "--ckpt", required=True, help="the trained checkpoint: anything gmae eval --ckpt reads"

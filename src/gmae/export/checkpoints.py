@@ -60,7 +60,6 @@ def save_compact(
     source: str = "",
 ) -> Path:
     """Write ``model``'s weights and its ``Config`` to ``path`` (``.safetensors``), atomically."""
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise GmaeError(f"compact checkpoints are .safetensors files, got {path}")

@@ -68,7 +68,6 @@ def _encoder_config(enc: nn.Module) -> dict[str, Any]:
 
 
 def _timm_state(model: nn.Module, with_decoder: bool) -> dict[str, Tensor]:
-
     state = timm_state_dict(model.encoder)
     if with_decoder:
         for key, value in model.state_dict().items():
@@ -81,7 +80,6 @@ def _timm_state(model: nn.Module, with_decoder: bool) -> dict[str, Tensor]:
 def build_hf(model: nn.Module, arch: str = "auto") -> nn.Module:
     """The ``transformers`` model equal to ``model``: ``ViTMAEForPreTraining`` (arch "vitmae",
     MAE only) or ``ViTModel`` without pooler (arch "vit", the encoder of any model)."""
-
     try:
         import transformers
     except ImportError as exc:

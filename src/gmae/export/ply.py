@@ -144,7 +144,6 @@ def read_ply_arrays(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]
 def read_ply(path: str | os.PathLike):
     """A 3DGS PLY back as ``gmae.models.Gaussians`` (batch of one, float32), in GMAE's frame
     when the file says it was written in the ``pinhole`` frame."""
-
     data, meta = read_ply_arrays(path)
     missing = [p for p in PROPERTIES if p not in (data.dtype.names or ()) and p[0] != "n"]
     if missing:

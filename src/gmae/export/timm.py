@@ -102,7 +102,6 @@ def save_timm(
     source: str = "",
 ) -> dict[str, Any]:
     """Write ``model.encoder`` as a timm state dict with its timm recipe in the metadata."""
-
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GmaeError(f"timm exports are .safetensors files, got {out}")
@@ -136,7 +135,6 @@ def _timm_target(
     encoder: nn.Module, model_name: str | None, global_pool: str
 ) -> tuple[str, dict[str, Any]]:
     """The timm architecture name (checked) and create_model kwargs for ``encoder``."""
-
     name = model_name or timm_name(encoder)
     if not timm.is_model(name.split(".")[0]):
         raise GmaeError(f"unknown timm model name {name!r} (see timm.list_models('vit_*'))")
@@ -173,7 +171,6 @@ def save_timm_dir(
     """Write ``model.encoder`` as a timm Hub-style directory (``config.json`` with
     ``architecture``, ``model_args`` and ``pretrained_cfg``, plus ``model.safetensors``) that
     ``timm.create_model("local-dir:OUT", pretrained=True)`` loads; each file is atomic."""
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArgumentError("out", f"{out} exists and is not a directory")
@@ -232,7 +229,6 @@ def create_timm_model(path: str | os.PathLike, **overrides: Any) -> nn.Module:
     ``overrides`` go to ``timm.create_model`` (e.g. ``num_classes=10``, ``global_pool="avg"``,
     ``drop_path_rate=0.1``). Feed it ImageNet-normalised images (see the module docstring).
     """
-
     name, kwargs, overlay = read_timm_export(path)
     overlay = {**overlay, "file": str(Path(path))}
     try:
@@ -258,7 +254,6 @@ def timm_vit_from_model(
     ``fc_norm`` (the pretrained final norm is dropped, as MAE does), a head initialised with
     std 2e-5, and stochastic depth. ``fc_norm=False`` keeps the pretrained norm instead.
     """
-
     kwargs = timm_kwargs(model.encoder, "token")
     kwargs.update(global_pool=global_pool, fc_norm=fc_norm, num_classes=num_classes)
     vit = VisionTransformer(**kwargs, drop_path_rate=drop_path_rate)

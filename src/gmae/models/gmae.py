@@ -215,9 +215,7 @@ class GMAE(MaskedImageModel):
             raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
         if not raw_penalty >= 0:
             raise GmaeError(f"raw_penalty must be >= 0, got {raw_penalty}")
-        Camera(
-            mode=camera, height=encoder.img_size, width=encoder.img_size
-        )  # let the renderer validate the mode
+        Camera(mode=camera, height=encoder.img_size, width=encoder.img_size)  # validates it
         self.num_gaussians = num_gaussians
         # The constructor (and so configs and checkpoints) keeps the key ``camera``; the string
         # is the camera *model* (gsplat's name), the Camera object comes from ``camera_at``.

@@ -53,7 +53,6 @@ def depth_order_agreement(depth: np.ndarray) -> float:
     1: every image gets the same depth order (its layers cannot depend on the image); 0:
     unrelated orders. Images whose Gaussians all share one depth have no order and are skipped.
     """
-
     if depth.shape[0] < 2:
         return math.nan
     r = rankdata(depth, axis=1)

@@ -106,7 +106,6 @@ class ReportSettings:
 
 def _photos_and_gt(n: int):
     """First n BSDS500 val photos with boundary GT, first n horses with masks."""
-
     bsds = [(load_photo(j), load_gt_boundaries(m)) for j, m in bsds500_pairs("val")[:n]]
     horses = [(load_photo(j), load_mask(m)) for j, m in weizmann_horses()[:n]]
     return bsds, horses
@@ -115,7 +114,6 @@ def _photos_and_gt(n: int):
 def _recon_grid(model, mae_model, photos, seed: int = 0):
     """Rows: input, masked input (training ratio), GMAE output at that ratio and at ratio 0,
     (MAE output at its ratio). Returns (uint8 image, column titles)."""
-
     x = model_input(photos, model.img_size, model_device(model))
     n = model.encoder.num_patches
     noise = torch.rand(len(photos), n, generator=torch.Generator().manual_seed(seed)).to(x)
@@ -147,7 +145,6 @@ def _recon_grid(model, mae_model, photos, seed: int = 0):
 
 def _boundary_gt_picture(gts: list[np.ndarray]) -> np.ndarray:
     """Mean of the annotators' boundary maps, dilated a pixel for visibility (1 = all agree)."""
-
     return grey_dilation(np.mean(gts, axis=0), size=(2, 2))
 
 
@@ -179,7 +176,6 @@ def build_report(
     ``occlusion_images``: how many scenes (default 24, quick 8).
     Returns the page's path; the numbers are also in OUT/report.json.
     """
-
     if not isinstance(model, GMAE):
         raise GmaeError(f"the report needs a GMAE model, got {type(model).__name__}")
     s = settings or ReportSettings.make(num_images, quick, occlusion_images)
@@ -450,7 +446,6 @@ def _summary_rows(
 
 def report_commands(ckpt: str = "C", occlusion_spec: str | None = None) -> list[str]:
     """The full-size commands behind each section (every option exists: tests parse them)."""
-
     commands = [
         f"gmae zeroshot layers --ckpt {ckpt} --image photo.jpg --out runs/layers",
         f"gmae zeroshot edges --ckpt {ckpt} --images BSDS/images/val --out runs/edges "
@@ -475,13 +470,11 @@ def report_commands(ckpt: str = "C", occlusion_spec: str | None = None) -> list[
 
 def trained_deadleaves_spec(facts: dict) -> str | None:
     """The checkpoint's training data spec when it is a dead-leaves one, else None."""
-
     spec = ((facts.get("config") or {}).get("data") or {}).get("spec")
     return spec if isinstance(spec, str) and is_deadleaves_spec(spec) else None
 
 
 def _occlusion_scenes(spec: str, count: int):
-
     if not is_deadleaves_spec(spec):
         raise ArgumentError(
             "occlusion_data",
@@ -493,7 +486,6 @@ def _occlusion_scenes(spec: str, count: int):
 def _random_twin(model, facts: dict, checkpoint):
     """The random-GMAE baseline of ``gmae zeroshot occlusion`` (same architecture, seed 0), built
     from the checkpoint's stored config; None when the model came without one."""
-
     if not facts.get("config"):
         return None
     cfg = stored_config(facts["config"], checkpoint)
@@ -508,7 +500,6 @@ def _ci_text(score: dict) -> str:
 
 def occlusion_verdict(depth_order: dict) -> str:
     """One plain sentence on GMAE's depth-order accuracy (0.5 chance, goal 0.75)."""
-
     d = depth_order[OCC_GMAE]
     head = (
         f"GMAE puts the occluding side nearer for {d['mean']:.3f} of the pixel pairs across a "
@@ -532,7 +523,6 @@ def occlusion_verdict(depth_order: dict) -> str:
 
 def occlusion_summary(numbers: dict) -> str:
     """The summary box's line: depth-order accuracy of GMAE (with CI) and its baselines."""
-
     d = numbers["depth_order"]
     base = " / ".join(f"{d[m]['mean']:.3f}" if m in d else "-" for m in (OCC_RANDOM, OCC_SHUFFLED))
     return (
@@ -554,7 +544,6 @@ def add_occlusion_section(
     """The "Occlusion (dead leaves)" section: ``gmae.zeroshot.occlusion``'s scores of the scenes
     (depth order, rank correlation, edges, with the random / shuffled baselines), a sentence on
     what they mean and picture strips. Returns the scores (without per-image lists)."""
-
     layers = tuple(L for L in s.layers if L <= model.num_gaussians) or (model.num_gaussians,)
     result, maps = occlusion_scores(
         model, scenes, random_model, mae_model, layers=layers, max_dist=MAX_DIST,
@@ -618,7 +607,6 @@ def _pair(d: dict) -> list[float]:
 
 def _scale_depth_figure(model, photos):
     """Scatter of Gaussian scale (geometric mean) vs camera depth, pooled over the photos."""
-
     matplotlib.use("Agg")
 
     g = predict_gaussians(model, photos)

@@ -17,7 +17,6 @@ def plot_loss_curves(
     runs: Sequence[tuple[str, str | os.PathLike]], out_png: str | os.PathLike, key: str = "loss"
 ) -> Path:
     """Plot ``key`` against step for each (label, metrics.jsonl) pair into one PNG (atomic)."""
-
     matplotlib.use("Agg")
 
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
@@ -49,7 +48,6 @@ HEALTH_TRACES = (
 def training_figure(rows: Sequence[dict]):
     """Training and validation loss, learning rate and (GMAE) Gaussian health against step, from
     metrics.jsonl rows; None when no row has a loss."""
-
     matplotlib.use("Agg")
 
     def series(key):

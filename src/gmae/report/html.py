@@ -118,7 +118,6 @@ class HtmlReport:
         self, name: str, fig, caption: str = "", width: int | None = None, full: bool = False
     ) -> None:
         """Add a matplotlib figure (closed afterwards)."""
-
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)

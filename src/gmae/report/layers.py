@@ -19,7 +19,6 @@ from gmae.zeroshot.layers import gaussian_scatter, layer_set
 
 def add_layer_sections(report: HtmlReport, prefix: str, photo, ls, g, index: int = 0) -> None:
     """Strips, depth maps and the scatter of image ``index`` of a LayerSet into ``report``."""
-
     num = ls.depths.shape[1]
     ks = ", ".join("all" if k == num else str(k) for k in ls.ks)
     report.image(
@@ -67,7 +66,6 @@ def layers_page(
     groups: int = 8,
 ) -> Path:
     """``gmae zeroshot layers``: PNGs of every render and OUT/index.html for one photo."""
-
     out = Path(out_dir)
     h, w = photo.size
     g = predict_gaussians(model, [photo])

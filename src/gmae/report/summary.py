@@ -23,7 +23,6 @@ def checkpoint_facts(path: str | os.PathLike) -> dict:
     """{"file", "kind", "config", "step", "total_steps", "epoch", "effective_batch"} (None
     where the file does not record it). ``path`` is anything ``--ckpt`` names; only gmae's own
     formats record a config."""
-
     path = Path(path)
     facts: dict = {"file": path.name, "kind": None, "config": None, "step": None}
     facts.update(total_steps=None, epoch=None, effective_batch=None)

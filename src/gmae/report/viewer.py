@@ -34,7 +34,6 @@ def viewer_scene(model, photos: Sequence, groups: int = 8) -> dict:
     RGB), opacities, camera depths at the model's viewpoint and depth groups (0 = nearest of
     ``groups`` equal-count groups, as the report's layer strips).
     """
-
     if not photos:
         raise GmaeError("the 3-D viewer needs at least one image")
     g = predict_gaussians(model, photos)

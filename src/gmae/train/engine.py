@@ -94,14 +94,12 @@ class Pretrainer(nn.Module):
 
 
 def build_model(cfg: Config) -> nn.Module:
-
     return create_model(**ckpt_io.model_kwargs(cfg))
 
 
 def build_data(cfg: Config) -> tuple[Dataset, Any, Dataset | None]:
     """(training images as PIL, their augmentation to uint8 tensors, validation set for the
     pictures or None). Batches become [0, 1] floats on the device (``to_unit_float``)."""
-
     d = cfg.data
     train = build_dataset(d.spec, d.split, transform=None, data_root=d.root)
     val = None
@@ -685,7 +683,6 @@ def prepare_renderer(
     first (building them if needed; gsplat's loader is not safe against concurrent builds),
     then the other ranks load that build.
     """
-
     if not isinstance(model, GMAE):
         return ""
     backend = model.render_backend

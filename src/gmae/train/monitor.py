@@ -58,7 +58,6 @@ def layer_grid(model: nn.Module, images: torch.Tensor, groups: int = 4) -> torch
     One row per image: the full render, each of ``groups`` equal-count depth groups alone
     (nearest first) and the depth render (viridis: yellow = near, purple = far).
     """
-
     from gmae.zeroshot.layers import layer_set
 
     was_training = model.training

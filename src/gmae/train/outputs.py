@@ -220,7 +220,6 @@ def truncate_metrics(path: Path, step: int) -> None:
 def recon_grid(model: torch.nn.Module, images: torch.Tensor, seed: int) -> torch.Tensor:
     """Rows: input, masked input, reconstruction. The mask is drawn from ``seed`` (the same
     every time, so grids of successive epochs compare) without touching the global RNG."""
-
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=[images.device.index] if images.is_cuda else []):

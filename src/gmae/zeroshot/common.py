@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,9 +31,6 @@ from gmae.photos import (
     predict_gaussians,
     shrink_photo,
 )
-
-if TYPE_CHECKING:
-    from gmae.models import Gaussians
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -60,12 +56,7 @@ __all__ = [
 # --- models -----------------------------------------------------------------------------------
 
 
-def __getattr__(name: str):
-    """``load_model``: the old name of ``gmae.loading.load_mae_or_gmae``, imported on first use
-    (it needs torch; this module does not)."""
-    if name == "load_model":
-        return load_mae_or_gmae
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+load_model = load_mae_or_gmae  # the old name of gmae.loading.load_mae_or_gmae
 
 
 def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
@@ -75,7 +66,6 @@ def check_health(model, photos: Sequence[Photo], max_images: int = 32) -> dict:
     Zero-shot results of a degenerate model (saturation collapse) are artefacts of the query
     index, not of the image: docs/models.md, "Gaussian health".
     """
-
     imgs = model_input(list(photos[:max_images]), model.img_size, model_device(model))
     gen = torch.Generator().manual_seed(0)
     noise = torch.rand(imgs.shape[0], model.encoder.num_patches, generator=gen).to(imgs.device)
@@ -112,10 +102,8 @@ def size_batches(photos: Sequence[Photo], batch_size: int) -> Iterator[list[Phot
 
 def take_images(g: Gaussians, idx) -> Gaussians:
     """Select / repeat images of a Gaussians batch (``idx`` indexes the batch dimension)."""
-
     return Gaussians(**{f.name: getattr(g, f.name)[idx] for f in fields(g)})
 
 
 def with_colors(g: Gaussians, colors) -> Gaussians:
-
     return Gaussians(g.means, g.scales, g.quats, colors, g.opacities)

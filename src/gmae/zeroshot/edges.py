@@ -121,13 +121,11 @@ CANNY_SIGMA = 2.0  # [choice] fixed for every image
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
-
     return rgb2gray(pixels) if pixels.ndim == 3 else pixels.astype(np.float64) / 255.0
 
 
 def sobel_edges(pixels: np.ndarray) -> np.ndarray:
     """Sobel gradient magnitude of the grayscale photo (scikit-image), clipped to [0, 1]."""
-
     return np.clip(sobel(_gray(pixels)), 0.0, 1.0)
 
 
@@ -135,7 +133,6 @@ def canny_edges(pixels: np.ndarray, sigma: float = CANNY_SIGMA) -> np.ndarray:
     """Soft Canny: the non-maximum-suppressed edge pixels of scikit-image's Canny (hysteresis
     thresholds 0, so the threshold sweep of the benchmark replaces them), weighted by the
     gradient magnitude of the smoothed image (Sobel of a Gaussian blur, clipped to [0, 1])."""
-
     gray = _gray(pixels)
     nms = canny(gray, sigma=sigma, low_threshold=0.0, high_threshold=0.0)
     mag = sobel(gaussian(gray, sigma=sigma))

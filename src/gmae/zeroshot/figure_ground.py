@@ -77,7 +77,6 @@ def score_masks(preds: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray]) 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """A ground-truth mask image as bool (> 127 = figure; Weizmann horses are 0 / 255)."""
-
     path = Path(path)
     if not path.is_file():
         raise GmaeError(f"mask {path} not found")
@@ -105,7 +104,6 @@ def find_masks(folder: str | os.PathLike, names: Sequence[str]) -> dict[str, Pat
 
 def otsu_above(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """values > Otsu threshold (computed over ``valid`` pixels); all False for a flat map."""
-
     values = np.asarray(values, np.float64)
     sample = values[valid] if valid is not None else values.ravel()
     lo, span = (float(sample.min()), float(np.ptp(sample))) if sample.size else (0.0, 0.0)
@@ -127,14 +125,12 @@ def centre_prior(height: int, width: int, area: float = CENTRE_AREA) -> np.ndarr
 
 def _resize(maps, height: int, width: int) -> np.ndarray:
     """Bilinear upsampling of [B, h, w] tensors to [B, H, W] numpy."""
-
     return F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear")[:, 0].numpy()
 
 
 def feature_pca_maps(model, imgs) -> np.ndarray:
     """First principal component of each image's encoder patch tokens, [B, g, g] (torch in,
     numpy out), signed so that border patches score below the image mean."""
-
     with torch.no_grad():
         tokens = model.forward_features(imgs)[:, 1:].float().cpu()  # drop cls
     b, n, _ = tokens.shape
@@ -152,7 +148,6 @@ def feature_pca_maps(model, imgs) -> np.ndarray:
 def recon_error_maps(model, imgs, seed: int = 0):
     """Per-pixel squared reconstruction error [B, S, S], each pixel averaged over the passes in
     which its patch was masked. Passes use disjoint visible sets covering every patch once."""
-
     n = model.encoder.num_patches
     n_vis = max(1, int(n * (1 - model.mask_ratio)))
     passes = math.ceil(n / n_vis)
@@ -179,7 +174,6 @@ def recon_error_maps(model, imgs, seed: int = 0):
 
 def gmae_figure_masks(model, g, height: int, width: int) -> dict[str, np.ndarray]:
     """{rule: bool [B, H, W]} for the GMAE rules (module docstring), one render pass each."""
-
     num = g.num_gaussians
     rank = depth_rank(camera_depths(model, g))
     near = max(1, math.ceil(NEAR_FRACTION * num))
@@ -207,7 +201,6 @@ def figure_ground(
     progress: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """{method: {photo name: bool mask at the photo's size}} for every method that applies."""
-
     out: dict[str, dict[str, np.ndarray]] = {}
 
     def put(method: str, batch: Sequence[Photo], masks) -> None:

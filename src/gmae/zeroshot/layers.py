@@ -239,7 +239,6 @@ def gaussian_scatter(
 ):
     """Matplotlib figure: Gaussian centres on the (faded) photo, coloured by camera depth and
     sized by scale (geometric mean of the three axes). Arrays for one image (numpy)."""
-
     matplotlib.use("Agg")
 
     h, w = photo.shape[:2]

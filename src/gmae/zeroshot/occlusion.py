@@ -73,7 +73,6 @@ def model_maps(
     batch_size: int = 16,
     progress: bool = False,
 ) -> ModelMaps:
-
     if batch_size < 1:
         raise ArgumentError("batch_size", f"must be at least 1, got {batch_size}")
     h, w = photos[0].size
@@ -108,7 +107,6 @@ def pair_accuracy(depth: np.ndarray, near: np.ndarray, far: np.ndarray) -> tuple
 def leaf_rank_correlation(depth: np.ndarray, leaf: np.ndarray) -> float:
     """Spearman's rho between the median depth of each visible leaf (>= MIN_LEAF_PIXELS pixels,
     finite depth) and its occlusion index; nan with fewer than 3 such leaves."""
-
     leaf, depth = np.asarray(leaf).ravel(), np.asarray(depth).ravel()
     order = np.argsort(leaf, kind="stable")
     ids, starts, counts = np.unique(leaf[order], return_index=True, return_counts=True)
@@ -185,7 +183,6 @@ def boundary_scores(
     n_boot: int,
     workers: int | None = None,
 ) -> dict:
-
     names = [f"{i:06d}" for i in range(len(scenes))]
     gt = {n: [s.boundaries] for n, s in zip(names, scenes)}
     full = {}
@@ -217,7 +214,6 @@ def occlusion_scores(
     progress: bool = False,
 ) -> tuple[dict, dict[str, ModelMaps]]:
     """All scores (module docstring) as a JSON-ready dict, and each GMAE's maps."""
-
     if len(scenes) < 2:
         raise GmaeError(
             f"need at least 2 scenes (the shuffled control pairs them), got {len(scenes)}"
@@ -262,7 +258,6 @@ def occlusion_scores(
 
 def load_scenes(spec: str, split: str = "test", num_images: int = 0) -> list[DeadLeavesScene]:
     """The first ``num_images`` scenes (0: all) of a dead-leaves split."""
-
     if not is_deadleaves_spec(spec):
         raise ArgumentError(
             "spec",
@@ -280,7 +275,6 @@ def scene_strip(scene: DeadLeavesScene, index: int, maps: dict[str, ModelMaps]) 
 
     def ranked(a: np.ndarray) -> np.ndarray:
         """Near = 1, far = 0, by average rank (equal values stay equal); inf = 0."""
-
         flat = a.ravel()
         ok = np.isfinite(flat)
         r = np.zeros(flat.shape)
@@ -297,7 +291,6 @@ def scene_strip(scene: DeadLeavesScene, index: int, maps: dict[str, ModelMaps]) 
 
 def save_pictures(out, scenes: Sequence[DeadLeavesScene], maps: dict[str, ModelMaps], count: int):
     """OUT/scene_NNNNNN.png: ``scene_strip`` of each of the first ``count`` scenes."""
-
     written = []
     for i, s in enumerate(scenes[:count]):
         path = Path(out) / f"scene_{i:06d}.png"

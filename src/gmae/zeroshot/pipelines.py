@@ -35,7 +35,6 @@ def edge_maps(
     Methods: ``gmae_L{L}`` per L, ``gmae_combined`` and each photo-based baseline name
     (``shuffled`` needs every photo's map first: ``write_edges`` adds it).
     """
-
     bar = tqdm(total=len(photos), desc="edges", unit="img", disable=not progress)
     try:
         for batch in size_batches(photos, batch_size):
@@ -111,7 +110,6 @@ def run_figure_ground(
 
     Returns (a JSON-ready summary with ``scores`` per method, {method: {photo: bool mask}}).
     """
-
     if masks_dir is not None:
         paths = find_masks(masks_dir, [p.name for p in photos])
         gt = {n: load_mask(p) for n, p in paths.items()}

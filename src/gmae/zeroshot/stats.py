@@ -47,7 +47,6 @@ SIZES = ("scale_gmean", "scale_largest_axis", "screen_size")
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho (scipy); nan for fewer than 3 points or a constant input."""
-
     x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
@@ -56,7 +55,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:
     """Sobel magnitude (scikit-image) of the grayscale of [B, H, W, 3] float images in [0, 1]."""
-
     return np.stack([sobel(rgb2gray(im)) for im in imgs])
 
 
@@ -74,7 +72,6 @@ class GaussianStats:
 
     def add(self, model, imgs, g) -> None:
         """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
-
         s = model.img_size
         with torch.no_grad():
             proj = model.project_gaussians(g.float(), s, s)
@@ -156,7 +153,6 @@ def gaussian_stats(
     progress: bool = False,
 ) -> dict:
     """Run ``GaussianStats`` over batches of [B, 3, S, S] model inputs in [0, 1]."""
-
     acc = GaussianStats()
     dev = model_device(model)
     bar = tqdm(total=total, desc="stats", unit="img", disable=not progress)
@@ -174,7 +170,6 @@ def dataset_batches(
     spec: str, split: str, size: int, num_images: int, batch_size: int
 ) -> tuple[Iterable, int]:
     """Batches of the first ``num_images`` images of a data set, squashed to ``size``."""
-
     ds = build_dataset(spec, split=split)
     n = len(ds) if num_images <= 0 else min(num_images, len(ds))
     if n == 0:
@@ -191,6 +186,5 @@ def dataset_batches(
 
 
 def photo_batches(photos: Sequence, size: int, batch_size: int) -> Iterable:
-
     for i in range(0, len(photos), batch_size):
         yield model_input(photos[i : i + batch_size], size)
