@@ -485,6 +485,15 @@ def test_gmae_wrap_render_sees_every_render_and_changes_nothing():
     assert len(calls) == 2 and len(outer) == 1 and model._render_wrapper is None
 
 
+def test_gmae_render_backend_for_is_the_backend_its_renders_run():
+    model, x = tiny_gmae(), images()
+    chosen = model.render_backend_for(torch.device("cpu"), batch_size=x.shape[0])
+    model(x, noise=noise())
+    assert chosen == model.last_render_backend == "fast"  # auto on a CPU
+    model.render_backend = "reference"
+    assert model.render_backend_for(torch.device("cpu")) == "reference"
+
+
 @pytest.mark.parametrize("make", [tiny_mae, tiny_gmae])
 def test_after_step_is_a_no_op_for_pixel_models(make):
     """MaskedImageModel's hooks the engine calls unconditionally: MAE and GMAE keep defaults."""

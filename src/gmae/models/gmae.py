@@ -32,7 +32,7 @@ from gmae.models.vit import (
     visible_ids,
 )
 from gmae.precision import fp32_island
-from gmae.render import Camera, RenderSettings, project, render
+from gmae.render import Camera, RenderSettings, project, render, resolve_backend
 
 if TYPE_CHECKING:
     from gmae.render import Projection, RenderOutput
@@ -315,6 +315,15 @@ class GMAE(MaskedImageModel):
     def camera_at(self, height: int, width: int) -> Camera:
         """This model's fixed camera for an image of ``height x width`` (intrinsics scale)."""
         return Camera(mode=self.camera_model, height=height, width=width)
+
+    def render_backend_for(self, device, batch_size: int | None = None) -> str:
+        """The backend this model's renders of ``batch_size`` images at its own size would run
+        on ``device`` (``gmae.render.resolve_backend`` with its settings; None: assume the
+        dense reference fits), e.g. to log before training."""
+        pairs = None if not batch_size else batch_size * self.img_size**2 * self.num_gaussians
+        return resolve_backend(
+            self.render_backend, device, pairs=pairs, settings=self.render_settings
+        )
 
     def project_gaussians(
         self, gaussians: Gaussians, height: int, width: int, keep: Tensor | None = None

@@ -167,7 +167,6 @@ def bench_train(
 def _bench_presets(presets, batch_size, repeats, warmup, dev, amp) -> tuple[list, str | None]:
     """One row per preset: the MAE and GMAE step times (and GMAE's render share)."""
     from gmae.models import create_model
-    from gmae.render import resolve_backend
 
     backend = None
     rows = []
@@ -180,10 +179,7 @@ def _bench_presets(presets, batch_size, repeats, warmup, dev, amp) -> tuple[list
             model = create_model(**model_kwargs(cfg)).to(dev)
             timer = RenderTimer(dev)
             if name == "gmae":
-                pairs = batch * model.img_size**2 * model.num_gaussians
-                backend = resolve_backend(
-                    model.render_backend, dev, pairs=pairs, settings=model.render_settings
-                )
+                backend = model.render_backend_for(dev, batch)
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             with model.wrap_render(timer) if name == "gmae" else contextlib.nullcontext():

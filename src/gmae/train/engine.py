@@ -39,7 +39,6 @@ from gmae.data.transforms import to_unit_float
 from gmae.errors import GmaeError
 from gmae.models import GMAE, create_model
 from gmae.precision import tf32_matmuls
-from gmae.render import resolve_backend
 from gmae.render.gsplat_backend import gsplat_kernel_problem
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import distributed
@@ -692,7 +691,4 @@ def prepare_renderer(
         gsplat_kernel_problem()
         if dist.local_rank == 0:
             distributed.barrier()
-    pairs = None
-    if batch_size:
-        pairs = batch_size * model.img_size**2 * model.num_gaussians
-    return resolve_backend(backend, device, pairs=pairs, settings=model.render_settings)
+    return model.render_backend_for(device, batch_size)
