@@ -187,3 +187,16 @@ def test_what_stays_lazy_stays_lazy():
     )
     heavy = {"timm", "torchvision", "skimage", "scipy", "matplotlib", "safetensors"}
     assert not heavy & _modules_after(help_code)
+
+
+def test_pyplot_loads_only_when_drawing_and_then_headless():
+    probe = (
+        "import sys, gmae.report.builders, gmae.zeroshot.layers, gmae.train.engine\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+        "from gmae.images import headless_pyplot\n"
+        "import matplotlib\n"
+        "headless_pyplot()\n"
+        "print(matplotlib.get_backend().lower())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "agg"

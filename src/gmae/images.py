@@ -11,6 +11,7 @@ import io
 import os
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
@@ -72,3 +73,12 @@ def colormap(values: np.ndarray, name: str = "viridis") -> np.ndarray:
     """[0, 1] map -> uint8 RGB through a matplotlib colour map."""
     rgba = colormaps[name](np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0))
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def headless_pyplot():
+    """matplotlib's pyplot on the Agg backend (figures to files, never a window). pyplot is
+    imported here, on first use and after the backend is chosen, so no GUI backend loads."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

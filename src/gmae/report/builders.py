@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy.ndimage import grey_dilation
@@ -27,7 +25,7 @@ from gmae.data import bsds500_pairs, weizmann_horses
 from gmae.data.deadleaves import is_deadleaves_spec
 from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.boundaries import evaluate_boundaries, load_gt_boundaries
-from gmae.images import strip
+from gmae.images import headless_pyplot, strip
 from gmae.loading.checks import stored_config
 from gmae.loading.loaders import LoadedModel, random_like
 from gmae.models import GMAE
@@ -607,8 +605,7 @@ def _pair(d: dict) -> list[float]:
 
 def _scale_depth_figure(model, photos):
     """Scatter of Gaussian scale (geometric mean) vs camera depth, pooled over the photos."""
-    matplotlib.use("Agg")
-
+    plt = headless_pyplot()
     g = predict_gaussians(model, photos)
     d = camera_depths(model, g).cpu().numpy().ravel()
     sc = g.scales.clamp_min(1e-12).log().mean(-1).exp().cpu().numpy().ravel()

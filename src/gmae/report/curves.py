@@ -6,10 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 from gmae import io as gio
+from gmae.images import headless_pyplot
 from gmae.io import read_metrics  # lived here; gmae.report.curves.read_metrics still works
 
 
@@ -17,8 +15,7 @@ def plot_loss_curves(
     runs: Sequence[tuple[str, str | os.PathLike]], out_png: str | os.PathLike, key: str = "loss"
 ) -> Path:
     """Plot ``key`` against step for each (label, metrics.jsonl) pair into one PNG (atomic)."""
-    matplotlib.use("Agg")
-
+    plt = headless_pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
     for ax, (label, path) in zip(axes[0], runs):
         rows = [r for r in read_metrics(path) if key in r]
@@ -48,7 +45,7 @@ HEALTH_TRACES = (
 def training_figure(rows: Sequence[dict]):
     """Training and validation loss, learning rate and (GMAE) Gaussian health against step, from
     metrics.jsonl rows; None when no row has a loss."""
-    matplotlib.use("Agg")
+    plt = headless_pyplot()
 
     def series(key):
         pts = [(r["step"], r[key]) for r in rows if "step" in r and r.get(key) is not None]

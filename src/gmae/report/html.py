@@ -13,10 +13,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from gmae import io as gio
-from gmae.images import to_png_bytes  # lived here; gmae.report.html.to_png_bytes still works
+from gmae.images import (  # lived here; gmae.report.html.to_png_bytes still works
+    headless_pyplot,
+    to_png_bytes,
+)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1.5em;
@@ -120,7 +121,7 @@ class HtmlReport:
         """Add a matplotlib figure (closed afterwards)."""
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        headless_pyplot().close(fig)
         self.image(name, buf.getvalue(), caption, width, full)
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence], caption: str = "") -> None:

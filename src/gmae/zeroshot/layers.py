@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
 
 from gmae.errors import GmaeError
+from gmae.images import headless_pyplot
 from gmae.models import Gaussians
 from gmae.zeroshot.common import take_images, with_colors
 
@@ -239,8 +238,7 @@ def gaussian_scatter(
 ):
     """Matplotlib figure: Gaussian centres on the (faded) photo, coloured by camera depth and
     sized by scale (geometric mean of the three axes). Arrays for one image (numpy)."""
-    matplotlib.use("Agg")
-
+    plt = headless_pyplot()
     h, w = photo.shape[:2]
     sel = np.asarray(opacities) >= min_opacity
     gm = np.exp(np.log(np.clip(scales, 1e-12, None)).mean(-1))
