@@ -66,12 +66,22 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # reconstructs well; with fewer Gaussians, moving them to where the image needs them pays.
     "slack_k32": (GMAE, ["model.num_gaussians=32"]),
     "slack_k64": (GMAE, ["model.num_gaussians=64"]),
+    # Fourth (CPU): patch-anchored queries (model.query_anchor=grid, a departure). Each query
+    # carries the sin-cos embedding of a fixed grid point and predicts an offset from it, so it
+    # can attend to the patches it sits on; the layout would then follow local image content.
+    "anchor_grid": (GMAE, ["model.query_anchor=grid"]),
+    "anchor_grid_normal": (GMAE, ["model.query_anchor=grid", "model.query_init=normal"]),
+    "anchor_grid_normal_r05": (
+        GMAE,
+        ["model.query_anchor=grid", "model.query_init=normal", "model.anchor_range=0.5"],
+    ),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }
 SWEEP = [v for v in VARIANTS if not v.startswith(("mae", "centre_", "slack_"))] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]
 SLACK_SWEEP = [v for v in VARIANTS if v.startswith("slack_")]
+ANCHOR_SWEEP = [v for v in VARIANTS if v.startswith("anchor_")]
 
 
 def gmae_cmd() -> list[str]:
@@ -79,7 +89,12 @@ def gmae_cmd() -> list[str]:
 
 
 def launch(
-    name: str, out: Path, epochs: int, extra: list[str], gmae_extra: list[str]
+    name: str,
+    out: Path,
+    epochs: int,
+    extra: list[str],
+    gmae_extra: list[str],
+    max_steps: int | None = None,
 ) -> subprocess.Popen:
     preset, sets = VARIANTS[name]
     if preset == GMAE:
@@ -89,6 +104,8 @@ def launch(
     cmd = [*gmae_cmd(), "pretrain", "--config", preset, "--out", str(run)]
     for s in [*sets, f"optim.epochs={epochs}", *extra]:
         cmd += ["--set", s]
+    if max_steps:  # stop there; the schedule stays the one of ``epochs``
+        cmd += ["--max-steps", str(max_steps)]
     log = open(run / "train.log", "w")  # noqa: SIM115 (closed by the child's exit)
     print("+", " ".join(cmd), flush=True)
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -183,11 +200,18 @@ def main() -> int:
         "--variants",
         nargs="*",
         default=[],
-        help=f"'all' (first sweep), 'centre' (second), 'slack' (third) or of: "
+        help=f"'all' (first sweep), 'centre' (second), 'slack' (third), 'anchor' (fourth) "
+        f"or of: "
         f"{', '.join(VARIANTS)}",
     )
     ap.add_argument("--pick", type=Path, help="also run the winner of this earlier sweep.json")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--max-steps", type=int, help="stop each run after this many steps")
+    ap.add_argument(
+        "--score-only",
+        action="store_true",
+        help="train nothing: score the runs already in OUT (e.g. after --resume by hand)",
+    )
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
     ap.add_argument("--time-limit", type=float, default=0, help="seconds, then SIGTERM (0: none)")
     ap.add_argument("--data", default="imagenette-128", help="data spec for training and scoring")
@@ -204,7 +228,7 @@ def main() -> int:
         help="extra override for GMAE runs (e.g. model.render_backend=reference)",
     )
     args = ap.parse_args()
-    groups = {"all": SWEEP, "centre": CENTRE_SWEEP, "slack": SLACK_SWEEP}
+    groups = {"all": SWEEP, "centre": CENTRE_SWEEP, "slack": SLACK_SWEEP, "anchor": ANCHOR_SWEEP}
     names = [n for v in args.variants for n in groups.get(v, [v])]
     if args.pick:
         names.insert(0, pick(args.pick))
@@ -215,11 +239,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
-    pending, running, stopped = list(names), {}, set()
+    pending, running, stopped = ([] if args.score_only else list(names)), {}, set()
     while pending or running:
         while pending and len(running) < args.parallel:
             n = pending.pop(0)
-            running[n] = launch(n, args.out, args.epochs, extra, args.gmae_sets)
+            running[n] = launch(n, args.out, args.epochs, extra, args.gmae_sets, args.max_steps)
         time.sleep(2)
         for n, p in list(running.items()):
             if p.poll() is not None:

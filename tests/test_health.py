@@ -165,3 +165,65 @@ def test_zero_shot_commands_warn_about_a_degenerate_checkpoint(tmp_path, capsys)
     assert check_health(m, photos)["verdict"] == "degenerate"
     err = capsys.readouterr().err
     assert "WARNING: this checkpoint is degenerate" in err and "sizes pinned" in err
+
+
+def test_grid_anchors_are_cell_centres_inside_the_image():
+    from gmae.models.gmae import grid_anchors
+
+    a = grid_anchors(256)
+    assert a.shape == (256, 2) and a.abs().max() < 1
+    assert torch.unique(a, dim=0).shape[0] == 256
+    torch.testing.assert_close(a[:16, 0], (torch.arange(16) + 0.5) / 16 * 2 - 1)  # first row
+    assert torch.all(a[:16, 1] == a[0, 1]) and a[16, 1] > a[0, 1]  # row-major, y down
+    b = grid_anchors(6)  # not a square: 3 columns, 2 rows
+    assert sorted(set(b[:, 0].tolist())) == pytest.approx([-2 / 3, 0.0, 2 / 3])
+    assert sorted(set(b[:, 1].tolist())) == [-0.5, 0.5]
+
+
+def test_anchored_centres_stay_within_range_of_their_grid_point():
+    free, anchored = tiny_gmae(), tiny_gmae(query_anchor="grid", anchor_range=0.2)
+    raw = torch.randn(2, 16, 14) * 20  # saturating
+    g, h = free.head.activate(raw), anchored.head.activate(raw)
+    offset = h.means[..., :2] - anchored.head.anchors
+    assert offset.abs().max() <= 0.2 + 1e-6 and offset.abs().max() > 0.19
+    torch.testing.assert_close(h.means[..., 2], g.means[..., 2])  # depth: the paper's map
+    for name in ("scales", "quats", "colors", "opacities"):
+        assert torch.equal(getattr(h, name), getattr(g, name))
+    zero = anchored.head.activate(torch.zeros(1, 16, 14))
+    torch.testing.assert_close(zero.means[0, :, :2], anchored.head.anchors)
+    raw.requires_grad_(True)
+    anchored.head.activate(raw).means.sum().backward()
+    assert raw.grad[..., :3].abs().sum() > 0
+
+
+def test_anchored_query_carries_the_embedding_of_the_patch_it_sits_on():
+    # 16 queries on a 32 px image of 4 x 4 patches: each grid point is a patch centre, so its
+    # sin-cos embedding is that patch's row of the decoder's position table.
+    m = tiny_gmae(query_anchor="grid")
+    torch.testing.assert_close(m.query_pos_embed, m.decoder_pos_embed[:, 1:])
+    latent, _, ids_restore = m.encode(torch.rand(2, 3, 32, 32))
+    queries = m.decoder_tokens(latent, ids_restore)[:, -16:]
+    torch.testing.assert_close(queries[0], (m.query_token + m.query_embed + m.query_pos_embed)[0])
+    assert tiny_gmae().query_pos_embed is None  # the paper's queries: no spatial prior
+
+
+def test_anchored_model_round_trips_a_compact_checkpoint(tmp_path):
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.train.config import config_from_dict
+
+    m = tiny_gmae(query_anchor="grid", anchor_range=0.3)
+    assert set(m.state_dict()) == set(tiny_gmae().state_dict())  # the anchors are not stored
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.query_anchor == "grid" and loaded.head.anchor_range == 0.3
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
+
+
+@pytest.mark.parametrize(
+    "kw, match", [(dict(query_anchor="patch"), "query_anchor"), (dict(anchor_range=0), "anchor")]
+)
+def test_anchor_options_are_checked(kw, match):
+    with pytest.raises(GmaeError, match=match):
+        tiny_gmae(**kw)

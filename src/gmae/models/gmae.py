@@ -27,6 +27,7 @@ from gmae.models.vit import (
     init_vit_weights,
     norm_layer,
     patchify,
+    sincos_embed_2d_at,
     sincos_pos_embed_2d,
     unpatchify,
     visible_ids,
@@ -41,6 +42,7 @@ ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
+QUERY_ANCHORS = ("none", "grid")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
 
@@ -58,6 +60,18 @@ def shoemake_quaternion(a: Tensor) -> Tensor:
     return torch.stack([r1 * t1.sin(), r1 * t1.cos(), r2 * t2.sin(), r2 * t2.cos()], dim=-1)
 
 
+def grid_anchors(num: int) -> Tensor:
+    """``num`` points [num, 2] = (x, y) in (-1, 1), row-major cell centres of a g x ceil(num / g)
+    grid with g = ceil(sqrt(num)) (the last row partly filled when ``num`` is not a square): the
+    image positions of anchored queries, in the camera's frame (x = -1 the left edge)."""
+    cols = math.ceil(math.sqrt(num))
+    rows = math.ceil(num / cols)
+    index = torch.arange(num, dtype=torch.float64)
+    x = ((index % cols) + 0.5) / cols * 2 - 1
+    y = ((index // cols) + 0.5) / rows * 2 - 1
+    return torch.stack([x, y], dim=1).float()
+
+
 class GaussianHead(nn.Module):
     """Linear(dim -> 11 + C, no bias) and the activations turning a token into a Gaussian.
 
@@ -65,6 +79,10 @@ class GaussianHead(nn.Module):
     center = 2 (sigmoid - 0.5) in (-1, 1); scale = scale_cap * sigmoid; rotation ``shoemake``
     (3 sigmoids, 4th channel unused) or ``normalize`` (L2-normalised 4-vector); colour and
     opacity sigmoid [authors' code; ``normalize`` is a choice].
+
+    ``anchors`` [k, 2] (x, y): a patch-anchored layout [choice, not the paper's]: query j's centre
+    is ``anchors[j] + anchor_range * tanh(u)`` in x and y (z as above), so the head predicts an
+    offset from a fixed place instead of a place anywhere on the image.
     """
 
     def __init__(
@@ -74,6 +92,8 @@ class GaussianHead(nn.Module):
         scale_cap: float = 1.0,
         rotation: str = "shoemake",
         init: str = "xavier",
+        anchors: Tensor | None = None,
+        anchor_range: float = 0.25,
     ):
         super().__init__()
         if rotation not in ROTATIONS:
@@ -86,6 +106,9 @@ class GaussianHead(nn.Module):
         self.scale_cap = scale_cap
         self.rotation = rotation
         self.init = init
+        self.anchor_range = float(anchor_range)
+        # Rebuilt from the config, never stored: checkpoints keep the same keys either way.
+        self.register_buffer("anchors", anchors, persistent=False)
         # ``torch``: nn.Linear's own init (kaiming-uniform, a = sqrt 5), as in the authors' code;
         # its raw outputs start about 2.3x smaller than xavier's, further from the sigmoid tails.
         self.proj = nn.Linear(dim, 11 + color_channels, bias=False)
@@ -104,8 +127,12 @@ class GaussianHead(nn.Module):
             quats = shoemake_quaternion(torch.sigmoid(raw[..., 6:9]))
         else:
             quats = F.normalize(raw[..., 6:10], dim=-1)
+        means = 2 * (torch.sigmoid(raw[..., 0:3]) - 0.5)
+        if self.anchors is not None:
+            xy = self.anchors.to(raw.dtype) + self.anchor_range * torch.tanh(raw[..., 0:2])
+            means = torch.cat([xy, means[..., 2:]], dim=-1)
         return Gaussians(
-            means=2 * (torch.sigmoid(raw[..., 0:3]) - 0.5),
+            means=means,
             scales=self.scale_cap * torch.sigmoid(raw[..., 3:6]),
             quats=quats,
             colors=torch.sigmoid(raw[..., 10 : 10 + c]),
@@ -145,8 +172,11 @@ class GMAE(MaskedImageModel):
     nn.Linear's default, as the authors' code), raw_penalty / raw_bound (the saturation guard:
     ``raw_penalty * mean relu(|u| - raw_bound)^2`` over the raw z and scale outputs is added to
     the loss; 0 = off), query_init (``uniform`` [0, 1): the authors' code; ``normal``:
-    N(0, 0.02), like the shared query token). The encoder and decoder come as flat arguments or
-    as ``encoder=EncoderConfig(...)`` / ``decoder=DecoderConfig(...)``.
+    N(0, 0.02), like the shared query token), query_anchor (``none``: queries carry no spatial
+    prior [authors' code]; ``grid``: query j also carries the decoder's sin-cos embedding of a
+    fixed grid point and its centre is that point plus ``anchor_range * tanh(u)`` in x and y, a
+    [choice] that departs from the paper; see ``GaussianHead``). The encoder and decoder come
+    as flat arguments or as ``encoder=EncoderConfig(...)`` / ``decoder=DecoderConfig(...)``.
 
     The model owns how its Gaussians are drawn: ``camera_at(h, w)`` is its camera at any size,
     ``render_settings`` its :class:`gmae.render.RenderSettings`, and ``render_gaussians`` /
@@ -179,6 +209,8 @@ class GMAE(MaskedImageModel):
         render_backend: str = "auto",
         head_init: str = "xavier",
         query_init: str = "uniform",
+        query_anchor: str = "none",
+        anchor_range: float = 0.25,
         raw_bound: float = 4.0,
         raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
@@ -211,6 +243,12 @@ class GMAE(MaskedImageModel):
             raise GmaeError(
                 f"unknown query_init {query_init!r}; choose from {', '.join(QUERY_INITS)}"
             )
+        if query_anchor not in QUERY_ANCHORS:
+            raise GmaeError(
+                f"unknown query_anchor {query_anchor!r}; choose from {', '.join(QUERY_ANCHORS)}"
+            )
+        if not anchor_range > 0:
+            raise GmaeError(f"anchor_range must be positive, got {anchor_range}")
         if not raw_bound > 0:
             raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
         if not raw_penalty >= 0:
@@ -241,6 +279,15 @@ class GMAE(MaskedImageModel):
         # Query j = shared token + its own embedding; no spatial prior [authors' code].
         self.query_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
         self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder.dim))
+        self.query_anchor = query_anchor
+        anchors = grid_anchors(num_gaussians) if query_anchor == "grid" else None
+        # An anchored query carries the sin-cos embedding of its grid point in the patches' frame
+        # (patch c's centre is at x = (c + 0.5) / G * 2 - 1), so it can find the patches it sits on.
+        query_pos = None
+        if anchors is not None:
+            patch_units = (anchors + 1) / 2 * self.encoder.grid_size - 0.5
+            query_pos = sincos_embed_2d_at(decoder.dim, patch_units).unsqueeze(0)
+        self.register_buffer("query_pos_embed", query_pos, persistent=False)
         self.decoder_blocks = decoder_blocks(decoder, mlp_ratio=encoder.mlp_ratio)
         self.decoder_norm = norm_layer(decoder.dim)
         self.head = GaussianHead(
@@ -249,6 +296,8 @@ class GMAE(MaskedImageModel):
             scale_cap=scale_cap,
             rotation=rotation,
             init=head_init,
+            anchors=anchors,
+            anchor_range=anchor_range,
         )
 
         nn.init.normal_(self.query_token, std=0.02)
@@ -291,7 +340,10 @@ class GMAE(MaskedImageModel):
         patch_pos = self.decoder_pos_embed[:, 1:].expand(b, -1, -1)
         visible = x[:, 1:] + torch.gather(patch_pos, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
         cls = x[:, :1] + self.decoder_pos_embed[:, :1]
-        queries = (self.query_token + self.query_embed).expand(b, -1, -1)
+        queries = self.query_token + self.query_embed
+        if self.query_pos_embed is not None:
+            queries = queries + self.query_pos_embed
+        queries = queries.expand(b, -1, -1)
         return torch.cat([cls, visible, queries], dim=1)
 
     def forward_decoder_raw(self, latent: Tensor, ids_restore: Tensor) -> Tensor:

@@ -26,29 +26,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 norm_layer = partial(nn.LayerNorm, eps=1e-6)
 
 
-def sincos_pos_embed_2d(embed_dim: int, grid_size: int, cls_token: bool = True) -> Tensor:
-    """Fixed 2-D sin-cos position table [1 (+1 for cls), grid_size**2, embed_dim] (float32).
-
-    MAE's layout: patches row-major; channels [sin(x w), cos(x w), sin(y w), cos(y w)] with x the
-    column and y the row of a patch, w_i = 10000^(-i / (D/4)); a leading all-zero row for cls.
-    """
+def sincos_embed_2d_at(embed_dim: int, xy: Tensor) -> Tensor:
+    """Sin-cos embeddings [N, embed_dim] (float32) of points ``xy`` [N, 2] = (column, row) in
+    patch units (patch (r, c)'s centre is (c, r)): the same channels as ``sincos_pos_embed_2d``,
+    at any real position, so that a point and the patch it lies on share one frame."""
     if embed_dim % 4 != 0:
         raise GmaeError(
             f"embedding width must be divisible by 4 for sin-cos embeddings, got {embed_dim}"
         )
     quarter = embed_dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    x = xy[:, :1].double() * omega  # [N, D/4]
+    y = xy[:, 1:2].double() * omega
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).float()
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_size: int, cls_token: bool = True) -> Tensor:
+    """Fixed 2-D sin-cos position table [1 (+1 for cls), grid_size**2, embed_dim] (float32).
+
+    MAE's layout: patches row-major; channels [sin(x w), cos(x w), sin(y w), cos(y w)] with x the
+    column and y the row of a patch, w_i = 10000^(-i / (D/4)); a leading all-zero row for cls.
+    """
     rows, cols = torch.meshgrid(
         torch.arange(grid_size, dtype=torch.float64),
         torch.arange(grid_size, dtype=torch.float64),
         indexing="ij",
     )
-    x = cols.reshape(-1, 1) * omega  # [N, D/4]
-    y = rows.reshape(-1, 1) * omega
-    table = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
+    table = sincos_embed_2d_at(embed_dim, torch.stack([cols.reshape(-1), rows.reshape(-1)], 1))
     if cls_token:
-        table = torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), table], dim=0)
-    return table.float().unsqueeze(0)
+        table = torch.cat([torch.zeros(1, embed_dim), table], dim=0)
+    return table.unsqueeze(0)
 
 
 def patchify(imgs: Tensor, patch_size: int) -> Tensor:
