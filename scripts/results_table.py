@@ -106,6 +106,13 @@ def stats_table(d: Path) -> list[str]:
             f"| camera-depth std across images / within an image "
             f"| {z['across_images']:.4f} / {z['within_image']:.4f} |",
         ]
+    test = r.get("hf_ratio_own_vs_other")
+    if test:  # stats.json files written before the other-image control lack it
+        lo, hi = test["ci"]
+        lines += [
+            f"| hf_ratio on its own photo - on another photo (per image, 95 % CI, p) "
+            f"| {test['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], p {test['p_sign_flip']:.4f} |",
+        ]
     return lines
 
 

@@ -108,6 +108,8 @@ def test_results_table_zeroshot_tables(tmp_path, monkeypatch, capsys):
     stats["layout"] = {"depth_order_agreement": 0.8493, "centre_px": {"across_images": 2.165,
                        "within_image": 19.04}, "depth": {"across_images": 0.0111,
                        "within_image": 0.0073}}  # fmt: skip
+    stats["hf_ratio_own_vs_other"] = {"mean_diff": 0.0123, "ci": [-0.004, 0.029],
+                                      "p_sign_flip": 0.1401}  # fmt: skip
     (d / "stats.json").write_text(json.dumps(stats))
     run_script("results_table.py", str(d), monkeypatch=monkeypatch)
     out = capsys.readouterr().out
@@ -118,3 +120,4 @@ def test_results_table_zeroshot_tables(tmp_path, monkeypatch, capsys):
     assert "| hf_ratio (not a correlation: Sobel at centres / image mean) | 1.065 |" in out
     assert "| depth-order agreement (mean Spearman over image pairs) | 0.849 |" in out
     assert "| centre std across images / within an image (px) | 2.17 / 19.04 |" in out
+    assert "another photo (per image, 95 % CI, p) | +0.012 [-0.004, +0.029], p 0.1401 |" in out

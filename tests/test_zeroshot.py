@@ -428,6 +428,43 @@ def test_gaussian_stats_constructed(model):
     assert math.isnan(out["layout"]["depth_order_agreement"])  # one image: no pairs
 
 
+def _edge_gaussians(u_or_v: str, n: int = 12) -> Gaussians:
+    """n Gaussians on the line x = 0 ("u": a vertical line) or y = 0 ("v") of the image."""
+    line, zero = torch.linspace(-0.8, 0.8, n), torch.zeros(n)
+    xy = [zero, line] if u_or_v == "u" else [line, zero]
+    means = torch.stack([*xy, torch.zeros(n)], -1)[None]
+    return Gaussians(
+        means, torch.full((1, n, 3), 0.1), torch.tensor([1.0, 0, 0, 0]).expand(1, n, 4),
+        torch.rand(1, n, 3), torch.full((1, n), 0.9),
+    )  # fmt: skip
+
+
+def test_hf_ratio_control_reads_centres_on_another_image(model):
+    vertical, horizontal = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    vertical[..., 16:] = 1.0  # an edge along the column x = 16
+    horizontal[..., 16:, :] = 1.0  # an edge along the row y = 16
+    # A layout that follows each photo: its Gaussians sit on that photo's edge.
+    follows = GaussianStats()
+    follows.add(model, vertical, _edge_gaussians("u"))
+    follows.add(model, horizontal, _edge_gaussians("v"))
+    out = follows.summary()
+    own, other = out["hf_ratio"]["per_image_mean"], out["hf_ratio_other_image"]["per_image_mean"]
+    assert own > 5.0 and other < 2.0  # on another photo the line crosses its edge once
+    test = out["hf_ratio_own_vs_other"]
+    assert test["n"] == 2 and test["mean_diff"] == pytest.approx(own - other)
+    assert test["a_better_fraction"] == 1.0
+    # A fixed layout on two copies of one photo: the control equals the measure exactly.
+    fixed = GaussianStats()
+    for _ in range(2):
+        fixed.add(model, vertical, _edge_gaussians("u"))
+    out = fixed.summary()
+    assert out["hf_ratio_own_vs_other"]["mean_diff"] == pytest.approx(0.0, abs=1e-12)
+    # One image has no other photo: no control, and nothing breaks.
+    one = GaussianStats()
+    one.add(model, vertical, _edge_gaussians("u"))
+    assert "hf_ratio_other_image" not in one.summary()
+
+
 def test_layout_dependence_separates_fixed_from_image_driven_layouts():
     rng = np.random.default_rng(0)
     k, n = 32, 6

@@ -403,9 +403,16 @@ def _statistics_section(rep: HtmlReport, model: GMAE, photos: list, progress: bo
     rep.table(
         ["measure", "pooled", "per-image mean"],
         [[f"Spearman({k}, depth)", v["pooled"], v["per_image_mean"]] for k, v in corr.items()]
-        + [["hf_ratio (gradient at centres / mean)", *_pair(stats["hf_ratio"])]],
+        + [["hf_ratio (gradient at centres / mean)", *_pair(stats["hf_ratio"])]]
+        + [
+            ["hf_ratio on another photo (control)", "", v["per_image_mean"]]
+            for v in [stats.get("hf_ratio_other_image")]
+            if v
+        ],
         f"{stats['n_images']} images, {stats['n_gaussians']} Gaussians; the paper's observation "
-        "predicts Spearman < 0 (larger Gaussians nearer) and hf_ratio > 1",
+        "predicts Spearman < 0 (larger Gaussians nearer) and hf_ratio > 1, and above its "
+        "control (the same centres read on another photo's gradients) if the layout follows "
+        "the photo",
     )
     rep.figure("scale_vs_depth", _scale_depth_figure(model, photos), "", width=480)
     return stats

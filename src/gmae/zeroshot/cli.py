@@ -201,10 +201,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rho = result["spearman_size_vs_depth"]["scale_gmean"]
     print(
         f"Spearman(scale, depth): pooled {rho['pooled']:.3f}, per image {rho['per_image_mean']:.3f}"
-        f"; hf_ratio {result['hf_ratio']['pooled']:.3f}; depth-order agreement between "
+        f"; hf_ratio {result['hf_ratio']['pooled']:.3f}{_control(result)}; depth-order "
+        "agreement between "
         f"images {result['layout']['depth_order_agreement']:.3f}  -> {args.json}"
     )
     return 0
+
+
+def _control(stats: dict) -> str:
+    """' (another photo: X, own - other +D [lo, hi])' when the stats hold the control."""
+    test = stats.get("hf_ratio_own_vs_other")
+    if not test:
+        return ""
+    lo, hi = test["ci"]
+    other = stats["hf_ratio_other_image"]["per_image_mean"]
+    diff = f"{test['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f" (on another photo {other:.3f}; own - other {diff})"
 
 
 def cmd_occlusion(args: argparse.Namespace) -> int:

@@ -11,7 +11,11 @@
    uniform grid". hf_ratio = mean Sobel gradient magnitude (grayscale input at the model's
    resolution) at the Gaussian centres / its mean over all pixels (the exact expectation at
    uniformly random positions). > 1: concentrated on edges / texture. Pooled (ratio of sums) and
-   per-image mean.
+   per-image mean. A fixed layout also scores > 1 when photos are busier where it puts its
+   Gaussians (often the middle), so the control ``hf_ratio_other_image`` reads image i's centres
+   on the gradient map of image i + N/2 (another photo of the same set), and
+   ``hf_ratio_own_vs_other`` is the paired bootstrap of own minus other per image: the layout
+   follows *this* photo's detail only where that difference is above zero.
 
 Only Gaussians the renderer would draw count: opacity >= 1/255 and centre inside the image
 (for hf_ratio).
@@ -38,6 +42,7 @@ from tqdm import tqdm
 
 from gmae.data import build_dataset
 from gmae.errors import GmaeError
+from gmae.evaluate.paired import paired_bootstrap
 from gmae.models.health import layout_dependence
 from gmae.zeroshot.common import Photo, model_device, model_input
 
@@ -69,6 +74,8 @@ class GaussianStats:
         self._grad_pixels: list[int] = []
         self._depth_all: list[np.ndarray] = []  # [k] per image, every Gaussian, index order
         self._centres_all: list[np.ndarray] = []  # [k, 2]
+        self._grads: list[np.ndarray] = []  # [S, S] per image, for the other-image control
+        self._pixels: list[tuple[np.ndarray, np.ndarray]] = []  # (row, col) of drawn centres
 
     def add(self, model, imgs, g) -> None:
         """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
@@ -102,6 +109,8 @@ class GaussianStats:
             self._at_centres.append(grad[i][row, col])
             self._grad_mean.append(float(grad[i].mean()))
             self._grad_pixels.append(grad[i].size)
+            self._grads.append(grad[i])
+            self._pixels.append((row, col))
 
     def summary(self) -> dict:
         if not self._depth:
@@ -132,8 +141,27 @@ class GaussianStats:
                 "per_image_mean": _nanmean(ratios),
                 "per_image_std": _nanstd(ratios),
             },
+            **self._other_image_control(ratios),
             "layout": layout_dependence(np.stack(self._depth_all), np.stack(self._centres_all)),
         }
+
+    def _other_image_control(self, own: np.ndarray) -> dict:
+        """hf_ratio of image i's centres on image (i + n/2)'s gradient map, and the paired test
+        of own minus other; empty for one image (no other photo)."""
+        n = len(self._grads)
+        if n < 2:
+            return {}
+        other = np.full(n, np.nan)
+        for i, (row, col) in enumerate(self._pixels):
+            g = self._grads[(i + n // 2) % n]
+            if row.size and g.shape == self._grads[i].shape and g.mean() > 0:
+                other[i] = g[row, col].mean() / g.mean()
+        ok = np.isfinite(own) & np.isfinite(other)
+        out = {"hf_ratio_other_image": {"per_image_mean": _nanmean(other),
+                                        "per_image_std": _nanstd(other)}}  # fmt: skip
+        if ok.sum() >= 2:
+            out["hf_ratio_own_vs_other"] = paired_bootstrap(own[ok], other[ok])
+        return out
 
 
 def _nanmean(a: np.ndarray) -> float:
