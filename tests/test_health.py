@@ -11,7 +11,14 @@ import torch
 from gmae.errors import GmaeError
 from gmae.models import create_model
 from gmae.models.gmae import saturation_penalty
-from gmae.models.health import CHECKS, flat_scalars, gaussian_health, verdict
+from gmae.models.health import (
+    CHECKS,
+    centre_pixels,
+    detail_at_centres,
+    flat_scalars,
+    gaussian_health,
+    verdict,
+)
 
 TINY = dict(
     encoder="tiny", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
@@ -129,6 +136,37 @@ def test_health_of_a_fresh_model_and_its_statistics():
     h0 = gaussian_health(m, imgs, mask_ratio=0.0)
     assert h0["masked_centres"]["chance"] == 0.0
     assert not any("mask" in f for f in h0["failed"])
+
+
+def test_detail_at_centres_tells_a_layout_that_follows_the_image_from_a_fixed_one():
+    import numpy as np
+
+    grads = [np.zeros((16, 16)), np.zeros((16, 16))]
+    grads[0][:, 8] = 1.0  # image 0: an edge down column 8
+    grads[1][8, :] = 1.0  # image 1: an edge along row 8
+    column = np.stack([np.full(8, 8.5), np.arange(8) + 4.5], -1)  # (u, v) on column 8
+    row = column[:, ::-1].copy()  # on row 8
+    assert centre_pixels(np.array([[8.5, 3.2], [-0.1, 2.0], [3.0, 16.0]]), 16, 16) == ([3], [8])
+    # Each image's centres on its own edge: 16x the mean there, once-crossing on the other.
+    own, other = detail_at_centres(grads, [centre_pixels(column, 16, 16),
+                                           centre_pixels(row, 16, 16)])  # fmt: skip
+    assert own == pytest.approx([16.0, 16.0]) and other == pytest.approx([2.0, 2.0])
+    # One fixed layout on two images: own and other swap, the mean gain is zero.
+    own, other = detail_at_centres(grads, [centre_pixels(column, 16, 16)] * 2)
+    assert (own - other).mean() == pytest.approx(0.0)
+    # One image has no other; no centre inside gives nan, not an error.
+    own, other = detail_at_centres(grads[:1], [centre_pixels(column, 16, 16)])
+    assert own[0] == pytest.approx(16.0) and math.isnan(other[0])
+    empty = centre_pixels(np.array([[-5.0, -5.0]]), 16, 16)
+    assert all(math.isnan(x[0]) for x in detail_at_centres(grads, [empty, empty]))
+
+
+def test_health_reports_detail_at_centres():
+    m = tiny_gmae(head_init="torch")
+    h = gaussian_health(m, torch.rand(6, 3, 32, 32))
+    d = h["layout"]["detail_at_centres"]
+    assert d["own"] > 0 and d["other_image"] > 0
+    assert flat_scalars(h)["health/detail_gain"] == pytest.approx(d["own"] - d["other_image"])
 
 
 def test_verdict_thresholds():

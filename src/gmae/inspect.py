@@ -54,6 +54,7 @@ def format_health(h: dict) -> str:
     from gmae.models.health import describe
 
     m = h["masked"]
+    d, du = m["layout"]["detail_at_centres"], h["unmasked"]["layout"]["detail_at_centres"]
     lines = [
         f"{'saturated raw outputs (|u| > 4)':38s} "
         + ", ".join(f"{k} {v:.1%}" for k, v in m["saturation"].items()),
@@ -67,6 +68,9 @@ def format_health(h: dict) -> str:
         f"{m['layout']['centre_px']['across_images']:.2f} / "
         f"{m['layout']['centre_px']['within_image']:.2f} px "
         f"(ratio {m['layout']['centre_ratio']:.2f})",
+        f"{'detail at centres: own / another image':38s} "
+        f"{d['own']:.3f} / {d['other_image']:.3f} (unmasked {du['own']:.3f} / "
+        f"{du['other_image']:.3f})",
         f"{'centres in masked patches':38s} {m['masked_centres']['fraction']:.3f} "
         f"(chance {m['masked_centres']['chance']:.3f}, z {m['masked_centres']['z']:+.1f})",
         f"{'depth-order agreement between images':38s} "

@@ -14,11 +14,14 @@ summary into ``healthy`` / ``degraded`` / ``degenerate`` (docs/models.md, "Gauss
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
+from skimage.color import rgb2gray
+from skimage.filters import sobel
 from torch import Tensor
 
 # Raw channel groups of the head (GaussianHead): [0:2] centre xy, [2] z, [3:6] scale,
@@ -38,6 +41,11 @@ def channel_groups(color_channels: int, rotation: str) -> dict[str, slice]:
         "colour": slice(10, 10 + c),
         "opacity": slice(10 + c, 11 + c),
     }
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
@@ -83,6 +91,40 @@ def layout_dependence(depth: np.ndarray, centres: np.ndarray) -> dict:
     }
 
 
+def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:
+    """Sobel magnitude (scikit-image) of the grayscale of [B, H, W, 3] float images in [0, 1]."""
+    return np.stack([sobel(rgb2gray(im)) for im in imgs])
+
+
+def centre_pixels(centres: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of the pixels under the 2-D centres [m, 2] (u, v) that fall inside the image;
+    pixel j covers [j, j + 1)."""
+    u, v = np.asarray(centres, np.float64).reshape(-1, 2).T
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return v[inside].astype(int), u[inside].astype(int)
+
+
+def detail_at_centres(
+    grads: Sequence[np.ndarray], pixels: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(own, other) per image: the mean gradient magnitude under image i's centres over its mean
+    (> 1: the centres sit on edges and texture), and the same centres read on the gradient map
+    of image (i + n/2) mod n, another photo (the control: a layout that never moves scores the
+    same on both, however busy photos are where it sits). nan without centres or a second image.
+    """
+    n = len(grads)
+    own, other = np.full(n, np.nan), np.full(n, np.nan)
+    for i, (row, col) in enumerate(pixels):
+        if not row.size:
+            continue
+        if grads[i].mean() > 0:
+            own[i] = grads[i][row, col].mean() / grads[i].mean()
+        g = grads[(i + n // 2) % n]
+        if n > 1 and g.shape == grads[i].shape and g.mean() > 0:
+            other[i] = g[row, col].mean() / g.mean()
+    return own, other
+
+
 @torch.no_grad()
 def gaussian_health(
     model, imgs: Tensor, mask_ratio: float | None = None, noise=None, arrays: dict | None = None
@@ -122,6 +164,8 @@ def gaussian_health(
 
     centres = proj.means2d.cpu().numpy()
     depth = proj.depths.cpu().numpy()
+    grads = gradient_magnitude(imgs.permute(0, 2, 3, 1).float().cpu().numpy())
+    own, other = detail_at_centres(grads, [centre_pixels(c, s, s) for c in centres])
 
     # Where the centres land: masked vs visible patches (chance = the mask ratio).
     p = model.patch_size
@@ -165,7 +209,15 @@ def gaussian_health(
             "above_half": float((alpha > 0.5).float().mean()),
         },
         "opacity": _quantiles(g.opacities.cpu().numpy().ravel()),
-        "layout": layout_dependence(depth, centres),
+        "layout": {
+            **layout_dependence(depth, centres),
+            # Do the centres sit on this image's detail more than on another image's?
+            "detail_at_centres": {
+                "own": _nanmean(own),
+                "other_image": _nanmean(other),
+                "gain": _nanmean(own - other),
+            },
+        },
     }
     summary["verdict"], summary["failed"] = verdict(summary)
     return summary
@@ -248,6 +300,8 @@ def flat_scalars(summary: dict, prefix: str = "health/") -> dict[str, float]:
             f"{prefix}z_std_within": summary["z_std_within"],
             f"{prefix}centre_ratio": summary["layout"]["centre_ratio"],
             f"{prefix}depth_order_agreement": summary["layout"]["depth_order_agreement"],
+            # Summaries written before the detail statistic lack it.
+            f"{prefix}detail_gain": summary["layout"].get("detail_at_centres", {}).get("gain"),
             f"{prefix}masked_fraction": summary["masked_centres"]["fraction"],
             f"{prefix}alpha_coverage": summary["alpha_coverage"]["mean"],
             f"{prefix}opacity_median": summary["opacity"]["median"],

@@ -36,14 +36,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from skimage.color import rgb2gray
-from skimage.filters import sobel
 from tqdm import tqdm
 
 from gmae.data import build_dataset
 from gmae.errors import GmaeError
 from gmae.evaluate.paired import paired_bootstrap
-from gmae.models.health import layout_dependence
+from gmae.models.health import (
+    centre_pixels,
+    detail_at_centres,
+    gradient_magnitude,
+    layout_dependence,
+)
 from gmae.zeroshot.common import Photo, model_device, model_input
 
 MIN_OPACITY = 1.0 / 255.0
@@ -56,11 +59,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
-
-
-def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:
-    """Sobel magnitude (scikit-image) of the grayscale of [B, H, W, 3] float images in [0, 1]."""
-    return np.stack([sobel(rgb2gray(im)) for im in imgs])
 
 
 class GaussianStats:
@@ -103,9 +101,7 @@ class GaussianStats:
             self._depth.append(depth[i][keep])
             for k in SIZES:
                 self._sizes[k].append(sizes[k][i][keep])
-            u, v = centres[i][alive[i]].T
-            inside = (u >= 0) & (u < s) & (v >= 0) & (v < s)
-            col, row = u[inside].astype(int), v[inside].astype(int)  # pixel j covers [j, j+1)
+            row, col = centre_pixels(centres[i][alive[i]], s, s)
             self._at_centres.append(grad[i][row, col])
             self._grad_mean.append(float(grad[i].mean()))
             self._grad_pixels.append(grad[i].size)
@@ -124,12 +120,7 @@ class GaussianStats:
                 "per_image_mean": _nanmean(per),
                 "per_image_std": _nanstd(per),
             }
-        ratios = np.array(
-            [
-                a.mean() / m if a.size and m > 0 else np.nan
-                for a, m in zip(self._at_centres, self._grad_mean)
-            ]
-        )
+        ratios, other = detail_at_centres(self._grads, self._pixels)
         at = np.concatenate(self._at_centres)
         total = float(np.dot(self._grad_mean, self._grad_pixels)) / max(sum(self._grad_pixels), 1)
         return {
@@ -141,27 +132,22 @@ class GaussianStats:
                 "per_image_mean": _nanmean(ratios),
                 "per_image_std": _nanstd(ratios),
             },
-            **self._other_image_control(ratios),
+            **_other_image_control(ratios, other),
             "layout": layout_dependence(np.stack(self._depth_all), np.stack(self._centres_all)),
         }
 
-    def _other_image_control(self, own: np.ndarray) -> dict:
-        """hf_ratio of image i's centres on image (i + n/2)'s gradient map, and the paired test
-        of own minus other; empty for one image (no other photo)."""
-        n = len(self._grads)
-        if n < 2:
-            return {}
-        other = np.full(n, np.nan)
-        for i, (row, col) in enumerate(self._pixels):
-            g = self._grads[(i + n // 2) % n]
-            if row.size and g.shape == self._grads[i].shape and g.mean() > 0:
-                other[i] = g[row, col].mean() / g.mean()
-        ok = np.isfinite(own) & np.isfinite(other)
-        out = {"hf_ratio_other_image": {"per_image_mean": _nanmean(other),
-                                        "per_image_std": _nanstd(other)}}  # fmt: skip
-        if ok.sum() >= 2:
-            out["hf_ratio_own_vs_other"] = paired_bootstrap(own[ok], other[ok])
-        return out
+
+def _other_image_control(own: np.ndarray, other: np.ndarray) -> dict:
+    """hf_ratio of image i's centres read on another photo's gradients, and the paired test of
+    own minus other; empty for one image (no other photo)."""
+    if len(own) < 2:
+        return {}
+    ok = np.isfinite(own) & np.isfinite(other)
+    out = {"hf_ratio_other_image": {"per_image_mean": _nanmean(other),
+                                    "per_image_std": _nanstd(other)}}  # fmt: skip
+    if ok.sum() >= 2:
+        out["hf_ratio_own_vs_other"] = paired_bootstrap(own[ok], other[ok])
+    return out
 
 
 def _nanmean(a: np.ndarray) -> float:
