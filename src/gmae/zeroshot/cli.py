@@ -209,7 +209,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _control(stats: dict) -> str:
-    """' (another photo: X, own - other +D [lo, hi])' when the stats hold the control."""
+    """' (on another photo X; own - other +D [lo, hi])' when the stats hold the control."""
     test = stats.get("hf_ratio_own_vs_other")
     if not test:
         return ""

@@ -67,12 +67,9 @@ class GaussianStats:
     def __init__(self) -> None:
         self._depth: list[np.ndarray] = []
         self._sizes: dict[str, list[np.ndarray]] = {k: [] for k in SIZES}
-        self._at_centres: list[np.ndarray] = []
-        self._grad_mean: list[float] = []
-        self._grad_pixels: list[int] = []
         self._depth_all: list[np.ndarray] = []  # [k] per image, every Gaussian, index order
         self._centres_all: list[np.ndarray] = []  # [k, 2]
-        self._grads: list[np.ndarray] = []  # [S, S] per image, for the other-image control
+        self._grads: list[np.ndarray] = []  # [S, S] Sobel magnitude per image
         self._pixels: list[tuple[np.ndarray, np.ndarray]] = []  # (row, col) of drawn centres
 
     def add(self, model, imgs, g) -> None:
@@ -101,12 +98,8 @@ class GaussianStats:
             self._depth.append(depth[i][keep])
             for k in SIZES:
                 self._sizes[k].append(sizes[k][i][keep])
-            row, col = centre_pixels(centres[i][alive[i]], s, s)
-            self._at_centres.append(grad[i][row, col])
-            self._grad_mean.append(float(grad[i].mean()))
-            self._grad_pixels.append(grad[i].size)
             self._grads.append(grad[i])
-            self._pixels.append((row, col))
+            self._pixels.append(centre_pixels(centres[i][alive[i]], s, s))
 
     def summary(self) -> dict:
         if not self._depth:
@@ -121,8 +114,8 @@ class GaussianStats:
                 "per_image_std": _nanstd(per),
             }
         ratios, other = detail_at_centres(self._grads, self._pixels)
-        at = np.concatenate(self._at_centres)
-        total = float(np.dot(self._grad_mean, self._grad_pixels)) / max(sum(self._grad_pixels), 1)
+        at = np.concatenate([g[row, col] for g, (row, col) in zip(self._grads, self._pixels)])
+        total = float(np.mean([float(g.mean()) for g in self._grads]))  # all maps are S x S
         return {
             "n_images": len(self._depth),
             "n_gaussians": int(depth.size),
