@@ -43,7 +43,9 @@ def channel_groups(color_channels: int, rotation: str) -> dict[str, slice]:
     }
 
 
-def _nanmean(x: np.ndarray) -> float:
+def finite_mean(x: np.ndarray) -> float:
+    """Mean of the finite entries (NaN when there are none): images without a valid reading
+    carry NaN and drop out."""
     x = x[np.isfinite(x)]
     return float(x.mean()) if x.size else math.nan
 
@@ -213,9 +215,9 @@ def gaussian_health(
             **layout_dependence(depth, centres),
             # Do the centres sit on this image's detail more than on another image's?
             "detail_at_centres": {
-                "own": _nanmean(own),
-                "other_image": _nanmean(other),
-                "gain": _nanmean(own - other),
+                "own": finite_mean(own),
+                "other_image": finite_mean(other),
+                "gain": finite_mean(own - other),
             },
         },
     }

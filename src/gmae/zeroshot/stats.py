@@ -44,6 +44,7 @@ from gmae.evaluate.paired import paired_bootstrap
 from gmae.models.health import (
     centre_pixels,
     detail_at_centres,
+    finite_mean,
     gradient_magnitude,
     layout_dependence,
 )
@@ -110,7 +111,7 @@ class GaussianStats:
             per = np.array([spearman(s, d) for s, d in zip(self._sizes[k], self._depth)])
             corr[k] = {
                 "pooled": spearman(np.concatenate(self._sizes[k]), depth),
-                "per_image_mean": _nanmean(per),
+                "per_image_mean": finite_mean(per),
                 "per_image_std": _nanstd(per),
             }
         ratios, other = detail_at_centres(self._grads, self._pixels)
@@ -122,7 +123,7 @@ class GaussianStats:
             "spearman_size_vs_depth": corr,
             "hf_ratio": {
                 "pooled": float(at.mean() / total) if at.size and total > 0 else float("nan"),
-                "per_image_mean": _nanmean(ratios),
+                "per_image_mean": finite_mean(ratios),
                 "per_image_std": _nanstd(ratios),
             },
             **_other_image_control(ratios, other),
@@ -136,16 +137,11 @@ def _other_image_control(own: np.ndarray, other: np.ndarray) -> dict:
     if len(own) < 2:
         return {}
     ok = np.isfinite(own) & np.isfinite(other)
-    out = {"hf_ratio_other_image": {"per_image_mean": _nanmean(other),
+    out = {"hf_ratio_other_image": {"per_image_mean": finite_mean(other),
                                     "per_image_std": _nanstd(other)}}  # fmt: skip
     if ok.sum() >= 2:
         out["hf_ratio_own_vs_other"] = paired_bootstrap(own[ok], other[ok])
     return out
-
-
-def _nanmean(a: np.ndarray) -> float:
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if a.size else float("nan")
 
 
 def _nanstd(a: np.ndarray) -> float:
