@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import pathlib
 import signal
 import socket
 import time
@@ -16,6 +18,7 @@ from torch import nn
 
 from gmae.cli import error_message
 from gmae.errors import GmaeError
+from gmae.models.gmae import GMAE
 from gmae.train import checkpoint as ckpt_io
 from gmae.train import engine
 from gmae.train.config import (
@@ -159,6 +162,30 @@ def test_presets_load_and_round_trip(tmp_path):
         cfg = load_config(name)
         save_config(cfg, tmp_path / "c.yaml")
         assert load_config(tmp_path / "c.yaml") == cfg
+
+
+# Keys that size a model for the machine (docs/training.md); the rest of a preset's model section
+# is the recipe, and docs/models.md must tag every value that differs from the paper's default.
+SIZE_KEYS = {"name", "encoder", "patch_size", "decoder_dim", "decoder_depth", "decoder_num_heads"}
+
+
+def test_cpu_gmae_preset_departures_are_documented():
+    defaults = {
+        k: p.default for k, p in inspect.signature(GMAE.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }  # fmt: skip
+    model = load_config("gmae_tiny_imagenette64").model
+    departures = {k for k, v in model.items() if k not in SIZE_KEYS and defaults.get(k) != v}
+    assert {"scale_cap", "background", "query_anchor"} <= departures
+    docs = (pathlib.Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    table = docs.split("| setting | paper / authors | `gmae_tiny_imagenette64` | why |")[1]
+    table = table.split("\n\n")[0]
+    rows = {
+        line.split("|")[1].strip().strip("`")
+        for line in table.splitlines()
+        if line.startswith("| `")
+    }
+    assert departures <= rows, f"untagged in docs/models.md: {sorted(departures - rows)}"
 
 
 def test_overrides_parse_yaml_values():
