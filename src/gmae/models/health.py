@@ -50,6 +50,12 @@ def finite_mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
+def finite_std(x: np.ndarray) -> float:
+    """Standard deviation of the finite entries (NaN when there are none), as finite_mean."""
+    x = x[np.isfinite(x)]
+    return float(x.std()) if x.size else math.nan
+
+
 def _quantiles(x: np.ndarray) -> dict[str, float]:
     if x.size == 0:
         return {"p10": math.nan, "median": math.nan, "p90": math.nan}

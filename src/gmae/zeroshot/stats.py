@@ -45,6 +45,7 @@ from gmae.models.health import (
     centre_pixels,
     detail_at_centres,
     finite_mean,
+    finite_std,
     gradient_magnitude,
     layout_dependence,
 )
@@ -112,7 +113,7 @@ class GaussianStats:
             corr[k] = {
                 "pooled": spearman(np.concatenate(self._sizes[k]), depth),
                 "per_image_mean": finite_mean(per),
-                "per_image_std": _nanstd(per),
+                "per_image_std": finite_std(per),
             }
         ratios, other = detail_at_centres(self._grads, self._pixels)
         at = np.concatenate([g[row, col] for g, (row, col) in zip(self._grads, self._pixels)])
@@ -124,7 +125,7 @@ class GaussianStats:
             "hf_ratio": {
                 "pooled": float(at.mean() / total) if at.size and total > 0 else float("nan"),
                 "per_image_mean": finite_mean(ratios),
-                "per_image_std": _nanstd(ratios),
+                "per_image_std": finite_std(ratios),
             },
             **_other_image_control(ratios, other),
             "layout": layout_dependence(np.stack(self._depth_all), np.stack(self._centres_all)),
@@ -138,15 +139,10 @@ def _other_image_control(own: np.ndarray, other: np.ndarray) -> dict:
         return {}
     ok = np.isfinite(own) & np.isfinite(other)
     out = {"hf_ratio_other_image": {"per_image_mean": finite_mean(other),
-                                    "per_image_std": _nanstd(other)}}  # fmt: skip
+                                    "per_image_std": finite_std(other)}}  # fmt: skip
     if ok.sum() >= 2:
         out["hf_ratio_own_vs_other"] = paired_bootstrap(own[ok], other[ok])
     return out
-
-
-def _nanstd(a: np.ndarray) -> float:
-    a = a[np.isfinite(a)]
-    return float(a.std()) if a.size else float("nan")
 
 
 def gaussian_stats(
