@@ -83,13 +83,23 @@ def measured(results_dir: Path, ckpt: Path) -> list[dict]:
             for key in keys:
                 res = res.get(key) if isinstance(res, dict) else None
             if isinstance(res, int | float):
+                # The data the number was measured on, which need not be the pretraining data's
+                # spec (a run may train on a packed copy and be evaluated on the original).
+                data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+                spec = data.get("spec")
                 found.append({"protocol": protocol, "label": label, "value": round(res, 2),
-                              "metric": metric, "file": str(path)})  # fmt: skip
+                              "metric": metric, "file": str(path),
+                              "data": str(spec) if spec else None})  # fmt: skip
     labels = [n["label"] for n in found]
     for n in found:  # the same protocol twice (other settings): name the file
         if labels.count(n["label"]) > 1:
             n["label"] += f" ({Path(n['file']).stem})"
     return found
+
+
+def hub_dataset(spec: str) -> str | None:
+    """The Hugging Face Hub data set id of a gmae data spec, when it has one."""
+    return next((v for k, v in HUB_DATASETS.items() if spec.startswith(k)), None)
 
 
 def front_matter(name: str, model: dict, data: dict, numbers: list[dict]) -> str:
@@ -100,20 +110,21 @@ def front_matter(name: str, model: dict, data: dict, numbers: list[dict]) -> str
     if method == "gmae":
         tags.append("gaussian-splatting")
     spec = str(data.get("spec", ""))
-    dataset = next((v for k, v in HUB_DATASETS.items() if spec.startswith(k)), None)
     meta: dict = {"license": "apache-2.0", "library_name": "gmae",
                   "pipeline_tag": "image-feature-extraction", "tags": tags}  # fmt: skip
-    if dataset:
-        meta["datasets"] = [dataset]
+    hub_ids = [hub_dataset(s) for s in [spec] + [n.get("data") or spec for n in numbers]]
+    if any(hub_ids):
+        meta["datasets"] = sorted({h for h in hub_ids if h})
     if numbers:
         meta["metrics"] = sorted({n["metric"] for n in numbers})
         results = []
         for n in numbers:
             task = "image-classification" if n["metric"] == "accuracy" else "image-to-image"
+            measured_on = n.get("data") or spec
             results.append({
                 "task": {"type": task, "name": n["label"]},
-                "dataset": {"type": dataset or spec, "name": spec,
-                            "split": "validation"},
+                "dataset": {"type": hub_dataset(measured_on) or measured_on,
+                            "name": measured_on, "split": "validation"},
                 "metrics": [{"type": n["metric"], "value": n["value"], "name": n["label"]}],
             })  # fmt: skip
         meta["model-index"] = [{"name": name, "results": results}]

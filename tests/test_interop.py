@@ -355,6 +355,35 @@ def test_model_card_has_hub_front_matter_numbers_and_citation(tmp_path, monkeypa
     assert again == text and again.count("## Citation") == 1
 
 
+def test_model_card_names_the_data_each_number_was_measured_on(tmp_path, monkeypatch):
+    """A run pretrained on a local copy (an ``imagefolder:`` spec) and evaluated on the original
+    archive: the card's model-index names the evaluation data, not the pretraining folder."""
+    import runpy
+    import sys
+
+    import yaml
+
+    name = "mae_pix_tiny_imagenette64_e40"  # pretrained on imagefolder:<packed copy>
+    card = tmp_path / f"{name}.md"
+    card.write_text((REPO / "checkpoints" / f"{name}.md").read_text())
+    (tmp_path / f"{name}.safetensors").symlink_to(REPO / "checkpoints" / f"{name}.safetensors")
+    results = tmp_path / "results"
+    results.mkdir()
+    for spec, value in (("imagenette-128", 40.0), ("cifar10", 30.0)):
+        doc = {"protocol": "knn", "model": {"ckpt": str(tmp_path / f"{name}.safetensors")},
+               "data": {"spec": spec}, "results": {"cls": {"knn_top1": value}}}  # fmt: skip
+        (results / f"knn_{spec}.json").write_text(json.dumps(doc))
+    argv = ["publish_checkpoint.py", str(card), "--update-card", "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(REPO / "scripts" / "publish_checkpoint.py"), run_name="__main__")
+    meta = yaml.safe_load(card.read_text().split("---\n")[1])
+    assert meta["datasets"] == ["frgfm/imagenette", "uoft-cs/cifar10"]
+    by_value = {r["metrics"][0]["value"]: r["dataset"] for r in meta["model-index"][0]["results"]}
+    assert by_value[40.0] == {"type": "frgfm/imagenette", "name": "imagenette-128",
+                              "split": "validation"}  # fmt: skip
+    assert by_value[30.0]["type"] == "uoft-cs/cifar10"
+
+
 # --- one --device rule, a self-contained repository ---------------------------------------------
 
 
