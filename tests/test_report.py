@@ -216,9 +216,11 @@ def test_report_numbers(report):
     fg = numbers["figure_ground"]
     assert fg["all_ground"]["iou_fg"] == 0.0 and fg["gmae_depth_otsu"]["n_images"] == 1
     assert "pooled" in numbers["stats"]["spearman_size_vs_depth"]["scale_gmean"]
+    assert -1 <= numbers["stats"]["spearman_luminance_vs_depth"]["pooled"] <= 1
     health = numbers["health"]
     assert health["verdict"] in ("healthy", "degraded", "degenerate")
     html = (report / "index.html").read_text()
+    assert "Spearman(luminance, depth)" in html
     assert f'class="banner {health["verdict"]}"' in html  # the verdict is shown at the top
 
 

@@ -410,15 +410,23 @@ def test_gaussian_stats_constructed(model):
     s = torch.linspace(0.5, 0.05, n)
     # Centres on a vertical edge of the image (u = 16) -> high-frequency ratio > 1.
     means = torch.stack([torch.zeros(n), torch.linspace(-0.8, 0.8, n), z], -1)[None]
+    # Brighter nearer: grey levels fall with depth -> Spearman(luminance, depth) = -1.
+    grey = torch.linspace(0.9, 0.1, n)[None, :, None].expand(1, n, 3).contiguous()
     g = Gaussians(
         means, s[None, :, None].expand(1, n, 3).contiguous(),
-        torch.tensor([1.0, 0, 0, 0]).expand(1, n, 4), torch.rand(1, n, 3), torch.full((1, n), 0.9),
+        torch.tensor([1.0, 0, 0, 0]).expand(1, n, 4), grey, torch.full((1, n), 0.9),
     )  # fmt: skip
     img = torch.zeros(1, 3, 32, 32)
     img[..., 16:] = 1.0
     acc = GaussianStats()
     acc.add(model, img, g)
     out = acc.summary()
+    assert out["spearman_luminance_vs_depth"]["pooled"] == pytest.approx(-1.0)
+    # Colours unrelated to depth: |rho| well below 1.
+    shuffled = GaussianStats()
+    order = torch.tensor([5, 0, 9, 3, 11, 7, 1, 10, 4, 8, 2, 6])
+    shuffled.add(model, img, Gaussians(g.means, g.scales, g.quats, grey[:, order], g.opacities))
+    assert abs(shuffled.summary()["spearman_luminance_vs_depth"]["pooled"]) < 0.5
     rho = out["spearman_size_vs_depth"]
     assert rho["scale_gmean"]["pooled"] == pytest.approx(-1.0)
     assert rho["scale_largest_axis"]["per_image_mean"] == pytest.approx(-1.0)

@@ -405,6 +405,11 @@ def _statistics_section(rep: HtmlReport, model: GMAE, photos: list, progress: bo
     rep.table(
         ["measure", "pooled", "per-image mean"],
         [[f"Spearman({k}, depth)", v["pooled"], v["per_image_mean"]] for k, v in corr.items()]
+        + [
+            ["Spearman(luminance, depth) (control: depth sorting by brightness)", *_pair(v)]
+            for v in [stats.get("spearman_luminance_vs_depth")]
+            if v
+        ]
         + [["hf_ratio (gradient at centres / mean)", *_pair(stats["hf_ratio"])]]
         + [
             ["hf_ratio on another photo (control)", "", v["per_image_mean"]]

@@ -203,9 +203,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"Spearman(scale, depth): pooled {rho['pooled']:.3f}, per image {rho['per_image_mean']:.3f}"
         f"; hf_ratio {result['hf_ratio']['pooled']:.3f}{_control(result)}; depth-order "
         "agreement between "
-        f"images {result['layout']['depth_order_agreement']:.3f}  -> {args.json}"
+        f"images {result['layout']['depth_order_agreement']:.3f}{_luminance(result)}"
+        f"  -> {args.json}"
     )
     return 0
+
+
+def _luminance(stats: dict) -> str:
+    """'; Spearman(luminance, depth) R' when the colours are RGB."""
+    rho = stats.get("spearman_luminance_vs_depth")
+    return f"; Spearman(luminance, depth) {rho['pooled']:.3f}" if rho else ""
 
 
 def _control(stats: dict) -> str:

@@ -27,6 +27,11 @@ Only Gaussians the renderer would draw count: opacity >= 1/255 and centre inside
    the image; 0: unrelated orders). ``centre_px``: the std of a Gaussian's 2-D centre across
    images vs the std of the centres within an image (pixels of the model's input; both
    averaged over x and y), and the same for camera depth (``depth``). All k Gaussians count.
+4. Depth vs colour [our diagnostic, a control for the layers]: Spearman between a Gaussian's
+   luminance (scikit-image's ``rgb2gray`` weights on its predicted colour) and its camera depth,
+   drawn Gaussians only. Near +-1 means the depth order mostly sorts the Gaussians by brightness,
+   so depth layers and their edges trace brightness contours rather than a separate spatial
+   layering (brighter nearer gives rho < 0). Absent for colour channels other than 3.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from skimage.color import rgb2gray
 from tqdm import tqdm
 
 from gmae.data import build_dataset
@@ -73,6 +79,7 @@ class GaussianStats:
         self._centres_all: list[np.ndarray] = []  # [k, 2]
         self._grads: list[np.ndarray] = []  # [S, S] Sobel magnitude per image
         self._pixels: list[tuple[np.ndarray, np.ndarray]] = []  # (row, col) of drawn centres
+        self._luminance: list[np.ndarray] = []  # of the drawn Gaussians (3-channel colours only)
 
     def add(self, model, imgs, g) -> None:
         """imgs [B, 3, S, S] in [0, 1] (the model's input), g their Gaussians."""
@@ -91,6 +98,8 @@ class GaussianStats:
             "screen_size": screen,
         }
         alive = g.opacities.float().cpu().numpy() >= MIN_OPACITY
+        colors = g.colors.float().cpu().numpy()
+        luminance = rgb2gray(colors) if colors.shape[-1] == 3 else None  # [B, K]
         grad = gradient_magnitude(imgs.permute(0, 2, 3, 1).float().cpu().numpy())
         centres = proj.means2d.cpu().numpy()
         for i in range(depth.shape[0]):
@@ -102,6 +111,8 @@ class GaussianStats:
                 self._sizes[k].append(sizes[k][i][keep])
             self._grads.append(grad[i])
             self._pixels.append(centre_pixels(centres[i][alive[i]], s, s))
+            if luminance is not None:
+                self._luminance.append(luminance[i][keep])
 
     def summary(self) -> dict:
         if not self._depth:
@@ -115,6 +126,17 @@ class GaussianStats:
                 "per_image_mean": finite_mean(per),
                 "per_image_std": finite_std(per),
             }
+        if len(self._luminance) == len(self._depth):
+            per = np.array([spearman(lum, d) for lum, d in zip(self._luminance, self._depth)])
+            lum_corr = {
+                "spearman_luminance_vs_depth": {
+                    "pooled": spearman(np.concatenate(self._luminance), depth),
+                    "per_image_mean": finite_mean(per),
+                    "per_image_std": finite_std(per),
+                }
+            }
+        else:
+            lum_corr = {}
         ratios, other = detail_at_centres(self._grads, self._pixels)
         at = np.concatenate([g[row, col] for g, (row, col) in zip(self._grads, self._pixels)])
         total = float(np.mean([float(g.mean()) for g in self._grads]))  # all maps are S x S
@@ -122,6 +144,7 @@ class GaussianStats:
             "n_images": len(self._depth),
             "n_gaussians": int(depth.size),
             "spearman_size_vs_depth": corr,
+            **lum_corr,
             "hf_ratio": {
                 "pooled": float(at.mean() / total) if at.size and total > 0 else float("nan"),
                 "per_image_mean": finite_mean(ratios),
