@@ -1,17 +1,20 @@
 """Markdown tables from the JSON files that scripts/results_*.sh write.
 
     python scripts/results_table.py results/imagenette64
+    python scripts/results_table.py results/imagenette64_e40 --tag anchor
 
 prints the evaluation table (kNN, 1-NN, linear probe, fine-tune, reconstruction PSNR; each row
 with the wall times of the commands that produced it) and, when present, the zero-shot tables
-(BSDS500 edges, figure-ground IoU, Gaussian statistics).
+(BSDS500 edges with the paired tests against each control, figure-ground IoU, Gaussian
+statistics). ``--tag T`` reads the zero-shot files of a second model in the same folder:
+boundaries_T_<method>.json, paired_T_*.json, figure_ground_T.json, stats_T.json.
 Missing files show as "-", so a partial run still prints; encoders with no result are left out.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -29,7 +32,7 @@ def eval_table(d: Path) -> list[str]:
         "PSNR masked (0.75) | PSNR whole (mask 0) | wall (kNN / linear / fine-tune / recon) |"
     )
     lines = [head, "|" + "---|" * 10]
-    for name in ("gmae", "mae", "mae_pix", "lmim", "random", "gmae_e20", "mae_e20"):
+    for name in ("gmae", "gmae_anchor", "mae", "mae_pix", "lmim", "random", "gmae_e20", "mae_e20"):
         files = ("knn", "linprobe", "finetune", "recon")
         knn, lin, ft, rec = (load(d / f"{p}_{name}.json") for p in files)
         if not any((knn, lin, ft, rec)):
@@ -53,18 +56,35 @@ def eval_table(d: Path) -> list[str]:
     return lines
 
 
-def boundary_table(d: Path) -> list[str]:
+def boundary_table(d: Path, tag: str = "") -> list[str]:
     lines = ["| edges | ODS | OIS | AP |", "|---|---|---|---|"]
     methods = ("gmae_L4", "gmae_L8", "gmae_L16", "gmae_L32", "gmae_combined")
-    for method in (*methods, "canny", "sobel", "shuffled"):
-        r = load(d / f"boundaries_{method}.json")
+    t = f"{tag}_" if tag else ""
+    for method in (*methods, "canny", "sobel", "shuffled", "luminance_order"):
+        r = load(d / f"boundaries_{t}{method}.json")
         if r:
             lines.append(f"| {method} | {r['ods']:.3f} | {r['ois']:.3f} | {r['ap']:.3f} |")
-    return lines if len(lines) > 2 else []
+    if len(lines) == 2:
+        return []
+    paired = [
+        (control, load(d / f"paired_{t}gmae_combined_vs_{control}.json"))
+        for control in ("shuffled", "luminance_order")
+    ]
+    paired = [(c, r) for c, r in paired if r]
+    if paired:  # scripts/paired_compare.py outputs: per-image best F, GMAE minus the control
+        lines += ["", "| gmae_combined minus | mean F difference [95 % CI] | p | GMAE better |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for control, r in paired:
+            lo, hi = r["ci"]
+            lines.append(
+                f"| {control} | {r['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                f"| {r['p_sign_flip']:.4f} | {r['a_better_fraction']:.0%} |"
+            )
+    return lines
 
 
-def figure_ground_table(d: Path) -> list[str]:
-    r = load(d / "figure_ground.json")
+def figure_ground_table(d: Path, tag: str = "") -> list[str]:
+    r = load(d / (f"figure_ground_{tag}.json" if tag else "figure_ground.json"))
     if not r:
         return []
     lines = [
@@ -77,8 +97,8 @@ def figure_ground_table(d: Path) -> list[str]:
     return lines
 
 
-def stats_table(d: Path) -> list[str]:
-    r = load(d / "stats.json")
+def stats_table(d: Path, tag: str = "") -> list[str]:
+    r = load(d / (f"stats_{tag}.json" if tag else "stats.json"))
     if not r:
         return []
     lines = [
@@ -87,7 +107,10 @@ def stats_table(d: Path) -> list[str]:
         "|---|---|---|",
     ]
     hf = "hf_ratio (not a correlation: Sobel at centres / image mean)"
-    rows = [*r["spearman_size_vs_depth"].items(), (hf, r["hf_ratio"])]
+    rows = [*r["spearman_size_vs_depth"].items()]
+    if "spearman_luminance_vs_depth" in r:  # stats.json files written before it lack it
+        rows.append(("luminance (colour brightness)", r["spearman_luminance_vs_depth"]))
+    rows.append((hf, r["hf_ratio"]))
     for name, v in rows:
         lines.append(
             f"| {name} | {v['pooled']:.3f} | {v['per_image_mean']:.3f} ({v['per_image_std']:.3f}) |"
@@ -117,8 +140,13 @@ def stats_table(d: Path) -> list[str]:
 
 
 def main() -> None:
-    d = Path(sys.argv[1] if len(sys.argv) > 1 else "results/imagenette64")
-    tables = [eval_table(d), boundary_table(d), figure_ground_table(d), stats_table(d)]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", nargs="?", type=Path, default=Path("results/imagenette64"))
+    ap.add_argument("--tag", default="", help="zero-shot files of another model: *_TAG*.json")
+    args = ap.parse_args()
+    d, tag = args.dir, args.tag
+    tables = [eval_table(d), boundary_table(d, tag), figure_ground_table(d, tag),
+              stats_table(d, tag)]  # fmt: skip
     # The evaluation table's header always prints (a partial run shows what is missing).
     print("\n\n".join("\n".join(t) for t in tables if t))
 

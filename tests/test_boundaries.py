@@ -191,7 +191,7 @@ def test_error_size_mismatch(bench):
 def test_cli_writes_json(bench, tmp_path, test2, capsys):
     out = tmp_path / "res" / "bdry.json"
     argv = ["eval", "boundaries", "--pred", str(bench / "png"), "--gt", str(bench / "groundTruth")]
-    argv += ["--nthresh", "5", "--workers", "2", "--quiet", "--json", str(out)]
+    argv += ["--nthresh", "5", "--workers", "2", "--no-progress", "--json", str(out)]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     # the process pool gives the same numbers as the in-process run

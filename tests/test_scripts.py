@@ -121,3 +121,29 @@ def test_results_table_zeroshot_tables(tmp_path, monkeypatch, capsys):
     assert "| depth-order agreement (mean Spearman over image pairs) | 0.849 |" in out
     assert "| centre std across images / within an image (px) | 2.17 / 19.04 |" in out
     assert "another photo (per image, 95 % CI, p) | +0.012 [-0.004, +0.029], p 0.1401 |" in out
+
+
+def test_results_table_tagged_zeroshot_files_and_paired_tests(tmp_path, monkeypatch, capsys):
+    """--tag reads a second model's zero-shot files in the same folder, with the paired tests
+    of its combined edges against each control and the luminance-depth row."""
+    d = tmp_path / "res"
+    d.mkdir()
+    (d / "boundaries_gmae_combined.json").write_text(
+        json.dumps({"ods": 0.1, "ois": 0.1, "ap": 0.1})
+    )
+    for method, ods in (("gmae_combined", 0.3718), ("luminance_order", 0.3655)):
+        doc = {"ods": ods, "ois": 0.38, "ap": 0.17}
+        (d / f"boundaries_anchor_{method}.json").write_text(json.dumps(doc))
+    paired = {"mean_diff": 0.0061, "ci": [-0.002, 0.013], "p_sign_flip": 0.15,
+              "a_better_fraction": 0.56}  # fmt: skip
+    (d / "paired_anchor_gmae_combined_vs_luminance_order.json").write_text(json.dumps(paired))
+    corr = {"pooled": -0.6949, "per_image_mean": -0.535, "per_image_std": 0.258}
+    stats = {"n_images": 256, "n_gaussians": 65536, "spearman_size_vs_depth": {"scale_gmean": corr},
+             "spearman_luminance_vs_depth": corr, "hf_ratio": corr}  # fmt: skip
+    (d / "stats_anchor.json").write_text(json.dumps(stats))
+    run_script("results_table.py", str(d), "--tag", "anchor", monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    assert "| gmae_combined | 0.372 |" in out and "| gmae_combined | 0.100 |" not in out
+    assert "| luminance_order | 0.365 | 0.380 | 0.170 |" in out
+    assert "| luminance_order | +0.006 [-0.002, +0.013] | 0.1500 | 56% |" in out
+    assert "| luminance (colour brightness) | -0.695 | -0.535 (0.258) |" in out

@@ -272,6 +272,25 @@ def test_edge_lands_on_layer_boundary(model, rule, same_color):
     torch.testing.assert_close(combined, per_l[2])
 
 
+def test_luminance_order_control(model):
+    """Grouping by brightness gives the depth edges when brighter is nearer, and loses the near
+    layer's boundary when the far layer is the brighter one."""
+    near = grid_layer(4, 8, (-1.0, 0.0), (-1.0, 1.0), -0.5, [1.0, 1.0, 1.0], [0.9, 0.9, 0.9])
+    for far_color, same in (([0.1, 0.1, 0.2], True), ([1.0, 1.0, 1.0], False)):
+        far = grid_layer(8, 4, (-1.0, 1.0), (-1.0, 1.0), 0.5, [1.0, 2.0, 1.0], far_color)
+        g = scene(near, far)
+        _, by_depth, _ = E.gmae_edges(model, g, 32, 32, layers=[2])
+        _, by_luminance, _ = E.gmae_edges(model, g, 32, 32, layers=[2], order="luminance")
+        boundary = by_depth[0, 4:-4, 13:20].max()
+        assert boundary > 0.5
+        if same:
+            torch.testing.assert_close(by_luminance, by_depth)
+        else:  # the bright far layer comes first and forms every pixel: no boundary left
+            assert by_luminance[0, 4:-4, 13:20].max() < 0.5 * boundary
+    with pytest.raises(GmaeError, match="order"):
+        E.gmae_edges(model, g, 32, 32, layers=[2], order="bogus")
+
+
 def test_edges_in_range_and_combined_is_mean(model, gaussians):
     per_l, combined, idx = E.gmae_edges(model, gaussians, 21, 27, layers=[2, 4, 8])
     for L, e in per_l.items():
@@ -618,10 +637,11 @@ def test_cli_edges_writes_boundary_pngs(workspace, tmp_path):
     out = tmp_path / "edges"
     rc = main(["zeroshot", "edges", "--ckpt", str(workspace / "gmae.pt"),
                "--images", str(workspace / "images"), "--out", str(out), "--layers", "2", "4",
-               "--baselines", "canny", "sobel", "shuffled", "--batch-size", "2",
-               "--no-progress"])  # fmt: skip
+               "--baselines", "canny", "sobel", "shuffled", "luminance_order", "--batch-size",
+               "2", "--no-progress"])  # fmt: skip
     assert rc == 0
-    methods = {"gmae_L2", "gmae_L4", "gmae_combined", "canny", "sobel", "shuffled"}
+    methods = {"gmae_L2", "gmae_L4", "gmae_combined", "canny", "sobel", "shuffled",
+               "luminance_order"}  # fmt: skip
     assert {p.name for p in out.iterdir() if p.is_dir()} == methods
     for m in methods:
         assert sorted(p.name for p in (out / m).iterdir()) == ["im0.png", "im1.png", "im2.png"]

@@ -56,7 +56,9 @@ def register(subparsers, groups) -> None:
         help="worker processes (default: all CPUs; 1 = no pool)",
     )
     p.add_argument("--json", required=True, metavar="FILE", help="write the results here (JSON)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # --no-progress as every other command spells it; --quiet kept for old scripts.
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                   help="no progress bar")  # fmt: skip
     p.set_defaults(func=_boundaries)
 
     # linprobe, knn, finetune, recon (gmae.evaluate.commands)
@@ -77,7 +79,7 @@ def _boundaries(args: argparse.Namespace) -> int:
         thin=args.thin,
         workers=args.workers,
         matcher=args.matcher,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     out = result.to_dict()
     out["settings"].update(pred=str(args.pred), gt=str(args.gt))

@@ -49,8 +49,11 @@ def register(subparsers, groups) -> None:
                    help="numbers of depth groups L, one map each")  # fmt: skip
     p.add_argument("--rule", default="median", choices=["median", "argmax"],
                    help="which group a pixel takes (see docs/zeroshot.md)")  # fmt: skip
-    p.add_argument("--baselines", nargs="*", default=[], choices=["canny", "sobel", "shuffled"],
-                   help="shuffled: control, each photo gets the next photo's GMAE map")  # fmt: skip
+    p.add_argument("--baselines", nargs="*", default=[],
+                   choices=["canny", "sobel", "shuffled", "luminance_order"],
+                   help="controls: shuffled, each photo gets the next photo's GMAE map; "
+                   "luminance_order, the GMAE map with Gaussians grouped by brightness "
+                   "instead of depth")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
     p.set_defaults(func=cmd_edges)
 

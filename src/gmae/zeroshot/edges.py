@@ -17,6 +17,11 @@
 5. Combined map [choice]: the mean of the per-L maps. Coarse L (object-level edges) and fine L
    (detail) vote equally; averaging over L also averages out where the group cuts fall.
 
+Control ``order="luminance"`` [ours]: the same Gaussians and rule, but grouped by brightness
+(luminance of the predicted colour, brightest first) instead of camera depth. A model whose depth
+mostly sorts its Gaussians by brightness gives the same edges both ways; layer edges owe
+something to the depth itself only where they beat this control.
+
 All L settings come from one set of renders: the rank axis is cut at the union of every L's group
 bounds, each segment is rendered alone (alpha only), and A_g for every L is a cumulative product
 over segments (see ``gmae.zeroshot.layers``). Everything is vectorised over groups and images.
@@ -36,6 +41,7 @@ from torch import Tensor
 
 from gmae.errors import ArgumentError, GmaeError
 from gmae.models import Gaussians
+from gmae.zeroshot.common import gaussian_luminance
 from gmae.zeroshot.layers import (
     camera_depths,
     depth_rank,
@@ -46,20 +52,32 @@ from gmae.zeroshot.layers import (
 
 DEFAULT_LAYERS = (4, 8, 16, 32)
 RULES = ("median", "argmax")
+ORDERS = ("depth", "luminance")  # what sorts the Gaussians into groups
 HALF = 0.5  # the median rule's fraction of the final alpha
 MIN_ALPHA = 0.05  # below this final alpha a pixel is background (index L)
 
 
+def group_rank(model, g: Gaussians, order: str = "depth") -> Tensor:
+    """Rank [B, K] of each Gaussian in its image's group order: nearest first (``depth``) or
+    brightest first (``luminance``, the control; skimage's rgb2gray weights)."""
+    if order == "depth":
+        return depth_rank(camera_depths(model, g))
+    if order == "luminance":
+        return depth_rank(-gaussian_luminance(g))
+    raise GmaeError(f"unknown group order {order!r}; choose from {', '.join(ORDERS)}")
+
+
 @torch.no_grad()
 def cumulative_alpha(
-    model, g: Gaussians, height: int, width: int, layers: Sequence[int]
+    model, g: Gaussians, height: int, width: int, layers: Sequence[int], order: str = "depth"
 ) -> dict[int, Tensor]:
-    """A [B, L, H, W] for each L: accumulated alpha after depth groups 0..g, from one set of
-    segment renders (colour-free: a single zero channel)."""
+    """A [B, L, H, W] for each L: accumulated alpha after groups 0..g (nearest first, or in
+    ``order``), from one set of segment renders (colour-free: a single zero channel). A segment
+    rendered alone accumulates 1 - prod(1 - a) over its Gaussians, whatever their depths."""
     num = g.num_gaussians
     per_l = {int(L): group_bounds(num, int(L)) for L in layers}
     cuts = sorted({c for b in per_l.values() for c in b})
-    rank = depth_rank(camera_depths(model, g))
+    rank = group_rank(model, g, order)
     gray = Gaussians(g.means, g.scales, g.quats, torch.zeros_like(g.means[..., :1]), g.opacities)
     seg = render_subsets(
         model, gray, range_keep(rank, cuts), height, width, background=0.0, return_depth=False
@@ -103,11 +121,13 @@ def gmae_edges(
     width: int,
     layers: Sequence[int] = DEFAULT_LAYERS,
     rule: str = "median",
+    order: str = "depth",
 ) -> tuple[dict[int, Tensor], Tensor, dict[int, Tensor]]:
-    """Per-L edge maps {L: [B, H, W]}, the combined map [B, H, W] and the index maps."""
+    """Per-L edge maps {L: [B, H, W]}, the combined map [B, H, W] and the index maps
+    (``order="luminance"``: the brightness-order control, module docstring)."""
     if not layers:
         raise ArgumentError("layers", "give at least one number of layers ({layers})")
-    acc = cumulative_alpha(model, g, height, width, layers)
+    acc = cumulative_alpha(model, g, height, width, layers, order)
     idx = {L: index_map(a, rule) for L, a in acc.items()}
     edges = {L: index_edges(i, L) for L, i in idx.items()}
     combined = torch.stack(list(edges.values())).mean(dim=0)

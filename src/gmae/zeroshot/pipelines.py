@@ -19,6 +19,7 @@ from gmae.zeroshot.edges import baseline_edges, gmae_edges
 from gmae.zeroshot.figure_ground import figure_ground, find_masks, load_mask, score_masks
 
 SHUFFLED = "shuffled"  # edge control: another photo's GMAE map (see write_edges)
+LUMINANCE_ORDER = "luminance_order"  # edge control: groups by brightness, not depth
 
 
 def edge_maps(
@@ -33,7 +34,8 @@ def edge_maps(
     """(photo, {method: boundary map in [0, 1] at the photo's size}) for every photo.
 
     Methods: ``gmae_L{L}`` per L, ``gmae_combined`` and each photo-based baseline name
-    (``shuffled`` needs every photo's map first: ``write_edges`` adds it).
+    (``shuffled`` needs every photo's map first: ``write_edges`` adds it). ``luminance_order``
+    is the combined map of the same Gaussians grouped by brightness instead of depth.
     """
     bar = tqdm(total=len(photos), desc="edges", unit="img", disable=not progress)
     try:
@@ -42,11 +44,15 @@ def edge_maps(
             with torch.no_grad():
                 g = model.predict_gaussians(model_input(batch, model.img_size, model_device(model)))
             per_l, combined, _ = gmae_edges(model, g, h, w, layers, rule)
+            if LUMINANCE_ORDER in baselines:
+                _, by_luminance, _ = gmae_edges(model, g, h, w, layers, rule, order="luminance")
             for i, photo in enumerate(batch):
                 maps = {f"gmae_L{L}": e[i].cpu().numpy() for L, e in per_l.items()}
                 maps["gmae_combined"] = combined[i].cpu().numpy()
                 for name in baselines:
-                    if name != SHUFFLED:
+                    if name == LUMINANCE_ORDER:
+                        maps[name] = by_luminance[i].cpu().numpy()
+                    elif name != SHUFFLED:
                         maps[name] = baseline_edges(name, photo.pixels)
                 yield photo, maps
             bar.update(len(batch))

@@ -28,10 +28,10 @@ Only Gaussians the renderer would draw count: opacity >= 1/255 and centre inside
    images vs the std of the centres within an image (pixels of the model's input; both
    averaged over x and y), and the same for camera depth (``depth``). All k Gaussians count.
 4. Depth vs colour [our diagnostic, a control for the layers]: Spearman between a Gaussian's
-   luminance (scikit-image's ``rgb2gray`` weights on its predicted colour) and its camera depth,
-   drawn Gaussians only. Near +-1 means the depth order mostly sorts the Gaussians by brightness,
-   so depth layers and their edges trace brightness contours rather than a separate spatial
-   layering (brighter nearer gives rho < 0). Absent for colour channels other than 3.
+   luminance (``gaussian_luminance``: scikit-image's rgb2gray weights on its predicted colour)
+   and its camera depth, drawn Gaussians only. Near +-1 the depth order mostly sorts the
+   Gaussians by brightness, so depth layers and their edges trace brightness contours rather
+   than a layering of their own (brighter nearer gives rho < 0). Absent unless colours are RGB.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from skimage.color import rgb2gray
 from tqdm import tqdm
 
 from gmae.data import build_dataset
@@ -55,7 +54,7 @@ from gmae.models.health import (
     gradient_magnitude,
     layout_dependence,
 )
-from gmae.zeroshot.common import Photo, model_device, model_input
+from gmae.zeroshot.common import Photo, gaussian_luminance, model_device, model_input
 
 MIN_OPACITY = 1.0 / 255.0
 SIZES = ("scale_gmean", "scale_largest_axis", "screen_size")
@@ -98,8 +97,8 @@ class GaussianStats:
             "screen_size": screen,
         }
         alive = g.opacities.float().cpu().numpy() >= MIN_OPACITY
-        colors = g.colors.float().cpu().numpy()
-        luminance = rgb2gray(colors) if colors.shape[-1] == 3 else None  # [B, K]
+        rgb = g.colors.shape[-1] == 3
+        luminance = gaussian_luminance(g.float()).cpu().numpy() if rgb else None  # [B, K]
         grad = gradient_magnitude(imgs.permute(0, 2, 3, 1).float().cpu().numpy())
         centres = proj.means2d.cpu().numpy()
         for i in range(depth.shape[0]):
