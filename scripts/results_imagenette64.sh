@@ -20,6 +20,9 @@ L=${L:-checkpoints/lmim_tiny_imagenette64.safetensors}  # Latent MIM (part "lmim
 ZG=${ZG:-checkpoints/gmae_tiny_imagenette64_e20.safetensors}
 ZM=${ZM:-checkpoints/mae_tiny_imagenette64_e20.safetensors}
 OUT=${OUT:-results/imagenette64}
+# ZT names a second zero-shot model's files in the same $OUT: boundaries_ZT_<method>.json,
+# paired_ZT_*.json, figure_ground_ZT.json, stats_ZT.json (scripts/results_table.py --tag ZT).
+ZT=${ZT:-}
 LIMIT=${LIMIT:-0}
 DATA=imagenette-128
 mkdir -p "$OUT"
@@ -103,26 +106,35 @@ for name in gmae mae; do
 done
 
 # Zero-shot (GMAE), parts edges figure-ground stats (zeroshot = all three): BSDS500 val edges
-# scored with our BSDS benchmark, Weizmann horse figure-ground, Gaussian statistics.
+# scored with our BSDS benchmark and paired against the two controls (shuffled photos, Gaussians
+# grouped by brightness), Weizmann horse figure-ground, Gaussian statistics.
 zs() { want zeroshot || want "$1"; }
-ZS="$OUT/zeroshot"
+ZS="$OUT/zeroshot${ZT:+_$ZT}"
+t=${ZT:+${ZT}_}  # file-name tag
 zlim=()
 [ "$LIMIT" != 0 ] && zlim=(--limit 10)
 if zs edges; then
     BSDS=$(.venv/bin/python -c "from gmae.data import dataset_root; print(dataset_root('bsds500'))")
     "$GMAE" zeroshot edges --ckpt "$ZG" --images "$BSDS/images/val" --out "$ZS/edges" \
-        --layers 4 8 16 32 --baselines canny sobel shuffled "${zlim[@]}"
-    for method in gmae_L4 gmae_L8 gmae_L16 gmae_L32 gmae_combined canny sobel shuffled; do
+        --layers 4 8 16 32 --baselines canny sobel shuffled luminance_order "${zlim[@]}"
+    for method in gmae_L4 gmae_L8 gmae_L16 gmae_L32 gmae_combined canny sobel shuffled \
+        luminance_order; do
         "$GMAE" eval boundaries --pred "$ZS/edges/$method" --gt "$BSDS/groundTruth/val" \
-            --workers 2 --json "$OUT/boundaries_$method.json"
+            --workers 2 --json "$OUT/boundaries_$t$method.json"
+    done
+    for control in shuffled luminance_order; do
+        .venv/bin/python scripts/paired_compare.py "$OUT/boundaries_${t}gmae_combined.json" \
+            "$OUT/boundaries_$t$control.json" --json "$OUT/paired_${t}gmae_combined_vs_$control.json"
     done
 fi
 if zs figure-ground; then
     HORSE=$(.venv/bin/python -c "from gmae.data import dataset_root; print(dataset_root('weizmann-horse'))")
     "$GMAE" zeroshot figure-ground --ckpt "$ZG" --mae-ckpt "$ZM" --images "$HORSE/images" \
-        --masks "$HORSE/masks" --out "$ZS/figure_ground" --json "$OUT/figure_ground.json"
+        --masks "$HORSE/masks" --out "$ZS/figure_ground" --json "$OUT/figure_ground${ZT:+_$ZT}.json"
 fi
 if zs stats; then
-    "$GMAE" zeroshot stats --ckpt "$ZG" --data $DATA --split val --json "$OUT/stats.json"
+    # 500 images for the 10- and 20-epoch models' files, 256 for the 40-epoch ones (STATS_N=256).
+    "$GMAE" zeroshot stats --ckpt "$ZG" --data $DATA --split val --num-images "${STATS_N:-500}" \
+        --json "$OUT/stats${ZT:+_$ZT}.json"
 fi
 echo "results in $OUT"
