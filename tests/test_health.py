@@ -17,6 +17,8 @@ from gmae.models.health import (
     detail_at_centres,
     flat_scalars,
     gaussian_health,
+    gaussian_luminance,
+    luminance_depth_correlation,
     verdict,
 )
 
@@ -167,6 +169,36 @@ def test_health_reports_detail_at_centres():
     d = h["layout"]["detail_at_centres"]
     assert d["own"] > 0 and d["other_image"] > 0
     assert flat_scalars(h)["health/detail_gain"] == pytest.approx(d["own"] - d["other_image"])
+
+
+def test_luminance_depth_correlation_tells_a_brightness_code():
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    depth = rng.random((4, 32))
+    # Brightest nearest in every image: rho = -1; unrelated: about 0 (each equals scipy's).
+    assert luminance_depth_correlation(1.0 - depth, depth) == pytest.approx(-1.0)
+    lum = rng.random((4, 32))
+    expected = np.mean([spearmanr(a, b).statistic for a, b in zip(lum, depth)])
+    assert luminance_depth_correlation(lum, depth) == pytest.approx(expected)
+    assert abs(expected) < 0.3
+    # A constant image is skipped; all constant gives nan.
+    lum[0] = 0.5
+    rest = np.mean([spearmanr(a, b).statistic for a, b in zip(lum[1:], depth[1:])])
+    assert luminance_depth_correlation(lum, depth) == pytest.approx(rest)
+    assert math.isnan(luminance_depth_correlation(np.ones((2, 5)), depth[:2, :5]))
+    grey = torch.tensor([[[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    assert gaussian_luminance(grey)[0].tolist() == pytest.approx([1.0, 0.0, 0.7154])
+    with pytest.raises(GmaeError, match="RGB"):
+        gaussian_luminance(torch.rand(1, 3, 2))
+
+
+def test_health_reports_luminance_depth_rho():
+    m = tiny_gmae(head_init="torch")
+    h = gaussian_health(m, torch.rand(4, 3, 32, 32))
+    assert -1.0 <= h["luminance_depth_rho"] <= 1.0
+    assert flat_scalars(h)["health/luminance_depth_rho"] == pytest.approx(h["luminance_depth_rho"])
 
 
 def test_verdict_thresholds():

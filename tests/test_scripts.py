@@ -43,10 +43,20 @@ def test_publish_checkpoint(tmp_path, folder, name, vis_images, monkeypatch, cap
     if name == "mae":  # as after a copy off another machine: the weights look older than the run
         os.utime(run / "last.pt", (0, 0))
     out = tmp_path / "published"
-    run_script("publish_checkpoint.py", str(run), "--name", "tiny", "--out", str(out),
+    health = []
+    if name == "gmae":  # the card's health rows, from `gmae inspect --json`
+        assert main(["inspect", "--ckpt", str(run / "last.pt"), "--data",
+                     f"imagefolder:{folder}", "--num-images", "4",
+                     "--json", str(tmp_path / "health.json")]) == 0  # fmt: skip
+        health = ["--health", str(tmp_path / "health.json")]
+    run_script("publish_checkpoint.py", str(run), "--name", "tiny", "--out", str(out), *health,
                monkeypatch=monkeypatch)  # fmt: skip
     assert "published tiny" in capsys.readouterr().out
     card = (out / "tiny.md").read_text()
+    assert ("| Gaussian health | **" in card) == (name == "gmae")
+    assert ("| Spearman(luminance, depth) (near -1: depth is a brightness code) |" in card) == (
+        name == "gmae"
+    )
     assert f"A {name.upper()} pretrained" in card and "3 steps" in card
     # the wall time never goes negative: copied files fall back to the logged throughput
     assert ("h of training steps" in card) == (name == "mae") and "| -" not in card

@@ -592,7 +592,9 @@ def test_cli_inspect_reports_health(workspace, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "Gaussian health:" in out and "saturated raw outputs" in out
+    assert "Spearman(luminance, depth) per image" in out
     result = json.loads(path.read_text())
+    assert -1 <= result["unmasked"]["luminance_depth_rho"] <= 1
     assert result["masked"]["n_images"] == 3 and result["unmasked"]["mask_ratio"] == 0.0
     assert result["masked"]["verdict"] in ("healthy", "degraded", "degenerate")
     assert main(["inspect", "--ckpt", str(workspace / "mae.pt"), "--data",

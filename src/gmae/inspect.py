@@ -78,8 +78,14 @@ def format_health(h: dict) -> str:
         f"(unmasked {h['unmasked']['layout']['depth_order_agreement']:.3f})",
         f"{'alpha coverage / opacity median':38s} {m['alpha_coverage']['mean']:.3f} / "
         f"{m['opacity']['median']:.3f}",
-        describe(m),
     ]
+    if "luminance_depth_rho" in m:  # RGB models
+        lines.append(
+            f"{'Spearman(luminance, depth) per image':38s} {m['luminance_depth_rho']:+.3f} "
+            f"(unmasked {h['unmasked']['luminance_depth_rho']:+.3f}; near -1: depth is a "
+            "brightness code)"
+        )
+    lines.append(describe(m))
     return "\n".join(lines)
 
 

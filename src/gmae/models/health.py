@@ -24,6 +24,8 @@ from skimage.color import rgb2gray
 from skimage.filters import sobel
 from torch import Tensor
 
+from gmae.errors import GmaeError
+
 # Raw channel groups of the head (GaussianHead): [0:2] centre xy, [2] z, [3:6] scale,
 # [6:10] rotation (Shoemake uses 6:9), [10:10+C] colour, [10+C] opacity.
 SATURATED = 4.0  # |u| > 4: sigmoid' < 0.018, a fiftieth of its value at 0
@@ -97,6 +99,29 @@ def layout_dependence(depth: np.ndarray, centres: np.ndarray) -> dict:
         "centre_ratio": across / within if within > 0 else math.nan,
         "depth": {"across_images": d_across, "within_image": float(depth.std(1).mean())},
     }
+
+
+# scikit-image's rgb2gray weights (ITU-R BT.709), so a Gaussian's brightness is measured as the
+# photos' grayscale is everywhere else.
+LUMINANCE_WEIGHTS = (0.2125, 0.7154, 0.0721)
+
+
+def gaussian_luminance(colors: Tensor) -> Tensor:
+    """Luminance [..., K] of Gaussian colours [..., K, 3] (RGB only)."""
+    if colors.shape[-1] != 3:
+        raise GmaeError(f"luminance needs RGB colours, the model predicts {colors.shape[-1]}")
+    return colors @ torch.tensor(LUMINANCE_WEIGHTS, dtype=colors.dtype, device=colors.device)
+
+
+def luminance_depth_correlation(luminance: np.ndarray, depth: np.ndarray) -> float:
+    """Mean over images of Spearman's rho between the Gaussians' luminance and camera depth
+    ([N, k] each). Near -1: the depth order sorts the Gaussians brightest first, so depth layers
+    are a brightness code; images with a constant luminance or depth are skipped."""
+    rl, rd = rankdata(luminance, axis=1), rankdata(depth, axis=1)
+    rl, rd = rl - rl.mean(1, keepdims=True), rd - rd.mean(1, keepdims=True)
+    norm = np.linalg.norm(rl, axis=1) * np.linalg.norm(rd, axis=1)
+    ok = norm > 0
+    return float(((rl * rd).sum(1)[ok] / norm[ok]).mean()) if ok.any() else math.nan
 
 
 def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:
@@ -227,6 +252,9 @@ def gaussian_health(
             },
         },
     }
+    if g.colors.shape[-1] == 3:  # is the depth order a brightness code?
+        lum = gaussian_luminance(g.colors).cpu().numpy()
+        summary["luminance_depth_rho"] = luminance_depth_correlation(lum, depth)
     summary["verdict"], summary["failed"] = verdict(summary)
     return summary
 
@@ -310,6 +338,7 @@ def flat_scalars(summary: dict, prefix: str = "health/") -> dict[str, float]:
             f"{prefix}depth_order_agreement": summary["layout"]["depth_order_agreement"],
             # Summaries written before the detail statistic lack it.
             f"{prefix}detail_gain": summary["layout"].get("detail_at_centres", {}).get("gain"),
+            f"{prefix}luminance_depth_rho": summary.get("luminance_depth_rho"),
             f"{prefix}masked_fraction": summary["masked_centres"]["fraction"],
             f"{prefix}alpha_coverage": summary["alpha_coverage"]["mean"],
             f"{prefix}opacity_median": summary["opacity"]["median"],

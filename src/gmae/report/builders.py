@@ -279,6 +279,8 @@ def _model_section(rep: HtmlReport, model: GMAE, health: dict, mae_text: str) ->
             ["within-image std of z", health["z_std_within"]],
             ["centre spread across / within images", health["layout"]["centre_ratio"]],
             ["depth-order agreement between images", health["layout"]["depth_order_agreement"]],
+            *([["Spearman(luminance, depth), per image", health["luminance_depth_rho"]]]
+              if "luminance_depth_rho" in health else []),
             ["detail at centres: own image - another", health["layout"]["detail_at_centres"][
                 "gain"]],
             ["centres in masked patches (chance)", "{fraction:.3f} ({chance:.2f})".format(

@@ -13,7 +13,7 @@ from dataclasses import fields
 
 import torch
 
-from gmae.errors import ArgumentError, GmaeError
+from gmae.errors import ArgumentError
 
 # The picture helpers live in gmae.images and the photos in gmae.photos; these names are kept
 # here for callers.
@@ -107,15 +107,3 @@ def take_images(g: Gaussians, idx) -> Gaussians:
 
 def with_colors(g: Gaussians, colors) -> Gaussians:
     return Gaussians(g.means, g.scales, g.quats, colors, g.opacities)
-
-
-# scikit-image's rgb2gray weights (ITU-R BT.709), so a Gaussian's brightness is measured as the
-# photos' grayscale is everywhere else.
-LUMINANCE_WEIGHTS = (0.2125, 0.7154, 0.0721)
-
-
-def gaussian_luminance(g: Gaussians) -> torch.Tensor:
-    """Luminance [B, K] of each Gaussian's predicted colour (RGB models only)."""
-    if g.colors.shape[-1] != 3:
-        raise GmaeError(f"luminance needs RGB colours, the model predicts {g.colors.shape[-1]}")
-    return g.colors @ torch.tensor(LUMINANCE_WEIGHTS, dtype=g.colors.dtype, device=g.colors.device)

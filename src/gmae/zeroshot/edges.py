@@ -41,7 +41,7 @@ from torch import Tensor
 
 from gmae.errors import ArgumentError, GmaeError
 from gmae.models import Gaussians
-from gmae.zeroshot.common import gaussian_luminance
+from gmae.models.health import gaussian_luminance
 from gmae.zeroshot.layers import (
     camera_depths,
     depth_rank,
@@ -63,7 +63,7 @@ def group_rank(model, g: Gaussians, order: str = "depth") -> Tensor:
     if order == "depth":
         return depth_rank(camera_depths(model, g))
     if order == "luminance":
-        return depth_rank(-gaussian_luminance(g))
+        return depth_rank(-gaussian_luminance(g.colors))
     raise GmaeError(f"unknown group order {order!r}; choose from {', '.join(ORDERS)}")
 
 

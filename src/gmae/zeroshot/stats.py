@@ -51,10 +51,11 @@ from gmae.models.health import (
     detail_at_centres,
     finite_mean,
     finite_std,
+    gaussian_luminance,
     gradient_magnitude,
     layout_dependence,
 )
-from gmae.zeroshot.common import Photo, gaussian_luminance, model_device, model_input
+from gmae.zeroshot.common import Photo, model_device, model_input
 
 MIN_OPACITY = 1.0 / 255.0
 SIZES = ("scale_gmean", "scale_largest_axis", "screen_size")
@@ -98,7 +99,7 @@ class GaussianStats:
         }
         alive = g.opacities.float().cpu().numpy() >= MIN_OPACITY
         rgb = g.colors.shape[-1] == 3
-        luminance = gaussian_luminance(g.float()).cpu().numpy() if rgb else None  # [B, K]
+        luminance = gaussian_luminance(g.colors.float()).cpu().numpy() if rgb else None  # [B, K]
         grad = gradient_magnitude(imgs.permute(0, 2, 3, 1).float().cpu().numpy())
         centres = proj.means2d.cpu().numpy()
         for i in range(depth.shape[0]):
