@@ -156,7 +156,10 @@ def hub_card(name: str, model: dict, data: dict, body: str, numbers: list[dict])
     and the BibTeX; an older version of these parts in ``body`` is replaced."""
     if body.startswith("---\n"):
         body = body.split("\n---\n", 1)[1].lstrip("\n")
-    body = body.split("\n## Measured\n")[0].split("\n## Citation\n")[0].rstrip("\n") + "\n"
+    # Drop the generated sections, keep every other one (hand-written notes too), in order.
+    sections = re.split(r"(?m)^(?=## )", body)
+    kept = [s for s in sections if not s.startswith(("## Measured\n", "## Citation\n"))]
+    body = "\n".join(s.rstrip("\n") + "\n" for s in kept if s.strip())
     body = re.sub(
         r"`gmae\.export\.checkpoints\.load_model\(\"([^\"]+)\"\)`",
         r'`gmae.from_pretrained("\1")` (one line, in eval mode)',

@@ -353,6 +353,13 @@ def test_model_card_has_hub_front_matter_numbers_and_citation(tmp_path, monkeypa
     runpy.run_path(str(REPO / "scripts" / "publish_checkpoint.py"), run_name="__main__")
     again = card.read_text()
     assert again == text and again.count("## Citation") == 1
+    # A hand-written section (even one after the citation) survives every refresh, once.
+    card.write_text(text + "\n## Occlusion benchmark\n\nA note by hand.\n")
+    for _ in range(2):
+        runpy.run_path(str(REPO / "scripts" / "publish_checkpoint.py"), run_name="__main__")
+        kept = card.read_text()
+        assert kept.count("## Occlusion benchmark\n\nA note by hand.\n") == 1
+        assert kept.count("## Citation") == 1 and kept.count("## Measured") == 1
 
 
 def test_model_card_names_the_data_each_number_was_measured_on(tmp_path, monkeypatch):
