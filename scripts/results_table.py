@@ -83,8 +83,13 @@ def boundary_table(d: Path, tag: str = "") -> list[str]:
     return lines
 
 
+def tagged(stem: str, tag: str) -> str:
+    """stem.json, or stem_TAG.json for a second model's files."""
+    return f"{stem}_{tag}.json" if tag else f"{stem}.json"
+
+
 def figure_ground_table(d: Path, tag: str = "") -> list[str]:
-    r = load(d / (f"figure_ground_{tag}.json" if tag else "figure_ground.json"))
+    r = load(d / tagged("figure_ground", tag))
     if not r:
         return []
     lines = [
@@ -98,7 +103,7 @@ def figure_ground_table(d: Path, tag: str = "") -> list[str]:
 
 
 def stats_table(d: Path, tag: str = "") -> list[str]:
-    r = load(d / (f"stats_{tag}.json" if tag else "stats.json"))
+    r = load(d / tagged("stats", tag))
     if not r:
         return []
     lines = [

@@ -65,6 +65,18 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {"p10": float(p10), "median": float(p50), "p90": float(p90)}
 
 
+def _unit_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of [N, k]: ranks, centred and scaled to unit length, so that the dot product of
+    two rows is their Spearman correlation; and which rows are not constant (rows without an
+    order keep their zero ranks)."""
+    r = rankdata(x, axis=1)
+    r = r - r.mean(1, keepdims=True)
+    norm = np.linalg.norm(r, axis=1)
+    ok = norm > 0
+    r[ok] /= norm[ok, None]
+    return r, ok
+
+
 def depth_order_agreement(depth: np.ndarray) -> float:
     """Mean over image pairs of the Spearman correlation of per-query depths ([N, k]).
 
@@ -73,11 +85,8 @@ def depth_order_agreement(depth: np.ndarray) -> float:
     """
     if depth.shape[0] < 2:
         return math.nan
-    r = rankdata(depth, axis=1)
-    r = r - r.mean(1, keepdims=True)
-    norm = np.linalg.norm(r, axis=1)
-    ok = norm > 0
-    r = r[ok] / norm[ok, None]
+    r, ok = _unit_ranks(depth)
+    r = r[ok]
     if len(r) < 2:
         return math.nan
     c = r @ r.T
@@ -117,11 +126,9 @@ def luminance_depth_correlation(luminance: np.ndarray, depth: np.ndarray) -> flo
     """Mean over images of Spearman's rho between the Gaussians' luminance and camera depth
     ([N, k] each). Near -1: the depth order sorts the Gaussians brightest first, so depth layers
     are a brightness code; images with a constant luminance or depth are skipped."""
-    rl, rd = rankdata(luminance, axis=1), rankdata(depth, axis=1)
-    rl, rd = rl - rl.mean(1, keepdims=True), rd - rd.mean(1, keepdims=True)
-    norm = np.linalg.norm(rl, axis=1) * np.linalg.norm(rd, axis=1)
-    ok = norm > 0
-    return float(((rl * rd).sum(1)[ok] / norm[ok]).mean()) if ok.any() else math.nan
+    (rl, ok_l), (rd, ok_d) = _unit_ranks(luminance), _unit_ranks(depth)
+    ok = ok_l & ok_d
+    return float((rl * rd).sum(1)[ok].mean()) if ok.any() else math.nan
 
 
 def gradient_magnitude(imgs: np.ndarray) -> np.ndarray:

@@ -114,29 +114,26 @@ class GaussianStats:
             if luminance is not None:
                 self._luminance.append(luminance[i][keep])
 
+    def _with_depth(self, values: list[np.ndarray], depth: np.ndarray) -> dict:
+        """Spearman of per-image ``values`` (drawn Gaussians) with their camera depth: pooled
+        (``depth``: every image's, concatenated), and the mean and std over images."""
+        per = np.array([spearman(v, d) for v, d in zip(values, self._depth)])
+        return {
+            "pooled": spearman(np.concatenate(values), depth),
+            "per_image_mean": finite_mean(per),
+            "per_image_std": finite_std(per),
+        }
+
     def summary(self) -> dict:
         if not self._depth:
             raise GmaeError("no images were measured")
         depth = np.concatenate(self._depth)
-        corr = {}
-        for k in SIZES:
-            per = np.array([spearman(s, d) for s, d in zip(self._sizes[k], self._depth)])
-            corr[k] = {
-                "pooled": spearman(np.concatenate(self._sizes[k]), depth),
-                "per_image_mean": finite_mean(per),
-                "per_image_std": finite_std(per),
-            }
-        if len(self._luminance) == len(self._depth):
-            per = np.array([spearman(lum, d) for lum, d in zip(self._luminance, self._depth)])
-            lum_corr = {
-                "spearman_luminance_vs_depth": {
-                    "pooled": spearman(np.concatenate(self._luminance), depth),
-                    "per_image_mean": finite_mean(per),
-                    "per_image_std": finite_std(per),
-                }
-            }
-        else:
-            lum_corr = {}
+        corr = {k: self._with_depth(self._sizes[k], depth) for k in SIZES}
+        lum_corr = (
+            {"spearman_luminance_vs_depth": self._with_depth(self._luminance, depth)}
+            if len(self._luminance) == len(self._depth)
+            else {}
+        )
         ratios, other = detail_at_centres(self._grads, self._pixels)
         at = np.concatenate([g[row, col] for g, (row, col) in zip(self._grads, self._pixels)])
         total = float(np.mean([float(g.mean()) for g in self._grads]))  # all maps are S x S
