@@ -5,7 +5,7 @@
 # 17 min per fine-tune (parts ft-*).
 #   bash scripts/results_imagenette64.sh                 # everything
 #   bash scripts/results_imagenette64.sh mae random      # some parts: gmae mae random lmim zeroshot
-#                                                        #   (= edges figure-ground stats)
+#                                                        #   (= edges figure-ground stats order)
 #                                                        #   ft-gmae ft-mae ft-random ft-lmim
 #                                                        #   mae-pix (ablation, not in the default)
 #                                                        #   gmae-e20 mae-e20 (budget, not in the default)
@@ -21,7 +21,8 @@ ZG=${ZG:-checkpoints/gmae_tiny_imagenette64_e20.safetensors}
 ZM=${ZM:-checkpoints/mae_tiny_imagenette64_e20.safetensors}
 OUT=${OUT:-results/imagenette64}
 # ZT names a second zero-shot model's files in the same $OUT: boundaries_ZT_<method>.json,
-# paired_ZT_*.json, figure_ground_ZT.json, stats_ZT.json (scripts/results_table.py --tag ZT).
+# paired_ZT_*.json, figure_ground_ZT.json, stats_ZT.json, order_ZT.json (scripts/results_table.py
+# --tag ZT).
 ZT=${ZT:-}
 LIMIT=${LIMIT:-0}
 DATA=imagenette-128
@@ -105,9 +106,10 @@ for name in gmae mae; do
     recon ${name}_e20 --ckpt "$CK"
 done
 
-# Zero-shot (GMAE), parts edges figure-ground stats (zeroshot = all three): BSDS500 val edges
+# Zero-shot (GMAE), parts edges figure-ground stats order (zeroshot = all four): BSDS500 val edges
 # scored with our BSDS benchmark and paired against the two controls (shuffled photos, Gaussians
-# grouped by brightness), Weizmann horse figure-ground, Gaussian statistics.
+# grouped by brightness), Weizmann horse figure-ground, Gaussian statistics, and what the depth
+# order is worth to the reconstruction (the same Gaussians composited in other orders).
 zs() { want zeroshot || want "$1"; }
 ZS="$OUT/zeroshot${ZT:+_$ZT}"
 t=${ZT:+${ZT}_}  # file-name tag
@@ -136,5 +138,9 @@ if zs stats; then
     # 500 images for the 10- and 20-epoch models' files, 256 for the 40-epoch ones (STATS_N=256).
     "$GMAE" zeroshot stats --ckpt "$ZG" --data $DATA --split val --num-images "${STATS_N:-500}" \
         --json "$OUT/stats${ZT:+_$ZT}.json"
+fi
+if zs order; then
+    "$GMAE" zeroshot order --ckpt "$ZG" --data $DATA --split val --num-images "${ORDER_N:-256}" \
+        --json "$OUT/order${ZT:+_$ZT}.json" --no-progress
 fi
 echo "results in $OUT"

@@ -6,8 +6,9 @@
 prints the evaluation table (kNN, 1-NN, linear probe, fine-tune, reconstruction PSNR; each row
 with the wall times of the commands that produced it) and, when present, the zero-shot tables
 (BSDS500 edges with the paired tests against each control, figure-ground IoU, Gaussian
-statistics). ``--tag T`` reads the zero-shot files of a second model in the same folder:
-boundaries_T_<method>.json, paired_T_*.json, figure_ground_T.json, stats_T.json.
+statistics, what the depth order is worth). ``--tag T`` reads the zero-shot files of a second
+model in the same folder: boundaries_T_<method>.json, paired_T_*.json, figure_ground_T.json,
+stats_T.json, order_T.json.
 Missing files show as "-", so a partial run still prints; encoders with no result are left out.
 """
 
@@ -144,6 +145,35 @@ def stats_table(d: Path, tag: str = "") -> list[str]:
     return lines
 
 
+def order_table(d: Path, tag: str = "") -> list[str]:
+    """What the depth order is worth: `gmae zeroshot order` (PSNR of other orders)."""
+    r = load(d / tagged("order", tag))
+    if not r:
+        return []
+    lines = [
+        f"| order ({r['n_images']} images): PSNR, model - this [95 % CI], recovered "
+        + "".join(f"| mask {x['mask_ratio']:g} " for x in r["results"])
+        + "|",
+        "|---|" + "---|" * len(r["results"]),
+    ]
+    blocks = [x.get("masked_psnr", x["psnr"]) for x in r["results"]]
+    for name in r["orders"]:
+        cells = []
+        for b in blocks:
+            row = b["orders"][name]
+            if name == "model":
+                cells.append(f"{row['mean']:.2f}")
+                continue
+            t, rec = row["model_minus_this"], row["recovered"]
+            lo, hi = t["ci"]
+            rec_text = f", {rec:.2f}" if rec is not None else ""
+            cells.append(
+                f"{row['mean']:.2f} ({t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]{rec_text})"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", nargs="?", type=Path, default=Path("results/imagenette64"))
@@ -151,7 +181,7 @@ def main() -> None:
     args = ap.parse_args()
     d, tag = args.dir, args.tag
     tables = [eval_table(d), boundary_table(d, tag), figure_ground_table(d, tag),
-              stats_table(d, tag)]  # fmt: skip
+              stats_table(d, tag), order_table(d, tag)]  # fmt: skip
     # The evaluation table's header always prints (a partial run shows what is missing).
     print("\n\n".join("\n".join(t) for t in tables if t))
 

@@ -157,3 +157,31 @@ def test_results_table_tagged_zeroshot_files_and_paired_tests(tmp_path, monkeypa
     assert "| luminance_order | 0.365 | 0.380 | 0.170 |" in out
     assert "| luminance_order | +0.006 [-0.002, +0.013] | 0.1500 | 56% |" in out
     assert "| luminance (colour brightness) | -0.695 | -0.535 (0.258) |" in out
+
+
+def test_results_table_order_table_from_a_real_ablation(tmp_path, monkeypatch, capsys):
+    """The order table reads what `gmae zeroshot order` writes (a tiny random GMAE)."""
+    import torch
+
+    from gmae.models import create_model
+    from gmae.zeroshot.order import order_ablation
+
+    torch.manual_seed(0)
+    model = create_model("gmae", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                         decoder_dim=32, decoder_depth=1, decoder_num_heads=2,
+                         num_gaussians=16).eval()  # fmt: skip
+    result = order_ablation(model, [torch.rand(3, 3, 32, 32)], [0.75, 0.0])
+    d = tmp_path / "res"
+    d.mkdir()
+    (d / "order_anchor.json").write_text(json.dumps(result))
+    run_script("results_table.py", str(d), "--tag", "anchor", monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    assert (
+        "| order (3 images): PSNR, model - this [95 % CI], recovered | mask 0.75 | mask 0 |" in out
+    )
+    masked = result["results"][0]["masked_psnr"]["orders"]
+    rnd = masked["random"]
+    lo, hi = rnd["model_minus_this"]["ci"]
+    assert f"| random | {rnd['mean']:.2f} ({rnd['model_minus_this']['mean_diff']:+.3f} " in out
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in out
+    assert f"| model | {masked['model']['mean']:.2f} |" in out

@@ -794,3 +794,97 @@ def test_list_images(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     with pytest.raises(GmaeError, match="several images named a"):
         list_images(tmp_path)
+
+
+# --- order ablation ---------------------------------------------------------------------------
+
+
+def test_composite_in_order_reproduces_the_model_and_follows_the_key(model, gaussians):
+    from gmae.zeroshot.order import composite_in_order
+
+    s = model.img_size
+    with torch.no_grad():
+        proj = model.project_gaussians(gaussians, s, s)
+        own = composite_in_order(model, proj, gaussians.colors, proj.depths)
+        ref = model.render_gaussians(gaussians, s, s, return_depth=False).image
+    assert torch.allclose(own, ref, atol=1e-5)
+    # Two opaque discs at one place: red in front of blue by depth; the key decides who shows.
+    red = grid_layer(1, 1, (-0.4, 0.4), (-0.4, 0.4), -1.0, [1.0] * 3, [1.0, 0, 0], 0.99)
+    blue = grid_layer(1, 1, (-0.4, 0.4), (-0.4, 0.4), 1.0, [1.0] * 3, [0, 0, 1.0], 0.99)
+    g = scene(red, blue)
+    proj = model.project_gaussians(g, s, s)
+    by_depth = composite_in_order(model, proj, g.colors, proj.depths)
+    flipped = composite_in_order(model, proj, g.colors, -proj.depths)
+    centre = (slice(None), s // 2, s // 2)
+    assert by_depth[0][centre][0] > 0.9 and by_depth[0][centre][2] < 0.1  # red in front
+    assert flipped[0][centre][2] > 0.9 and flipped[0][centre][0] < 0.1  # blue in front
+    with pytest.raises(GmaeError, match="sort key"):
+        composite_in_order(model, proj, g.colors, proj.depths[:, :1])
+
+
+def test_pixel_mask_matches_the_models_mask_image(model):
+    from gmae.zeroshot.order import pixel_mask
+
+    x = torch.rand(2, 3, 32, 32)
+    noise = torch.rand(2, model.encoder.num_patches, generator=torch.Generator().manual_seed(3))
+    out = model(x, 0.75, noise)
+    rec = model.reconstruct(x, mask_ratio=0.75, noise=noise)
+    assert torch.equal(pixel_mask(out.mask, model.patch_size), rec["mask_image"][:, 0] > 0.5)
+    with pytest.raises(GmaeError, match="square"):
+        pixel_mask(torch.zeros(1, 8), 4)
+
+
+def test_order_ablation_scores_each_order_against_the_model(model):
+    from gmae.zeroshot.order import ORDERS, format_table, order_ablation
+
+    torch.manual_seed(5)
+    batches = [torch.rand(3, 3, 32, 32), torch.rand(2, 3, 32, 32)]
+    r = order_ablation(model, batches, [0.5, 0.0], seed=1)
+    assert r["orders"] == list(ORDERS) and r["n_images"] == 5
+    masked, unmasked = r["results"]
+    assert masked["model_order_vs_model_render_max_abs"] < 1e-5
+    assert "masked_psnr" in masked and "masked_psnr" not in unmasked
+    block = masked["masked_psnr"]
+    worth = block["order_worth_db"]
+    assert worth == pytest.approx(
+        block["orders"]["model"]["mean"] - block["orders"]["random"]["mean"]
+    )
+    assert len(block["images"]["fixed"]) == 5
+    rnd = block["orders"]["random"]
+    assert rnd["model_minus_this"]["n"] == 5
+    assert rnd["model_minus_this"]["mean_diff"] == pytest.approx(worth)
+    if worth > 0:
+        assert rnd["recovered"] == pytest.approx(0.0, abs=1e-12)
+    # The floor: the background alone (white for this model), whole-image PSNR at mask 0.
+    imgs = torch.cat(batches)
+    floor = [float(-10 * torch.log10(((x - 1.0) ** 2).mean())) for x in imgs]
+    assert unmasked["psnr"]["background_only"] == pytest.approx(np.mean(floor), abs=1e-4)
+    added = unmasked["psnr"]["orders"]["model"]["mean"] - np.mean(floor)
+    share = unmasked["psnr"]["order_share"]
+    assert (
+        share is None
+        if added <= 0
+        else share == pytest.approx(unmasked["psnr"]["order_worth_db"] / added, abs=1e-4)
+    )
+    # Same seed, same masks and random orders: the same numbers.
+    again = order_ablation(model, batches, [0.5, 0.0], seed=1)
+    assert again["results"][0]["masked_psnr"]["images"] == block["images"]
+    assert "order is worth" in format_table(r) and "luminance_reversed" in format_table(r)
+    with pytest.raises(GmaeError, match="mask ratio"):
+        order_ablation(model, batches, [1.0])
+    with pytest.raises(GmaeError, match="no images"):
+        order_ablation(model, [], [0.5])
+
+
+def test_cli_order(workspace, tmp_path, capsys):
+    js = tmp_path / "order.json"
+    spec = f"imagefolder:{workspace / 'ds'}"
+    rc = main(["zeroshot", "order", "--ckpt", str(workspace / "gmae.pt"), "--data", spec,
+               "--num-images", "3", "--json", str(js), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    r = json.loads(js.read_text())
+    assert r["n_images"] == 3 and [x["mask_ratio"] for x in r["results"]] == [0.75, 0.0]
+    assert "the order is worth" in capsys.readouterr().out
+    rc = main(["zeroshot", "order", "--ckpt", str(workspace / "gmae.pt"), "--images",
+               str(workspace / "images"), "--json", str(tmp_path)])  # fmt: skip
+    assert rc != 0 and "is a directory" in capsys.readouterr().err
