@@ -150,6 +150,8 @@ def order_table(d: Path, tag: str = "") -> list[str]:
     r = load(d / tagged("order", tag))
     if not r:
         return []
+    from gmae.zeroshot.order import shown_recovered
+
     lines = [
         f"| order ({r['n_images']} images): PSNR, model - this [95 % CI], recovered "
         + "".join(f"| mask {x['mask_ratio']:g} " for x in r["results"])
@@ -164,13 +166,20 @@ def order_table(d: Path, tag: str = "") -> list[str]:
             if name == "model":
                 cells.append(f"{row['mean']:.2f}")
                 continue
-            t, rec = row["model_minus_this"], row["recovered"]
+            t, rec = row["model_minus_this"], shown_recovered(b, name)
             lo, hi = t["ci"]
             rec_text = f", {rec:.2f}" if rec is not None else ""
             cells.append(
                 f"{row['mean']:.2f} ({t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]{rec_text})"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    shares = [
+        f"{b['background_only']:.2f} (order: {b['order_share']:.1%} of the gain)"
+        if b.get("order_share") is not None
+        else f"{b['background_only']:.2f}"
+        for b in blocks
+    ]
+    lines.append("| background alone | " + " | ".join(shares) + " |")
     return lines
 
 

@@ -190,6 +190,13 @@ def _summarise(ratio: float, per: dict[str, list[dict]], floor: list[dict], max_
     return out
 
 
+def shown_recovered(block: dict, name: str) -> float | None:
+    """``recovered`` of order ``name`` in one metric block, or None where the order is not worth
+    anything beyond noise (the CI of model - random reaches 0): a ratio over ~0 means nothing."""
+    lo = block["orders"]["random"]["model_minus_this"]["ci"][0]
+    return block["orders"][name].get("recovered") if lo > 0 else None
+
+
 def format_table(result: dict) -> str:
     """One line per order and mask ratio: mean PSNR, drop from the model's order, recovered."""
     lines = []
@@ -214,7 +221,7 @@ def format_table(result: dict) -> str:
                 if "model_minus_this" in row:
                     t = row["model_minus_this"]
                     lo, hi = t["ci"]
-                    rec = row["recovered"]
+                    rec = shown_recovered(block, name)
                     text += f"  model - this {t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                     text += f"  recovered {rec:.2f}" if rec is not None else ""
                 lines.append(text)
