@@ -888,3 +888,14 @@ def test_cli_order(workspace, tmp_path, capsys):
     rc = main(["zeroshot", "order", "--ckpt", str(workspace / "gmae.pt"), "--images",
                str(workspace / "images"), "--json", str(tmp_path)])  # fmt: skip
     assert rc != 0 and "is a directory" in capsys.readouterr().err
+
+
+def test_shown_recovered_only_where_the_order_is_worth_something():
+    from gmae.zeroshot.order import shown_recovered
+
+    def block(lo):
+        rnd = {"model_minus_this": {"ci": [lo, lo + 0.1]}, "recovered": 0.0}
+        return {"orders": {"random": rnd, "fixed": {"recovered": 0.9}}}
+
+    assert shown_recovered(block(0.02), "fixed") == 0.9
+    assert shown_recovered(block(-0.01), "fixed") is None

@@ -242,17 +242,15 @@ def cmd_order(args: argparse.Namespace) -> int:
     model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     ratios = args.mask_ratios or [model.mask_ratio, 0.0]
     if args.data:
-        batches, total = dataset_batches(
+        batches, _ = dataset_batches(
             args.data, args.split, model.img_size, args.num_images, args.batch_size
         )
         source = {"data": args.data, "split": args.split}
     else:
         photos = _photos(args.images, args.num_images)
-        batches, total = photo_batches(photos, model.img_size, args.batch_size), len(photos)
+        batches = photo_batches(photos, model.img_size, args.batch_size)
         source = {"images": str(args.images)}
-    result = order_ablation(
-        model, batches, ratios, total=total, seed=args.seed, progress=not args.no_progress
-    )
+    result = order_ablation(model, batches, ratios, seed=args.seed, progress=not args.no_progress)
     gio.write_json(args.json, {"source": source, "ckpt": str(args.ckpt), **result})
     print(format_table(result))
     print(f"wrote {args.json}")

@@ -14,11 +14,12 @@ colour, opacity) and changes only the key of the front-to-back sort:
 - ``luminance_reversed``: darkest first.
 
 Read it as: ``model`` minus ``random`` (PSNR) is what the order is worth at all
-(``order_worth_db``; ``order_share`` puts it over what the Gaussians add to the background alone,
-``model`` minus ``background_only``); ``fixed``
-recovers the part a fixed per-query order explains, so the rest is image-specific;
-``luminance`` the part a brightness sort explains. ``recovered`` = 1 - (model - X) / (model -
-random): 1 means X is as good as the model's own order, 0 no better than a random one.
+(``order_worth_db``; ``order_share`` puts it over what the Gaussians add to the background
+alone, ``model`` minus ``background_only``); ``fixed`` recovers the part a fixed per-query order
+explains, so the rest is image-specific; ``luminance`` the part a brightness sort explains.
+``recovered`` = 1 - (model - X) / (model - random): 1 means X is as good as the model's own
+order, 0 no better than a random one. It is only read where the order is worth something (the
+95 % CI of model - random above 0: ``shown_recovered``); the JSON keeps the raw ratio.
 """
 
 from __future__ import annotations
@@ -112,7 +113,6 @@ def order_ablation(
     model,
     batches: Iterable[Tensor],
     mask_ratios: Sequence[float],
-    total: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
@@ -120,8 +120,8 @@ def order_ablation(
     luminance orders need RGB colours), per mask ratio, with paired tests against ``model``.
 
     ``batches``: [B, C, S, S] model inputs in [0, 1], read once (kept in memory: a few MB per
-    hundred images). Masks come from a generator seeded with ``seed`` per ratio, as in
-    ``gmae eval recon``. Returns a JSON-ready dict."""
+    hundred images). Masks and random orders come from a generator seeded with ``seed`` per
+    ratio (noise drawn batch by batch, as ``gmae eval recon`` does). Returns a JSON-ready dict."""
     dev = model_device(model)
     imgs_all = [x.to(dev) for x in batches]
     if not imgs_all:
