@@ -185,3 +185,47 @@ def test_results_table_order_table_from_a_real_ablation(tmp_path, monkeypatch, c
     assert f"| random | {rnd['mean']:.2f} ({rnd['model_minus_this']['mean_diff']:+.3f} " in out
     assert f"[{lo:+.3f}, {hi:+.3f}]" in out
     assert f"| model | {masked['model']['mean']:.2f} |" in out
+
+
+def test_order_trend_scores_each_checkpoint_once(tmp_path, folder, monkeypatch, capsys):
+    """scripts/order_trend.py runs `gmae zeroshot order` per epoch checkpoint, reuses what is
+    already scored, and tabulates the model-minus-random worth with its CI."""
+    run = tmp_path / "tiny_run"
+    sets = [f"data.spec=imagefolder:{folder}", *TINY, "optim.epochs=2", "run.ckpt_every=1",
+            "model.num_gaussians=8"]  # fmt: skip
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, "--out",
+                 str(run)]) == 0  # fmt: skip
+    assert sorted(p.name for p in run.glob("checkpoint-*.pt")) == [
+        "checkpoint-0001.pt",
+        "checkpoint-0002.pt",
+    ]
+    out = tmp_path / "trend"
+    # checkpoint-0001 is already scored (say on 99 images): the script must not redo it
+    from gmae.models import create_model
+    from gmae.zeroshot.order import order_ablation
+
+    torch.manual_seed(0)
+    model = create_model("gmae", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
+                         decoder_dim=32, decoder_depth=1, decoder_num_heads=2,
+                         num_gaussians=8).eval()  # fmt: skip
+    earlier = order_ablation(model, [torch.rand(2, 3, 16, 16)], [0.75, 0.0])
+    earlier["n_images"] = 99
+    (out / run.name).mkdir(parents=True)
+    (out / run.name / "checkpoint-0001.json").write_text(json.dumps(earlier))
+
+    run_script("order_trend.py", str(run), "--out", str(out), "--data", f"imagefolder:{folder}",
+               "--split", "val", "--num-images", "4", monkeypatch=monkeypatch)  # fmt: skip
+    table = capsys.readouterr().out
+    scored = json.loads((out / run.name / "checkpoint-0002.json").read_text())
+    assert scored["n_images"] == 4 and scored["ckpt"].endswith("checkpoint-0002.pt")
+    rows = [line for line in table.splitlines() if line.startswith(f"| {run.name} |")]
+    assert [r.split(" | ")[1:3] for r in rows] == [["checkpoint-0001", "99"],
+                                                   ["checkpoint-0002", "4"]]  # fmt: skip
+    for r, res in zip(rows, (earlier, scored), strict=True):
+        masked = res["results"][0]["masked_psnr"]["orders"]
+        t = masked["random"]["model_minus_this"]
+        assert f"| {masked['model']['mean']:.2f} | {t['mean_diff']:+.3f} [{t['ci'][0]:+.3f}," in r
+
+    with pytest.raises(SystemExit, match="not a directory"):
+        run_script("order_trend.py", str(tmp_path / "missing"), "--out", str(out),
+                   monkeypatch=monkeypatch)  # fmt: skip

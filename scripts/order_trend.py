@@ -1,0 +1,87 @@
+"""What the depth order is worth over training: `gmae zeroshot order` on every saved checkpoint.
+
+For each run directory, scores each ``checkpoint-*.pt`` (the epoch checkpoints a run keeps) with
+``gmae zeroshot order`` at the training mask ratio and at mask 0, writing
+``OUT/<run name>/<checkpoint>.json``; files already there are reused, so an interrupted call
+picks up where it stopped. Then prints one table: per checkpoint, the model order's PSNR minus a
+random order's (masked patches at the training ratio, whole image at mask 0) with its 95 %
+bootstrap CI. docs/results.md quotes it.
+
+    python scripts/order_trend.py runs/white_e10/white_anchor runs/anchor_e10_lum \\
+        --out results/health_sweep/order_trend --num-images 128
+    python scripts/order_trend.py --out results/health_sweep/order_trend   # table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def score_run(run: Path, out: Path, data: str, split: str, num_images: int) -> None:
+    ckpts = sorted(run.glob("checkpoint-*.pt"))
+    if not ckpts:
+        raise SystemExit(f"order_trend: no checkpoint-*.pt in {run}")
+    dest = out / run.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for ckpt in ckpts:
+        target = dest / f"{ckpt.stem}.json"
+        if target.exists():
+            continue
+        cmd = [sys.executable, "-m", "gmae", "zeroshot", "order", "--ckpt", str(ckpt)]
+        cmd += ["--data", data, "--split", split, "--num-images", str(num_images)]
+        cmd += ["--json", str(target), "--no-progress"]
+        print(f"order_trend: {ckpt}", file=sys.stderr)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def worth_cell(block: dict) -> str:
+    """Model order minus a random order: mean and 95 % CI, in dB."""
+    t = block["orders"]["random"]["model_minus_this"]
+    lo, hi = t["ci"]
+    return f"{t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def trend_table(out: Path) -> list[str]:
+    lines = [
+        "| run | checkpoint | images | masked PSNR (model order) | order worth, masked "
+        "| order worth, mask 0 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in sorted(p for p in out.iterdir() if p.is_dir()):
+        for f in sorted(run.glob("checkpoint-*.json")):
+            r = json.loads(f.read_text())
+            by_ratio = {x["mask_ratio"]: x for x in r["results"]}
+            masked = [x["masked_psnr"] for m, x in by_ratio.items() if m > 0 and "masked_psnr" in x]
+            whole = [x["psnr"] for m, x in by_ratio.items() if m == 0]
+            cells = [run.name, f.stem, str(r["n_images"])]
+            cells.append(f"{masked[0]['orders']['model']['mean']:.2f}" if masked else "-")
+            cells.append(worth_cell(masked[0]) if masked else "-")
+            cells.append(worth_cell(whole[0]) if whole else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="*", type=Path, help="run directories (none: table only)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--data", default="imagenette-128")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--num-images", type=int, default=128)
+    args = ap.parse_args()
+    for run in args.runs:
+        if not run.is_dir():
+            raise SystemExit(f"order_trend: not a directory: {run}")
+    for run in args.runs:
+        score_run(run, args.out, args.data, args.split, args.num_images)
+    if not args.out.is_dir():
+        raise SystemExit(f"order_trend: no such directory: {args.out}")
+    print("\n".join(trend_table(args.out)))
+
+
+if __name__ == "__main__":
+    main()
