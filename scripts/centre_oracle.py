@@ -26,8 +26,10 @@ centres, not where a global optimum lies.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -133,9 +135,41 @@ def fit_per_image(
     return rows
 
 
+def oracle_table(results: dict[str, dict]) -> list[str]:
+    """Markdown table, one column per result file: the model's own prediction, then each fit
+    (PSNR, centre ratio) and what freeing the centres is worth."""
+    names = list(results)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label, cell):
+        lines.append(f"| {label} | " + " | ".join(cell(results[n]) for n in names) + " |")
+
+    def fit_cell(r, fit):
+        last = r["fits"][fit][-1]
+        return f"{last['psnr']:.2f} dB, ratio {last['centre_ratio']:.2f}"
+
+    def worth_cell(r, start):
+        w = r["centres_worth"][start]
+        return f"{w['mean_diff']:+.2f} [{w['ci'][0]:+.2f}, {w['ci'][1]:+.2f}]"
+
+    def own_cell(r):
+        first = next(iter(r["fits"].values()))[0]  # step 0 of any fit from the model's start
+        return f"{first['psnr']:.2f} dB, ratio {first['centre_ratio']:.2f}"
+
+    row("images, mask ratio", lambda r: f"{r['n_images']}, {r['mask_ratio']:g}")
+    row("model's prediction", own_cell)
+    for start in STARTS:
+        if all(start in r["fits"] for r in results.values()):
+            steps = next(iter(results.values()))["steps"]
+            row(f"fit from {start} start, {steps} steps", lambda r, s=start: fit_cell(r, s))
+            row("same, centres frozen", lambda r, s=start: fit_cell(r, f"{s}_frozen"))
+            row("free - frozen (dB, 95 % CI)", lambda r, s=start: worth_cell(r, s))
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--ckpt")
     ap.add_argument("--data", default="imagenette-128")
     ap.add_argument("--split", default="val")
     ap.add_argument("--num-images", type=int, default=64)
@@ -152,9 +186,23 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the mask")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--json", help="where to write the result")
+    ap.add_argument(
+        "--table", nargs="+", metavar="JSON", help="only print a table of earlier results"
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    if args.table:
+        results = {}
+        for f in args.table:
+            try:
+                results[Path(f).stem] = json.loads(Path(f).read_text())
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"centre_oracle: cannot read {f}: {e}") from None
+        print("\n".join(oracle_table(results)))
+        return
+    if not args.ckpt or not args.json:
+        raise SystemExit("centre_oracle: --ckpt and --json are needed (or --table FILES)")
     if args.num_images < 2:
         raise SystemExit("centre_oracle: --num-images must be at least 2 (spread across images)")
     if not 0.0 <= args.mask_ratio < 1.0:

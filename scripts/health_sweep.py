@@ -275,8 +275,10 @@ def main() -> int:
         rows = list(pool.map(scored, names))
     result = {"epochs": args.epochs, "data": args.data, "runs": rows,
               "wall_s": time.monotonic() - start}  # fmt: skip
-    (args.out / "sweep.json").write_text(json.dumps(result, indent=1))
-    (args.out / "sweep.md").write_text(table(rows))
+    from gmae import io as gio  # atomic writes: an interrupted sweep leaves no half file
+
+    gio.write_text(args.out / "sweep.json", json.dumps(result, indent=1))
+    gio.write_text(args.out / "sweep.md", table(rows))
     print(table(rows))
     return 0
 

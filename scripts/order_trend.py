@@ -2,10 +2,11 @@
 
 For each run directory, scores each ``checkpoint-*.pt`` (the epoch checkpoints a run keeps) with
 ``gmae zeroshot order`` at the training mask ratio and at mask 0, writing
-``OUT/<run name>/<checkpoint>.json``; files already there are reused, so an interrupted call
-picks up where it stopped. Then prints one table: per checkpoint, the model order's PSNR minus a
-random order's (masked patches at the training ratio, whole image at mask 0) with its 95 %
-bootstrap CI. docs/results.md quotes it.
+``OUT/<run name>/<checkpoint>.json``; a file already there for the same checkpoint and images
+is reused, so an interrupted call picks up where it stopped (one holding anything else stops the
+script: it is never overwritten). Then prints one table: per checkpoint, the model order's PSNR
+minus a random order's (masked patches at the training ratio, whole image at mask 0) with its
+95 % bootstrap CI. docs/results.md quotes it.
 
     python scripts/order_trend.py runs/white_e10/white_anchor runs/anchor_e10_lum \\
         --out results/health_sweep/order_trend --num-images 128
@@ -21,21 +22,43 @@ import sys
 from pathlib import Path
 
 
+def reusable(target: Path, ckpt: Path, data: str, split: str, num_images: int) -> bool:
+    """True if ``target`` holds this checkpoint's ablation on these images; False if it does
+    not exist; a one-line exit if it holds something else (it is never overwritten)."""
+    if not target.exists():
+        return False
+    try:
+        r = json.loads(target.read_text())
+        same = (r["ckpt"], r["source"], r["n_images"]) == (
+            str(ckpt),
+            {"data": data, "split": split},
+            num_images,
+        )
+    except (ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise SystemExit(
+            f"order_trend: {target} holds another ablation (not {ckpt} on {num_images} "
+            f"{data} {split} images); choose another --out"
+        )
+    return True
+
+
 def score_run(run: Path, out: Path, data: str, split: str, num_images: int) -> None:
-    ckpts = sorted(run.glob("checkpoint-*.pt"))
-    if not ckpts:
-        raise SystemExit(f"order_trend: no checkpoint-*.pt in {run}")
     dest = out / run.name
     dest.mkdir(parents=True, exist_ok=True)
-    for ckpt in ckpts:
+    for ckpt in sorted(run.glob("checkpoint-*.pt")):
         target = dest / f"{ckpt.stem}.json"
-        if target.exists():
+        if reusable(target, ckpt, data, split, num_images):
             continue
         cmd = [sys.executable, "-m", "gmae", "zeroshot", "order", "--ckpt", str(ckpt)]
         cmd += ["--data", data, "--split", split, "--num-images", str(num_images)]
         cmd += ["--json", str(target), "--no-progress"]
         print(f"order_trend: {ckpt}", file=sys.stderr)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        except subprocess.CalledProcessError:
+            raise SystemExit(f"order_trend: gmae zeroshot order failed on {ckpt}") from None
 
 
 def worth_cell(block: dict) -> str:
@@ -73,9 +96,19 @@ def main() -> None:
     ap.add_argument("--split", default="val")
     ap.add_argument("--num-images", type=int, default=128)
     args = ap.parse_args()
+    # Every input is checked before the first (minutes-long) ablation runs.
     for run in args.runs:
         if not run.is_dir():
             raise SystemExit(f"order_trend: not a directory: {run}")
+        if not any(run.glob("checkpoint-*.pt")):
+            raise SystemExit(f"order_trend: no checkpoint-*.pt in {run}")
+    names = [run.name for run in args.runs]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"order_trend: runs share a directory name in --out: {names}")
+    if args.out.exists() and not args.out.is_dir():
+        raise SystemExit(f"order_trend: --out is not a directory: {args.out}")
+    if args.num_images < 2:
+        raise SystemExit("order_trend: --num-images must be at least 2")
     for run in args.runs:
         score_run(run, args.out, args.data, args.split, args.num_images)
     if not args.out.is_dir():

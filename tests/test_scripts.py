@@ -200,7 +200,7 @@ def test_order_trend_scores_each_checkpoint_once(tmp_path, folder, monkeypatch, 
         "checkpoint-0002.pt",
     ]
     out = tmp_path / "trend"
-    # checkpoint-0001 is already scored (say on 99 images): the script must not redo it
+    # checkpoint-0001 is already scored (its model PSNR marked 99): the script must not redo it
     from gmae.models import create_model
     from gmae.zeroshot.order import order_ablation
 
@@ -208,30 +208,50 @@ def test_order_trend_scores_each_checkpoint_once(tmp_path, folder, monkeypatch, 
     model = create_model("gmae", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
                          decoder_dim=32, decoder_depth=1, decoder_num_heads=2,
                          num_gaussians=8).eval()  # fmt: skip
-    earlier = order_ablation(model, [torch.rand(2, 3, 16, 16)], [0.75, 0.0])
-    earlier["n_images"] = 99
+    earlier = order_ablation(model, [torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)],
+                             [0.75, 0.0])  # fmt: skip
+    earlier["results"][0]["masked_psnr"]["orders"]["model"]["mean"] = 99.0
+    source = {"data": f"imagefolder:{folder}", "split": "val"}
+    earlier = {"source": source, "ckpt": str(run / "checkpoint-0001.pt"), **earlier}
     (out / run.name).mkdir(parents=True)
     (out / run.name / "checkpoint-0001.json").write_text(json.dumps(earlier))
 
-    run_script("order_trend.py", str(run), "--out", str(out), "--data", f"imagefolder:{folder}",
-               "--split", "val", "--num-images", "4", monkeypatch=monkeypatch)  # fmt: skip
+    args = [str(run), "--out", str(out), "--data", source["data"], "--split", "val"]
+    run_script("order_trend.py", *args, "--num-images", "4", monkeypatch=monkeypatch)
     table = capsys.readouterr().out
     scored = json.loads((out / run.name / "checkpoint-0002.json").read_text())
     assert scored["n_images"] == 4 and scored["ckpt"].endswith("checkpoint-0002.pt")
     rows = [line for line in table.splitlines() if line.startswith(f"| {run.name} |")]
-    assert [r.split(" | ")[1:3] for r in rows] == [["checkpoint-0001", "99"],
-                                                   ["checkpoint-0002", "4"]]  # fmt: skip
+    psnr = scored["results"][0]["masked_psnr"]["orders"]["model"]["mean"]
+    assert [r.split(" | ")[1:4] for r in rows] == [
+        ["checkpoint-0001", "4", "99.00"],
+        ["checkpoint-0002", "4", f"{psnr:.2f}"],
+    ]
     for r, res in zip(rows, (earlier, scored), strict=True):
-        masked = res["results"][0]["masked_psnr"]["orders"]
-        t = masked["random"]["model_minus_this"]
-        assert f"| {masked['model']['mean']:.2f} | {t['mean_diff']:+.3f} [{t['ci'][0]:+.3f}," in r
+        t = res["results"][0]["masked_psnr"]["orders"]["random"]["model_minus_this"]
+        assert f"| {t['mean_diff']:+.3f} [{t['ci'][0]:+.3f}," in r
 
+    # a file scored on other images is never reused nor overwritten
+    before = (out / run.name / "checkpoint-0001.json").read_text()
+    with pytest.raises(SystemExit, match="holds another ablation"):
+        run_script("order_trend.py", *args, "--num-images", "3", monkeypatch=monkeypatch)
+    assert (out / run.name / "checkpoint-0001.json").read_text() == before
+    # inputs are checked before anything runs
+    empty = tmp_path / "empty" / "tiny_run"
+    empty.mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        run_script("order_trend.py", str(run), str(empty), "--out", str(out),
+                   monkeypatch=monkeypatch)  # fmt: skip
+    (empty / "checkpoint-0001.pt").write_bytes(b"")
+    with pytest.raises(SystemExit, match="share a directory name"):
+        run_script("order_trend.py", str(run), str(empty), "--out", str(out),
+                   monkeypatch=monkeypatch)  # fmt: skip
     with pytest.raises(SystemExit, match="not a directory"):
         run_script("order_trend.py", str(tmp_path / "missing"), "--out", str(out),
                    monkeypatch=monkeypatch)  # fmt: skip
 
 
-def test_centre_oracle_fits_each_image_and_freezes_centres(monkeypatch):
+def test_centre_oracle_fits_each_image_and_freezes_centres(tmp_path, monkeypatch, capsys):
     """scripts/centre_oracle.py: per-image fitting lowers the error; frozen centres stay put; a
     common start has no spread across images until fitting moves the centres apart."""
     from gmae.models import create_model
@@ -268,3 +288,33 @@ def test_centre_oracle_fits_each_image_and_freezes_centres(monkeypatch):
     with pytest.raises(SystemExit, match="at least 2"):
         run_script("centre_oracle.py", "--ckpt", "x", "--num-images", "1", "--json", "y",
                    monkeypatch=monkeypatch)  # fmt: skip
+
+    # the table of earlier results (--table): one column per file, rows per fit
+    from gmae.evaluate.paired import paired_bootstrap
+
+    worth = paired_bootstrap(free[-1]["psnr_per_image"], frozen[-1]["psnr_per_image"])
+    result = {"n_images": 3, "mask_ratio": 0.0, "steps": 30, "centres_worth": {"model": worth},
+              "fits": {"model": free, "model_frozen": frozen}}  # fmt: skip
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(result))
+    run_script("centre_oracle.py", "--table", str(path), monkeypatch=monkeypatch)
+    table = capsys.readouterr().out
+    assert table.startswith("| | tiny |")
+    assert f"| model's prediction | {free[0]['psnr']:.2f} dB, ratio " in table
+    assert f"| fit from model start, 30 steps | {free[-1]['psnr']:.2f} dB, ratio " in table
+    assert f"| same, centres frozen | {frozen[-1]['psnr']:.2f} dB, ratio " in table
+    assert f"| free - frozen (dB, 95 % CI) | {worth['mean_diff']:+.2f} [" in table
+    assert "common" not in table  # only the starts that were fitted
+    with pytest.raises(SystemExit, match="cannot read"):
+        run_script("centre_oracle.py", "--table", str(tmp_path / "missing.json"),
+                   monkeypatch=monkeypatch)  # fmt: skip
+
+
+def test_health_sweep_all_is_the_first_sweep_only():
+    """`scripts/health_sweep.py --variants all` runs the first sweep and its MAE baseline; the
+    later probes (centre, slack, anchor, white) are run by name."""
+    sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
+    first = sweep["SWEEP"]
+    assert "k256_c2_grey_guard" in first and first[-1] == "mae_pix"
+    assert not [v for v in first if v.startswith(("centre_", "slack_", "anchor_", "white_"))]
+    assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}

@@ -872,8 +872,10 @@ def test_order_ablation_scores_each_order_against_the_model(model):
     assert "order is worth" in format_table(r) and "luminance_reversed" in format_table(r)
     with pytest.raises(GmaeError, match="mask ratio"):
         order_ablation(model, batches, [1.0])
-    with pytest.raises(GmaeError, match="no images"):
+    with pytest.raises(GmaeError, match="at least 2 images, got 0"):
         order_ablation(model, [], [0.5])
+    with pytest.raises(GmaeError, match="at least 2 images, got 1"):  # before any prediction
+        order_ablation(model, [torch.rand(1, 3, 32, 32)], [0.5])
 
 
 def test_cli_order(workspace, tmp_path, capsys):
@@ -884,10 +886,33 @@ def test_cli_order(workspace, tmp_path, capsys):
     assert rc == 0
     r = json.loads(js.read_text())
     assert r["n_images"] == 3 and [x["mask_ratio"] for x in r["results"]] == [0.75, 0.0]
+    assert r["health"]["verdict"] in ("healthy", "degraded", "degenerate")  # like every command
     assert "the order is worth" in capsys.readouterr().out
     rc = main(["zeroshot", "order", "--ckpt", str(workspace / "gmae.pt"), "--images",
                str(workspace / "images"), "--json", str(tmp_path)])  # fmt: skip
     assert rc != 0 and "is a directory" in capsys.readouterr().err
+    # bad arguments fail in one line before the checkpoint is even read (it does not exist)
+    missing = str(tmp_path / "no.pt")
+    for extra, message in (
+        (["--mask-ratios", "0.75", "1.0"], "mask ratio must be in [0, 1), got 1.0"),
+        (["--num-images", "1"], "needs at least 2 images"),
+    ):
+        rc = main(["zeroshot", "order", "--ckpt", missing, "--data", spec, "--json",
+                   str(tmp_path / "x.json"), *extra])  # fmt: skip
+        err = capsys.readouterr().err
+        assert rc != 0 and message in err and "no.pt" not in err
+    with pytest.raises(SystemExit):
+        main(["zeroshot", "order", "--ckpt", missing, "--data", spec, "--json",
+              str(tmp_path / "x.json"), "--batch-size", "0"])  # fmt: skip
+    assert "--batch-size: must be at least 1, got 0" in capsys.readouterr().err
+    one = tmp_path / "one_photo"
+    one.mkdir()
+    first = sorted((workspace / "images").iterdir())[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    rc = main(["zeroshot", "order", "--ckpt", str(workspace / "gmae.pt"), "--images", str(one),
+               "--json", str(tmp_path / "x.json")])  # fmt: skip
+    assert rc != 0 and "needs at least 2 photos" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_shown_recovered_only_where_the_order_is_worth_something():

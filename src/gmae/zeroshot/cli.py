@@ -18,12 +18,25 @@ from gmae.loading import GMAE_CKPT_HELP, MAE_CKPT_HELP
 GROUP_HELP = "Zero-shot layering, edges, figure-ground, statistics"  # gmae zeroshot --help
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_common_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
     """--ckpt, --device, (--batch-size,) --no-progress: the options every zero-shot command has."""
     p.add_argument("--ckpt", required=True, type=Path, help=GMAE_CKPT_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     if batch:
-        p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+        p.add_argument(
+            "--batch-size", type=_positive_int, default=4, help="images per forward pass"
+        )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -211,16 +224,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     result = gaussian_stats(model, batches, total, progress=not args.no_progress)
     result = {"source": source, "ckpt": str(args.ckpt), **result}
     if result["n_images"] >= 2:  # the health check compares images: re-read a few of them
-        from gmae.zeroshot.common import Photo, check_health
-
-        if args.data:
-            batches, _ = dataset_batches(args.data, args.split, model.img_size, 32, 32)
-            x = next(iter(batches))
-            pix = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
-            few = [Photo(str(i), p) for i, p in enumerate(pix)]
-        else:
-            few = photos[:32]
-        result["health"] = check_health(model, few)
+        result["health"] = _check_health_on_few(args, model, None if args.data else photos)
     gio.write_json(args.json, result)
     rho = result["spearman_size_vs_depth"]["scale_gmean"]
     print(
@@ -236,9 +240,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_order(args: argparse.Namespace) -> int:
     from gmae import io as gio
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.order import format_table, order_ablation
+    from gmae.zeroshot.order import check_mask_ratios, format_table, order_ablation
     from gmae.zeroshot.stats import dataset_batches, photo_batches
 
+    if args.num_images == 1:
+        raise GmaeError("--num-images: the order ablation needs at least 2 images (or 0: all)")
+    if args.mask_ratios is not None:
+        check_mask_ratios(args.mask_ratios)
     model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
     ratios = args.mask_ratios or [model.mask_ratio, 0.0]
     if args.data:
@@ -248,13 +256,31 @@ def cmd_order(args: argparse.Namespace) -> int:
         source = {"data": args.data, "split": args.split}
     else:
         photos = _photos(args.images, args.num_images)
+        if len(photos) < 2:
+            raise GmaeError(f"{args.images}: the order ablation needs at least 2 photos")
         batches = photo_batches(photos, model.img_size, args.batch_size)
         source = {"images": str(args.images)}
     result = order_ablation(model, batches, ratios, seed=args.seed, progress=not args.no_progress)
-    gio.write_json(args.json, {"source": source, "ckpt": str(args.ckpt), **result})
+    result = {"source": source, "ckpt": str(args.ckpt), **result}
+    result["health"] = _check_health_on_few(args, model, None if args.data else photos)
+    gio.write_json(args.json, result)
     print(format_table(result))
     print(f"wrote {args.json}")
     return 0
+
+
+def _check_health_on_few(args: argparse.Namespace, model, photos: list | None) -> dict:
+    """The health check (and its warning) on up to 32 of the images a command used: from
+    ``photos``, or re-read from ``args.data`` / ``args.split``."""
+    from gmae.zeroshot.common import Photo, check_health
+    from gmae.zeroshot.stats import dataset_batches
+
+    if photos is None:
+        batches, _ = dataset_batches(args.data, args.split, model.img_size, 32, 32)
+        x = next(iter(batches))
+        pix = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+        photos = [Photo(str(i), p) for i, p in enumerate(pix)]
+    return check_health(model, photos[:32])
 
 
 def _luminance(stats: dict) -> str:

@@ -19,7 +19,8 @@ alone, ``model`` minus ``background_only``); ``fixed`` recovers the part a fixed
 explains, so the rest is image-specific; ``luminance`` the part a brightness sort explains.
 ``recovered`` = 1 - (model - X) / (model - random): 1 means X is as good as the model's own
 order, 0 no better than a random one. It is only read where the order is worth something (the
-95 % CI of model - random above 0: ``shown_recovered``); the JSON keeps the raw ratio.
+95 % CI of model - random above 0: ``shown_recovered``). The JSON keeps the ratio wherever
+the order's mean worth is above 0, even when its CI reaches 0, and null where it is not.
 """
 
 from __future__ import annotations
@@ -109,6 +110,15 @@ def _ranks(x: Tensor) -> Tensor:
     return torch.argsort(torch.argsort(x, dim=-1, stable=True), dim=-1).to(torch.float64)
 
 
+def check_mask_ratios(mask_ratios: Sequence[float]) -> None:
+    """One-line error for a mask ratio outside [0, 1), before any image is read."""
+    if not mask_ratios:
+        raise GmaeError("no mask ratios given")
+    for ratio in mask_ratios:
+        if not 0.0 <= ratio < 1.0:
+            raise GmaeError(f"mask ratio must be in [0, 1), got {ratio}")
+
+
 def order_ablation(
     model,
     batches: Iterable[Tensor],
@@ -122,14 +132,14 @@ def order_ablation(
     ``batches``: [B, C, S, S] model inputs in [0, 1], read once (kept in memory: a few MB per
     hundred images). Masks and random orders come from a generator seeded with ``seed`` per
     ratio (noise drawn batch by batch, as ``gmae eval recon`` does). Returns a JSON-ready dict."""
+    check_mask_ratios(mask_ratios)
     dev = model_device(model)
     imgs_all = [x.to(dev) for x in batches]
-    if not imgs_all:
-        raise GmaeError("no images to evaluate")
+    n = sum(x.shape[0] for x in imgs_all)
+    if n < 2:  # the paired tests resample images
+        raise GmaeError(f"the order ablation needs at least 2 images, got {n}")
     results = []
     for ratio in mask_ratios:
-        if not 0.0 <= ratio < 1.0:
-            raise GmaeError(f"mask ratio must be in [0, 1), got {ratio}")
         gen = torch.Generator().manual_seed(seed)
         data = []
         for x in tqdm(imgs_all, desc=f"predict mask {ratio:g}", disable=not progress):
