@@ -106,7 +106,7 @@ def fit_per_image(
     noise = torch.rand(len(imgs), model.encoder.num_patches, generator=gen)
     with torch.no_grad():
         latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
-        raw0 = model.forward_decoder_raw(latent, ids_restore).float()
+        raw0 = model.forward_decoder_raw(latent, ids_restore, imgs).float()
     fitted = (~pixel_mask(mask, model.patch_size)).unsqueeze(1).float()
     if start == "common":
         raw0 = raw0.mean(0, keepdim=True).expand_as(raw0)

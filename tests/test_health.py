@@ -297,3 +297,54 @@ def test_anchored_model_round_trips_a_compact_checkpoint(tmp_path):
 def test_anchor_options_are_checked(kw, match):
     with pytest.raises(GmaeError, match=match):
         tiny_gmae(**kw)
+
+
+def test_refinement_starts_as_the_single_pass_and_sees_only_visible_pixels():
+    """refine_steps: an untrained refinement returns the first pass unchanged; once it acts,
+    its output depends on the visible patches' pixels, never on the masked ones."""
+    single, refined = tiny_gmae(), tiny_gmae(refine_steps=2)
+    missing = refined.load_state_dict(single.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["refine_embed.bias", "refine_embed.weight",
+                               "refine_head.bias", "refine_head.weight"]  # fmt: skip
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    torch.testing.assert_close(refined(imgs, noise=noise).raw, single(imgs, noise=noise).raw)
+
+    with torch.no_grad():
+        refined.refine_head.weight.normal_(std=0.5)
+    out = refined(imgs, noise=noise)
+    assert (out.raw - single(imgs, noise=noise).raw).abs().max() > 1e-3  # the correction acts
+    masked = out.mask[0].bool().reshape(4, 4)  # 32 px, 8 px patches; 1 = masked
+    changed = imgs.clone()
+    pix = masked.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    changed[0][:, pix] = 1 - changed[0][:, pix]  # new pixels in the masked patches only
+    torch.testing.assert_close(refined(changed, noise=noise).raw, out.raw)
+    changed[0][:, ~pix] = 1 - changed[0][:, ~pix]  # and now the visible ones
+    assert (refined(changed, noise=noise).raw[0] - out.raw[0]).abs().max() > 1e-3
+
+    latent, _, ids_restore = refined.encode(imgs, noise=noise)
+    with pytest.raises(GmaeError, match="needs the input images"):
+        refined.forward_decoder_raw(latent, ids_restore)
+    with pytest.raises(GmaeError, match="refine_steps"):
+        tiny_gmae(refine_steps=-1)
+
+    refined.train()  # trains end to end: the loss reaches both new layers
+    refined(imgs, noise=noise).loss.backward()
+    assert refined.refine_head.weight.grad.abs().sum() > 0
+    assert refined.refine_embed.weight.grad.abs().sum() > 0
+
+
+def test_refined_model_round_trips_a_compact_checkpoint(tmp_path):
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.train.config import check_model, config_from_dict
+
+    m = tiny_gmae(refine_steps=1)
+    with torch.no_grad():
+        m.refine_head.weight.normal_(std=0.1)
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.refine_steps == 1
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
+    with pytest.raises(GmaeError, match="refine_steps"):
+        check_model({"name": "gmae", "refine_steps": 100}, 32)

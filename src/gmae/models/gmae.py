@@ -175,8 +175,11 @@ class GMAE(MaskedImageModel):
     N(0, 0.02), like the shared query token), query_anchor (``none``: queries carry no spatial
     prior [authors' code]; ``grid``: query j also carries the decoder's sin-cos embedding of a
     fixed grid point and its centre is that point plus ``anchor_range * tanh(u)`` in x and y, a
-    [choice] that departs from the paper; see ``GaussianHead``). The encoder and decoder come
-    as flat arguments or as ``encoder=EncoderConfig(...)`` / ``decoder=DecoderConfig(...)``.
+    [choice] that departs from the paper; see ``GaussianHead``), refine_steps (0: one decoder
+    pass [paper]; R > 0: R more passes that each see the render's error on the visible patches
+    and correct every Gaussian, a [departure]; see ``forward_decoder_raw``). The encoder and
+    decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
+    ``decoder=DecoderConfig(...)``.
 
     The model owns how its Gaussians are drawn: ``camera_at(h, w)`` is its camera at any size,
     ``render_settings`` its :class:`gmae.render.RenderSettings`, and ``render_gaussians`` /
@@ -211,6 +214,7 @@ class GMAE(MaskedImageModel):
         query_init: str = "uniform",
         query_anchor: str = "none",
         anchor_range: float = 0.25,
+        refine_steps: int = 0,
         raw_bound: float = 4.0,
         raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
@@ -249,6 +253,8 @@ class GMAE(MaskedImageModel):
             )
         if not anchor_range > 0:
             raise GmaeError(f"anchor_range must be positive, got {anchor_range}")
+        if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
+            raise GmaeError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
         if not raw_bound > 0:
             raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
         if not raw_penalty >= 0:
@@ -299,6 +305,17 @@ class GMAE(MaskedImageModel):
             anchors=anchors,
             anchor_range=anchor_range,
         )
+        # Refinement [departure]: the render's error on each visible patch, through one linear
+        # layer, is added to that patch's decoder input token; the same decoder blocks run again
+        # over [cls, visible tokens + error, the queries' last features] and a second head adds
+        # a correction to the raw outputs. It starts at zero, so an untrained
+        # refinement returns the first pass unchanged.
+        self.refine_steps = refine_steps
+        self.refine_embed = self.refine_head = None
+        if refine_steps:
+            p = encoder.patch_size
+            self.refine_embed = nn.Linear(p * p * encoder.in_chans, decoder.dim)
+            self.refine_head = nn.Linear(decoder.dim, self.head.proj.out_features)
 
         nn.init.normal_(self.query_token, std=0.02)
         if query_init == "uniform":  # [authors' code]: a strong, fixed identity per query
@@ -308,6 +325,10 @@ class GMAE(MaskedImageModel):
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm):
             module.apply(init_vit_weights)
         self.head.init_weights()
+        if self.refine_head is not None:
+            self.refine_embed.apply(init_vit_weights)
+            nn.init.zeros_(self.refine_head.weight)
+            nn.init.zeros_(self.refine_head.bias)
 
     @property
     def norm_pix(self) -> bool:
@@ -346,17 +367,49 @@ class GMAE(MaskedImageModel):
         queries = queries.expand(b, -1, -1)
         return torch.cat([cls, visible, queries], dim=1)
 
-    def forward_decoder_raw(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
-        """Latent [B, 1 + N_vis, D] -> raw head outputs [B, k, 11 + C] (before activation)."""
-        x = self.decoder_tokens(latent, ids_restore)
+    def forward_decoder_raw(
+        self, latent: Tensor, ids_restore: Tensor, imgs: Tensor | None = None
+    ) -> Tensor:
+        """Latent [B, 1 + N_vis, D] -> raw head outputs [B, k, 11 + C] (before activation).
+
+        With ``refine_steps`` R > 0 the [0, 1] input ``imgs`` [B, C, S, S] is needed: after the
+        first pass, each of R passes renders the current Gaussians, reads the error (input -
+        render) on the visible patches only (the masked ones stay unseen) and adds a
+        correction to every raw output. Gradients flow through the renders.
+        """
+        tokens = self.decoder_tokens(latent, ids_restore)
+        x = tokens
         for block in self.decoder_blocks:
             x = block(x)
-        x = self.decoder_norm(x)
-        return self.head.raw(x[:, -self.num_gaussians :])
+        k = self.num_gaussians
+        raw = self.head.raw(self.decoder_norm(x)[:, -k:])
+        if not self.refine_steps:
+            return raw
+        if imgs is None:
+            raise GmaeError(f"this GMAE refines its Gaussians ({self.refine_steps} steps): "
+                            "forward_decoder_raw needs the input images")  # fmt: skip
+        cls, visible = tokens[:, :1], tokens[:, 1:-k]  # decoder inputs, positions included
+        ids_keep = visible_ids(ids_restore, visible.shape[1])
+        size = self.img_size
+        for _ in range(self.refine_steps):
+            rendered = self.render_gaussians(
+                self.head.activate(raw), size, size, return_depth=False
+            ).image
+            error = patchify(imgs.float() - rendered.float(), self.patch_size)
+            error = torch.gather(error, 1, ids_keep.unsqueeze(-1).expand(-1, -1, error.shape[-1]))
+            x = torch.cat([cls, visible + self.refine_embed(error), x[:, -k:]], dim=1)
+            for block in self.decoder_blocks:
+                x = block(x)
+            with fp32_island():  # as the head: raw outputs stay fp32 under autocast
+                raw = raw + self.refine_head(self.decoder_norm(x)[:, -k:].float())
+        return raw
 
-    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Gaussians:
-        """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image."""
-        return self.head.activate(self.forward_decoder_raw(latent, ids_restore))
+    def forward_decoder(
+        self, latent: Tensor, ids_restore: Tensor, imgs: Tensor | None = None
+    ) -> Gaussians:
+        """Latent [B, 1 + N_vis, D] -> k activated Gaussians per image (``imgs``: the input,
+        needed when the model refines its Gaussians)."""
+        return self.head.activate(self.forward_decoder_raw(latent, ids_restore, imgs))
 
     @property
     def camera(self) -> str:
@@ -451,7 +504,7 @@ class GMAE(MaskedImageModel):
         self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
     ) -> PretrainOutput:
         latent, mask, ids_restore = self.encode(imgs, mask_ratio, noise)
-        raw = self.forward_decoder_raw(latent, ids_restore)
+        raw = self.forward_decoder_raw(latent, ids_restore, imgs)
         gaussians = self.head.activate(raw)
         # Training needs the image only: no depth channel to composite.
         rendered = self.render_gaussians(
@@ -474,7 +527,7 @@ class GMAE(MaskedImageModel):
         Runs with autograd as the caller set it: wrap in ``torch.no_grad()`` for inference.
         """
         latent, _, ids_restore = self.encode(imgs, mask_ratio, noise)
-        return self.forward_decoder(latent, ids_restore)
+        return self.forward_decoder(latent, ids_restore, imgs)
 
     @torch.no_grad()
     def reconstruct(

@@ -177,7 +177,7 @@ def gaussian_health(
     outputs per channel group, size / cap, on-screen std in pixels, z, opacity) for histograms.
     """
     latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
-    raw = model.forward_decoder_raw(latent, ids_restore).float()
+    raw = model.forward_decoder_raw(latent, ids_restore, imgs).float()
     g = model.head.activate(raw)
     s = model.img_size
     camera = model.camera_at(s, s)

@@ -104,6 +104,7 @@ MODEL_INT_BOUNDS = {
     "decoder_depth": (0, 256),
     "decoder_num_heads": (1, 1024),
     "num_gaussians": (1, 65536),
+    "refine_steps": (0, 16),
     "proj_hidden_dim": (1, 65536),
     "proj_depth": (0, 64),
 }
