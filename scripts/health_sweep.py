@@ -39,6 +39,9 @@ OLD = [
 GUARD = ["model.head_init=torch", "model.raw_penalty=1.0", "model.raw_bound=4.0"]
 GREY_C2 = ["model.scale_cap=2.0", "model.background=0.45"]
 K256 = ["model.num_gaussians=256"]
+# The second and third probes ran on the preset before it took patch-anchored queries (the
+# fourth probe's winner): they spell that out, so that they rerun as they ran.
+UNANCHORED = ["model.query_anchor=none", "model.query_init=uniform"]
 DEC256X8 = ["model.decoder_dim=256", "model.decoder_depth=8", "model.decoder_num_heads=8"]
 
 # name -> (preset, overrides). "preset" (the old base) is the control: it collapses.
@@ -54,18 +57,21 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Second sweep: today's preset (the winner above) against ideas for a layout that follows
     # the image (the centre-ratio criterion): weaker query identity, a wider and deeper decoder,
     # a lower peak lr, smaller Gaussians, the loss on every patch, a lower mask ratio.
-    "centre_control": (GMAE, []),
-    "centre_query_normal": (GMAE, ["model.query_init=normal"]),
-    "centre_dec256x8": (GMAE, DEC256X8),
-    "centre_lr5e-4": (GMAE, ["optim.base_lr=5.0e-4"]),
-    "centre_c1": (GMAE, ["model.scale_cap=1.0"]),
-    "centre_loss_all": (GMAE, ["model.loss_on=all"]),
-    "centre_mask50": (GMAE, ["model.mask_ratio=0.5"]),
-    "centre_combo": (GMAE, ["model.query_init=normal", *DEC256X8, "optim.base_lr=5.0e-4"]),
+    "centre_control": (GMAE, UNANCHORED),
+    "centre_query_normal": (GMAE, [*UNANCHORED, "model.query_init=normal"]),
+    "centre_dec256x8": (GMAE, [*UNANCHORED, *DEC256X8]),
+    "centre_lr5e-4": (GMAE, [*UNANCHORED, "optim.base_lr=5.0e-4"]),
+    "centre_c1": (GMAE, [*UNANCHORED, "model.scale_cap=1.0"]),
+    "centre_loss_all": (GMAE, [*UNANCHORED, "model.loss_on=all"]),
+    "centre_mask50": (GMAE, [*UNANCHORED, "model.mask_ratio=0.5"]),
+    "centre_combo": (
+        GMAE,
+        [*UNANCHORED, "model.query_init=normal", *DEC256X8, "optim.base_lr=5.0e-4"],
+    ),
     # Third (CPU): less slack. k = 256 at c = 2 covers ~5.7 image areas, so a fixed tiling
     # reconstructs well; with fewer Gaussians, moving them to where the image needs them pays.
-    "slack_k32": (GMAE, ["model.num_gaussians=32"]),
-    "slack_k64": (GMAE, ["model.num_gaussians=64"]),
+    "slack_k32": (GMAE, [*UNANCHORED, "model.num_gaussians=32"]),
+    "slack_k64": (GMAE, [*UNANCHORED, "model.num_gaussians=64"]),
     # Fourth (CPU): patch-anchored queries (model.query_anchor=grid, a departure). Each query
     # carries the sin-cos embedding of a fixed grid point and predicts an offset from it, so it
     # can attend to the patches it sits on; the layout would then follow local image content.
@@ -81,10 +87,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         GMAE,
         ["model.query_anchor=grid", "model.query_init=normal", "model.background=1.0"],
     ),
+    # Sixth (CPU): refinement (model.refine_steps, a departure) on the unanchored preset: one
+    # more decoder pass that sees the render's error on the visible patches. Per-image fitting
+    # moves the centres with the image (scripts/centre_oracle.py); can a second pass?
+    "refine1": (GMAE, [*UNANCHORED, "model.refine_steps=1"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }
-FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_")  # not in the first sweep
+FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_", "refine")  # not in the first sweep
 SWEEP = [v for v in VARIANTS if not v.startswith(FIRST_PROBES)] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]
 SLACK_SWEEP = [v for v in VARIANTS if v.startswith("slack_")]

@@ -318,3 +318,6 @@ def test_health_sweep_all_is_the_first_sweep_only():
     assert "k256_c2_grey_guard" in first and first[-1] == "mae_pix"
     assert not [v for v in first if v.startswith(("centre_", "slack_", "anchor_", "white_"))]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
+    # the probes run before the preset took anchored queries rerun unanchored, as they ran
+    for name in ("centre_control", "centre_query_normal", "slack_k32", "refine1"):
+        assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
