@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from gmae.errors import GmaeError
-from gmae.evaluate.paired import paired_bootstrap
+from gmae.evaluate.paired import format_diff, paired_bootstrap
 from gmae.models.gmae import saturation_penalty
 from gmae.models.health import (
     centre_pixels,
@@ -144,24 +144,26 @@ def oracle_table(results: dict[str, dict]) -> list[str]:
     def row(label, cell):
         lines.append(f"| {label} | " + " | ".join(cell(results[n]) for n in names) + " |")
 
+    def stats_cell(row_: dict) -> str:
+        ratio = row_.get("centre_ratio")  # null where no image had a spread (json_safe's nan)
+        ratio = "-" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
+        return f"{row_['psnr']:.2f} dB, ratio {ratio}"
+
     def fit_cell(r, fit):
-        last = r["fits"][fit][-1]
-        return f"{last['psnr']:.2f} dB, ratio {last['centre_ratio']:.2f}"
+        return stats_cell(r["fits"][fit][-1])
 
     def worth_cell(r, start):
-        w = r["centres_worth"][start]
-        return f"{w['mean_diff']:+.2f} [{w['ci'][0]:+.2f}, {w['ci'][1]:+.2f}]"
+        return format_diff(r["centres_worth"][start], digits=2)
 
-    def own_cell(r):
-        first = next(iter(r["fits"].values()))[0]  # step 0 of any fit from the model's start
-        return f"{first['psnr']:.2f} dB, ratio {first['centre_ratio']:.2f}"
+    def own_cell(r):  # step 0 of the fit from the model's own prediction
+        return stats_cell(r["fits"]["model"][0]) if "model" in r["fits"] else "-"
 
-    row("images, mask ratio", lambda r: f"{r['n_images']}, {r['mask_ratio']:g}")
+    row("images, mask ratio, fit steps",
+        lambda r: f"{r['n_images']}, {r['mask_ratio']:g}, {r['steps']}")  # fmt: skip
     row("model's prediction", own_cell)
     for start in STARTS:
         if all(start in r["fits"] for r in results.values()):
-            steps = next(iter(results.values()))["steps"]
-            row(f"fit from {start} start, {steps} steps", lambda r, s=start: fit_cell(r, s))
+            row(f"fit from {start} start", lambda r, s=start: fit_cell(r, s))
             row("same, centres frozen", lambda r, s=start: fit_cell(r, f"{s}_frozen"))
             row("free - frozen (dB, 95 % CI)", lambda r, s=start: worth_cell(r, s))
     return lines
@@ -213,12 +215,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from gmae import io as gio
+
+    try:
+        gio.check_output_file(args.json)  # before minutes of fitting
+    except GmaeError as e:
+        raise SystemExit(f"centre_oracle: {e}") from None
     from gmae.loading.loaders import load_mae_or_gmae
     from gmae.zeroshot.stats import dataset_batches
 
     t0 = time.time()
     model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
     model.requires_grad_(False)
+    if model.camera_model == "pinhole":  # screen centres there are x / z: z would move them
+        raise SystemExit("centre_oracle: frozen centres need the gmae or ortho camera, "
+                         f"{args.ckpt} uses pinhole")  # fmt: skip
     batches, _ = dataset_batches(
         args.data, args.split, model.img_size, args.num_images, args.num_images
     )
@@ -255,8 +265,8 @@ def main() -> None:
         worth = paired_bootstrap(free["psnr_per_image"], fixed["psnr_per_image"])
         result["centres_worth"][start] = worth
         print(
-            f"{start}: free - frozen centres {worth['mean_diff']:+.2f} dB "
-            f"[{worth['ci'][0]:+.2f}, {worth['ci'][1]:+.2f}] after {args.steps} steps"
+            f"{start}: free - frozen centres {format_diff(worth, digits=2)} dB "
+            f"after {args.steps} steps"
         )
     result["seconds"] = round(time.time() - t0, 1)
     gio.write_json(args.json, result)

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gmae.evaluate.paired import format_diff
+
 
 def reusable(target: Path, ckpt: Path, data: str, split: str, num_images: int) -> bool:
     """True if ``target`` holds this checkpoint's ablation on these images; False if it does
@@ -29,43 +31,50 @@ def reusable(target: Path, ckpt: Path, data: str, split: str, num_images: int) -
         return False
     try:
         r = json.loads(target.read_text())
-        same = (r["ckpt"], r["source"], r["n_images"]) == (
-            str(ckpt),
-            {"data": data, "split": split},
-            num_images,
-        )
-    except (ValueError, KeyError, TypeError):
-        same = False
-    if not same:
+        recorded = (Path(r["ckpt"]).resolve(), r["source"], r["n_images"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(
-            f"order_trend: {target} holds another ablation (not {ckpt} on {num_images} "
-            f"{data} {split} images); choose another --out"
+            f"order_trend: {target} is not a readable order ablation ({e}); choose another --out"
+        ) from None
+    if recorded[:2] != (ckpt.resolve(), {"data": data, "split": split}):
+        raise SystemExit(
+            f"order_trend: {target} holds another ablation (not {ckpt} on {data} {split}); "
+            "choose another --out"
+        )
+    if recorded[2] != num_images:  # e.g. a dataset smaller than --num-images
+        raise SystemExit(
+            f"order_trend: {target} was scored on {recorded[2]} images, not {num_images}; "
+            f"ask for --num-images {recorded[2]} to reuse it, or choose another --out"
         )
     return True
 
 
-def score_run(run: Path, out: Path, data: str, split: str, num_images: int) -> None:
+def pending(run: Path, out: Path, data: str, split: str, num_images: int) -> list[Path]:
+    """The checkpoints of ``run`` not yet scored in ``out`` (exits if a file there holds
+    anything else), so that every file is checked before the first ablation runs."""
     dest = out / run.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for ckpt in sorted(run.glob("checkpoint-*.pt")):
-        target = dest / f"{ckpt.stem}.json"
-        if reusable(target, ckpt, data, split, num_images):
-            continue
-        cmd = [sys.executable, "-m", "gmae", "zeroshot", "order", "--ckpt", str(ckpt)]
-        cmd += ["--data", data, "--split", split, "--num-images", str(num_images)]
-        cmd += ["--json", str(target), "--no-progress"]
-        print(f"order_trend: {ckpt}", file=sys.stderr)
-        try:
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        except subprocess.CalledProcessError:
-            raise SystemExit(f"order_trend: gmae zeroshot order failed on {ckpt}") from None
+    return [
+        ckpt
+        for ckpt in sorted(run.glob("checkpoint-*.pt"))
+        if not reusable(dest / f"{ckpt.stem}.json", ckpt, data, split, num_images)
+    ]
+
+
+def score(ckpt: Path, target: Path, data: str, split: str, num_images: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "gmae", "zeroshot", "order", "--ckpt", str(ckpt)]
+    cmd += ["--data", data, "--split", split, "--num-images", str(num_images)]
+    cmd += ["--json", str(target), "--no-progress"]
+    print(f"order_trend: {ckpt}", file=sys.stderr)
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"order_trend: gmae zeroshot order failed on {ckpt}") from None
 
 
 def worth_cell(block: dict) -> str:
     """Model order minus a random order: mean and 95 % CI, in dB."""
-    t = block["orders"]["random"]["model_minus_this"]
-    lo, hi = t["ci"]
-    return f"{t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return format_diff(block["orders"]["random"]["model_minus_this"])
 
 
 def trend_table(out: Path) -> list[str]:
@@ -109,8 +118,12 @@ def main() -> None:
         raise SystemExit(f"order_trend: --out is not a directory: {args.out}")
     if args.num_images < 2:
         raise SystemExit("order_trend: --num-images must be at least 2")
-    for run in args.runs:
-        score_run(run, args.out, args.data, args.split, args.num_images)
+    todo = [(run, pending(run, args.out, args.data, args.split, args.num_images))
+            for run in args.runs]  # fmt: skip
+    for run, ckpts in todo:
+        for ckpt in ckpts:
+            score(ckpt, args.out / run.name / f"{ckpt.stem}.json", args.data, args.split,
+                  args.num_images)  # fmt: skip
     if not args.out.is_dir():
         raise SystemExit(f"order_trend: no such directory: {args.out}")
     print("\n".join(trend_table(args.out)))

@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from gmae.evaluate.paired import format_diff
+
 
 def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -76,9 +78,8 @@ def boundary_table(d: Path, tag: str = "") -> list[str]:
         lines += ["", "| gmae_combined minus | mean F difference [95 % CI] | p | GMAE better |",
                   "|---|---|---|---|"]  # fmt: skip
         for control, r in paired:
-            lo, hi = r["ci"]
             lines.append(
-                f"| {control} | {r['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                f"| {control} | {format_diff(r)} "
                 f"| {r['p_sign_flip']:.4f} | {r['a_better_fraction']:.0%} |"
             )
     return lines
@@ -137,10 +138,9 @@ def stats_table(d: Path, tag: str = "") -> list[str]:
         ]
     test = r.get("hf_ratio_own_vs_other")
     if test:  # stats.json files written before the other-image control lack it
-        lo, hi = test["ci"]
         lines += [
             f"| hf_ratio on its own photo - on another photo (per image, 95 % CI, p) "
-            f"| {test['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], p {test['p_sign_flip']:.4f} |",
+            f"| {format_diff(test)}, p {test['p_sign_flip']:.4f} |",
         ]
     return lines
 
@@ -167,11 +167,8 @@ def order_table(d: Path, tag: str = "") -> list[str]:
                 cells.append(f"{row['mean']:.2f}")
                 continue
             t, rec = row["model_minus_this"], shown_recovered(b, name)
-            lo, hi = t["ci"]
             rec_text = f", {rec:.2f}" if rec is not None else ""
-            cells.append(
-                f"{row['mean']:.2f} ({t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]{rec_text})"
-            )
+            cells.append(f"{row['mean']:.2f} ({format_diff(t)}{rec_text})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     shares = [
         f"{b['background_only']:.2f} (order: {b['order_share']:.1%} of the gain)"

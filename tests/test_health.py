@@ -333,6 +333,22 @@ def test_refinement_starts_as_the_single_pass_and_sees_only_visible_pixels():
     assert refined.refine_embed.weight.grad.abs().sum() > 0
 
 
+def test_refinement_with_anchored_queries_and_under_autocast():
+    """refine_steps composes with anchored queries (the correction stays inside the anchor's
+    range) and, under bf16 autocast, keeps the raw outputs fp32 like the head."""
+    m = tiny_gmae(refine_steps=1, query_anchor="grid", anchor_range=0.25)
+    with torch.no_grad():
+        m.refine_head.weight.normal_(std=2.0)  # a correction large enough to hit the bound
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    out = m(imgs, noise=noise)
+    offset = out.gaussians.means[..., :2] - m.head.anchors.to(out.gaussians.means)
+    assert offset.abs().max() <= 0.25 + 1e-6 and offset.abs().max() > 0.2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(imgs, noise=noise)
+    assert low.raw.dtype == torch.float32 and torch.isfinite(low.raw).all()
+    assert (low.raw - out.raw).abs().max() < 0.5  # the same model, in lower precision
+
+
 def test_refined_model_round_trips_a_compact_checkpoint(tmp_path):
     from gmae.export.checkpoints import save_compact
     from gmae.loading import load_any

@@ -80,3 +80,12 @@ def test_compare_recon_pairs_images_and_refuses_unpaired_results(tmp_path, capsy
         runpy.run_path(str(script), run_name="__main__")
     assert exit_.value.code == 0 and "diff +0.8333" in capsys.readouterr().out
     assert json.loads(out.read_text())["mean_diff"] == pytest.approx(2.5 / 3)
+
+
+def test_format_diff_gives_the_mean_difference_and_its_ci():
+    from gmae.evaluate.paired import format_diff
+
+    test = paired_bootstrap([1.0, 2.0, 3.5], [1.0, 1.0, 1.0])
+    lo, hi = test["ci"]
+    assert format_diff(test) == f"{test['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    assert format_diff({"mean_diff": -0.5, "ci": [-1.0, 0.25]}, digits=2) == "-0.50 [-1.00, +0.25]"

@@ -233,9 +233,21 @@ def test_order_trend_scores_each_checkpoint_once(tmp_path, folder, monkeypatch, 
 
     # a file scored on other images is never reused nor overwritten
     before = (out / run.name / "checkpoint-0001.json").read_text()
-    with pytest.raises(SystemExit, match="holds another ablation"):
+    with pytest.raises(SystemExit, match="scored on 4 images, not 3"):
         run_script("order_trend.py", *args, "--num-images", "3", monkeypatch=monkeypatch)
+    with pytest.raises(SystemExit, match="holds another ablation"):
+        run_script("order_trend.py", *args[:-1], "train", "--num-images", "4",
+                   monkeypatch=monkeypatch)  # fmt: skip
     assert (out / run.name / "checkpoint-0001.json").read_text() == before
+    # the same run named by a relative path reuses the files (nothing is rescored)
+    monkeypatch.chdir(run.parent)
+    run_script("order_trend.py", run.name, "--out", str(out), "--data", source["data"],
+               "--split", "val", "--num-images", "4", monkeypatch=monkeypatch)  # fmt: skip
+    assert (out / run.name / "checkpoint-0001.json").read_text() == before
+    (out / run.name / "checkpoint-0001.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="not a readable order ablation"):
+        run_script("order_trend.py", *args, "--num-images", "4", monkeypatch=monkeypatch)
+    (out / run.name / "checkpoint-0001.json").write_text(before)
     # inputs are checked before anything runs
     empty = tmp_path / "empty" / "tiny_run"
     empty.mkdir(parents=True)
@@ -300,14 +312,57 @@ def test_centre_oracle_fits_each_image_and_freezes_centres(tmp_path, monkeypatch
     run_script("centre_oracle.py", "--table", str(path), monkeypatch=monkeypatch)
     table = capsys.readouterr().out
     assert table.startswith("| | tiny |")
+    assert "| images, mask ratio, fit steps | 3, 0, 30 |" in table
     assert f"| model's prediction | {free[0]['psnr']:.2f} dB, ratio " in table
-    assert f"| fit from model start, 30 steps | {free[-1]['psnr']:.2f} dB, ratio " in table
+    assert f"| fit from model start | {free[-1]['psnr']:.2f} dB, ratio " in table
     assert f"| same, centres frozen | {frozen[-1]['psnr']:.2f} dB, ratio " in table
     assert f"| free - frozen (dB, 95 % CI) | {worth['mean_diff']:+.2f} [" in table
     assert "common" not in table  # only the starts that were fitted
     with pytest.raises(SystemExit, match="cannot read"):
         run_script("centre_oracle.py", "--table", str(tmp_path / "missing.json"),
                    monkeypatch=monkeypatch)  # fmt: skip
+    # a file with only the shared start: no "model's prediction" (that start is not the
+    # model's), and a ratio of null (nan: no spread) prints as "-"
+    common[-1]["centre_ratio"] = None
+    only_common = {**result, "fits": {"common": common, "common_frozen": common},
+                   "centres_worth": {"common": worth}}  # fmt: skip
+    (tmp_path / "common.json").write_text(json.dumps(only_common))
+    run_script("centre_oracle.py", "--table", str(tmp_path / "common.json"),
+               monkeypatch=monkeypatch)  # fmt: skip
+    table = capsys.readouterr().out
+    assert "| model's prediction | - |" in table
+    assert f"| fit from common start | {common[-1]['psnr']:.2f} dB, ratio - |" in table
+
+
+def test_centre_oracle_end_to_end(tmp_path, folder, monkeypatch, capsys):
+    """scripts/centre_oracle.py on a trained checkpoint: both starts, free and frozen, the
+    paired worth, a JSON the table reads; a bad --json stops it before any fitting."""
+    run = tmp_path / "tiny_run"
+    sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, "--out",
+                 str(run)]) == 0  # fmt: skip
+    common = ["--ckpt", str(run / "last.pt"), "--data", f"imagefolder:{folder}",
+              "--num-images", "4", "--steps", "3", "--no-progress"]  # fmt: skip
+    with pytest.raises(SystemExit, match="is a directory"):
+        run_script("centre_oracle.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)
+    assert "PSNR" not in capsys.readouterr().out  # nothing was fitted
+    out = tmp_path / "oracle.json"
+    run_script("centre_oracle.py", *common, "--mask-ratio", "0.75", "--json", str(out),
+               monkeypatch=monkeypatch)  # fmt: skip
+    r = json.loads(out.read_text())
+    assert (r["n_images"], r["steps"], r["mask_ratio"]) == (4, 3, 0.75)
+    assert set(r["fits"]) == {"model", "model_frozen", "common", "common_frozen"}
+    assert set(r["centres_worth"]) == {"model", "common"}
+    for name, rows in r["fits"].items():
+        assert [x["step"] for x in rows] == [0, 3] and len(rows[-1]["psnr_per_image"]) == 4
+        if name.endswith("_frozen"):
+            assert rows[-1]["moved_px"] == 0.0
+    free, fixed = r["fits"]["model"][-1], r["fits"]["model_frozen"][-1]
+    diff = sum(a - b for a, b in zip(free["psnr_per_image"], fixed["psnr_per_image"], strict=True))
+    assert r["centres_worth"]["model"]["mean_diff"] == pytest.approx(diff / 4)
+    capsys.readouterr()
+    run_script("centre_oracle.py", "--table", str(out), monkeypatch=monkeypatch)
+    assert "| images, mask ratio, fit steps | 4, 0.75, 3 |" in capsys.readouterr().out
 
 
 def test_health_sweep_all_is_the_first_sweep_only():
@@ -316,7 +371,8 @@ def test_health_sweep_all_is_the_first_sweep_only():
     sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
     first = sweep["SWEEP"]
     assert "k256_c2_grey_guard" in first and first[-1] == "mae_pix"
-    assert not [v for v in first if v.startswith(("centre_", "slack_", "anchor_", "white_"))]
+    probes = ("centre_", "slack_", "anchor_", "white_", "refine")
+    assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
     # the probes run before the preset took anchored queries rerun unanchored, as they ran
     for name in ("centre_control", "centre_query_normal", "slack_k32", "refine1"):

@@ -43,6 +43,12 @@ def paired_bootstrap(
     }
 
 
+def format_diff(test: dict, digits: int = 3) -> str:
+    """``+0.123 [+0.045, +0.201]``: a ``paired_bootstrap`` result's mean difference and CI."""
+    lo, hi = test["ci"]
+    return f"{test['mean_diff']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
 def per_image_f(result: dict) -> dict[str, float]:
     """{image name: best-threshold F} from a `gmae eval boundaries` JSON."""
     if "images" not in result:

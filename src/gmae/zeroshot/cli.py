@@ -294,10 +294,10 @@ def _control(stats: dict) -> str:
     test = stats.get("hf_ratio_own_vs_other")
     if not test:
         return ""
-    lo, hi = test["ci"]
+    from gmae.evaluate.paired import format_diff
+
     other = stats["hf_ratio_other_image"]["per_image_mean"]
-    diff = f"{test['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    return f" (on another photo {other:.3f}; own - other {diff})"
+    return f" (on another photo {other:.3f}; own - other {format_diff(test)})"
 
 
 def cmd_occlusion(args: argparse.Namespace) -> int:

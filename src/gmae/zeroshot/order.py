@@ -34,7 +34,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gmae.errors import GmaeError
-from gmae.evaluate.paired import paired_bootstrap
+from gmae.evaluate.paired import format_diff, paired_bootstrap
 from gmae.evaluate.recon import image_metrics
 from gmae.models.health import gaussian_luminance
 from gmae.render.api import finish
@@ -229,10 +229,8 @@ def format_table(result: dict) -> str:
             for name, row in block["orders"].items():
                 text = f"  {name:20s} {row['mean']:6.2f}"
                 if "model_minus_this" in row:
-                    t = row["model_minus_this"]
-                    lo, hi = t["ci"]
                     rec = shown_recovered(block, name)
-                    text += f"  model - this {t['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                    text += f"  model - this {format_diff(row['model_minus_this'])}"
                     text += f"  recovered {rec:.2f}" if rec is not None else ""
                 lines.append(text)
     return "\n".join(lines)
