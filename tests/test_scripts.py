@@ -377,3 +377,35 @@ def test_health_sweep_all_is_the_first_sweep_only():
     # the probes run before the preset took anchored queries rerun unanchored, as they ran
     for name in ("centre_control", "centre_query_normal", "slack_k32", "refine1"):
         assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
+
+
+def test_health_trend_compares_runs_step_by_step(tmp_path, monkeypatch, capsys):
+    """scripts/health_trend.py: the logged health of each run at (or just before) each asked
+    step, the median speed, and one-line errors for bad files."""
+    a = tmp_path / "control.metrics.jsonl"
+    b = tmp_path / "probe" / "metrics.jsonl"
+    b.parent.mkdir()
+    rows_a = [{"step": s, "images_per_s": 40.0 + s, "health/centre_ratio": s / 1000}
+              for s in (10, 20, 30)]  # fmt: skip
+    rows_b = [{"step": s, "images_per_s": 20.0, "health/centre_ratio": 0.5} for s in (10, 30)]
+    rows_b.append({"step": 30, "val_loss": 0.1})  # a line without health is skipped
+    a.write_text("\n".join(json.dumps(r) for r in rows_a) + "\n")
+    b.write_text("\n".join(json.dumps(r) for r in rows_b) + "\n")
+    run_script("health_trend.py", str(a), str(b), "--steps", "30", "20", "--keys",
+               "centre_ratio", "z_std_within", monkeypatch=monkeypatch)  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| step | run | centre_ratio | z_std_within |"
+    assert out[2:] == [
+        "| 20 | control | 0.020 | - |",
+        "| 20 (10) | probe | 0.500 | - |",
+        "| 30 | control | 0.030 | - |",
+        "| 30 | probe | 0.500 | - |",
+        "| images/s (median) | control | 60.0 |",
+        "| images/s (median) | probe | 20.0 |",
+    ]
+    with pytest.raises(SystemExit, match="not found"):
+        run_script("health_trend.py", str(tmp_path / "missing.jsonl"), monkeypatch=monkeypatch)
+    with pytest.raises(SystemExit, match="two runs named 'control'"):
+        run_script("health_trend.py", str(a), str(a), monkeypatch=monkeypatch)
+    with pytest.raises(SystemExit, match="logs none of"):
+        run_script("health_trend.py", str(a), "--keys", "pinned_z", monkeypatch=monkeypatch)
