@@ -91,6 +91,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # more decoder pass that sees the render's error on the visible patches. Per-image fitting
     # moves the centres with the image (scripts/centre_oracle.py); can a second pass?
     "refine1": (GMAE, [*UNANCHORED, "model.refine_steps=1"]),
+    # Its control: the same second pass and correction head, never shown the render's error.
+    "refine1_blind": (GMAE, [*UNANCHORED, "model.refine_steps=1", "model.refine_feedback=none"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }

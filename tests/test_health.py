@@ -349,6 +349,41 @@ def test_refinement_with_anchored_queries_and_under_autocast():
     assert (low.raw - out.raw).abs().max() < 0.5  # the same model, in lower precision
 
 
+def test_refinement_control_sees_no_render_and_starts_from_the_same_weights():
+    """refine_feedback="none" (the control of refinement): the same extra pass and correction
+    head, never shown a render; built from the same random draws as the model with error."""
+    seen = tiny_gmae(refine_steps=1)
+    after_seen = torch.rand(3)  # what training would draw next
+    blind = tiny_gmae(refine_steps=1, refine_feedback="none")
+    torch.testing.assert_close(torch.rand(3), after_seen)
+    assert blind.refine_embed is None
+    weights = seen.state_dict()
+    assert set(weights) - set(blind.state_dict()) == {"refine_embed.weight", "refine_embed.bias"}
+    for key, value in blind.state_dict().items():
+        torch.testing.assert_close(value, weights[key])
+
+    with torch.no_grad():
+        blind.refine_head.weight.normal_(std=0.5)
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, _, ids_restore = blind.encode(imgs, noise=noise)
+    single = blind.head.raw(blind.decoder_norm(  # the first pass alone
+        torch.nn.Sequential(*blind.decoder_blocks)(blind.decoder_tokens(latent, ids_restore))
+    )[:, -blind.num_gaussians:])  # fmt: skip
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("the control must not render")
+
+    blind.render_gaussians = no_render
+    raw = blind.forward_decoder_raw(latent, ids_restore)  # no images needed
+    assert (raw - single).abs().max() > 1e-3  # the second pass acts
+    blind.train()
+    del blind.render_gaussians
+    blind(imgs, noise=noise).loss.backward()
+    assert blind.refine_head.weight.grad.abs().sum() > 0
+    with pytest.raises(GmaeError, match="refine_feedback"):
+        tiny_gmae(refine_steps=1, refine_feedback="loss")
+
+
 def test_refined_model_round_trips_a_compact_checkpoint(tmp_path):
     from gmae.export.checkpoints import save_compact
     from gmae.loading import load_any

@@ -43,6 +43,7 @@ LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
 QUERY_ANCHORS = ("none", "grid")
+REFINE_FEEDBACK = ("error", "none")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
 
@@ -177,7 +178,9 @@ class GMAE(MaskedImageModel):
     fixed grid point and its centre is that point plus ``anchor_range * tanh(u)`` in x and y, a
     [choice] that departs from the paper; see ``GaussianHead``), refine_steps (0: one decoder
     pass [paper]; R > 0: R more passes that each see the render's error on the visible patches
-    and correct every Gaussian, a [departure]; see ``forward_decoder_raw``). The encoder and
+    and correct every Gaussian, a [departure]; see ``forward_decoder_raw``), refine_feedback
+    (``error``: what each pass is shown; ``none``: the control, passes that see no render). The
+    encoder and
     decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
     ``decoder=DecoderConfig(...)``.
 
@@ -215,6 +218,7 @@ class GMAE(MaskedImageModel):
         query_anchor: str = "none",
         anchor_range: float = 0.25,
         refine_steps: int = 0,
+        refine_feedback: str = "error",
         raw_bound: float = 4.0,
         raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
@@ -255,6 +259,9 @@ class GMAE(MaskedImageModel):
             raise GmaeError(f"anchor_range must be positive, got {anchor_range}")
         if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
             raise GmaeError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
+        if refine_feedback not in REFINE_FEEDBACK:
+            raise GmaeError(f"unknown refine_feedback {refine_feedback!r}; choose from "
+                            f"{', '.join(REFINE_FEEDBACK)}")  # fmt: skip
         if not raw_bound > 0:
             raise GmaeError(f"raw_bound must be positive, got {raw_bound}")
         if not raw_penalty >= 0:
@@ -311,6 +318,7 @@ class GMAE(MaskedImageModel):
         # a correction to the raw outputs. It starts at zero, so an untrained
         # refinement returns the first pass unchanged.
         self.refine_steps = refine_steps
+        self.refine_feedback = refine_feedback
         self.refine_embed = self.refine_head = None
         if refine_steps:
             p = encoder.patch_size
@@ -329,6 +337,10 @@ class GMAE(MaskedImageModel):
             self.refine_embed.apply(init_vit_weights)
             nn.init.zeros_(self.refine_head.weight)
             nn.init.zeros_(self.refine_head.bias)
+            if refine_feedback == "none":
+                # The control: more passes that are not shown the error. Built and dropped, so
+                # every other weight and what training draws next match the model with error.
+                self.refine_embed = None
 
     @property
     def norm_pix(self) -> bool:
@@ -375,7 +387,8 @@ class GMAE(MaskedImageModel):
         With ``refine_steps`` R > 0 the [0, 1] input ``imgs`` [B, C, S, S] is needed: after the
         first pass, each of R passes renders the current Gaussians, reads the error (input -
         render) on the visible patches only (the masked ones stay unseen) and adds a
-        correction to every raw output. Gradients flow through the renders.
+        correction to every raw output. Gradients flow through the renders. With
+        ``refine_feedback="none"`` the passes see no render (the control; ``imgs`` unused).
         """
         tokens = self.decoder_tokens(latent, ids_restore)
         x = tokens
@@ -385,19 +398,24 @@ class GMAE(MaskedImageModel):
         raw = self.head.raw(self.decoder_norm(x)[:, -k:])
         if not self.refine_steps:
             return raw
-        if imgs is None:
+        feedback = self.refine_embed is not None
+        if feedback and imgs is None:
             raise GmaeError(f"this GMAE refines its Gaussians ({self.refine_steps} steps): "
                             "forward_decoder_raw needs the input images")  # fmt: skip
         cls, visible = tokens[:, :1], tokens[:, 1:-k]  # decoder inputs, positions included
         ids_keep = visible_ids(ids_restore, visible.shape[1])
         size = self.img_size
         for _ in range(self.refine_steps):
-            rendered = self.render_gaussians(
-                self.head.activate(raw), size, size, return_depth=False
-            ).image
-            error = patchify(imgs.float() - rendered.float(), self.patch_size)
-            error = torch.gather(error, 1, ids_keep.unsqueeze(-1).expand(-1, -1, error.shape[-1]))
-            x = torch.cat([cls, visible + self.refine_embed(error), x[:, -k:]], dim=1)
+            if feedback:
+                rendered = self.render_gaussians(
+                    self.head.activate(raw), size, size, return_depth=False
+                ).image
+                error = patchify(imgs.float() - rendered.float(), self.patch_size)
+                idx = ids_keep.unsqueeze(-1).expand(-1, -1, error.shape[-1])
+                x = torch.cat([cls, visible + self.refine_embed(torch.gather(error, 1, idx)),
+                               x[:, -k:]], dim=1)  # fmt: skip
+            else:  # refine_feedback="none": the same pass, never shown the render
+                x = torch.cat([cls, visible, x[:, -k:]], dim=1)
             for block in self.decoder_blocks:
                 x = block(x)
             with fp32_island():  # as the head: raw outputs stay fp32 under autocast
