@@ -180,8 +180,7 @@ class GMAE(MaskedImageModel):
     pass [paper]; R > 0: R more passes that each see the render's error on the visible patches
     and correct every Gaussian, a [departure]; see ``forward_decoder_raw``), refine_feedback
     (``error``: what each pass is shown; ``none``: the control, passes that see no render). The
-    encoder and
-    decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
+    encoder and decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
     ``decoder=DecoderConfig(...)``.
 
     The model owns how its Gaussians are drawn: ``camera_at(h, w)`` is its camera at any size,
