@@ -223,6 +223,60 @@ def test_killing_a_pooled_command_leaves_no_process(sig, tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigterm_to_the_process_group_saves_last_pt(folder, tmp_path):
+    """A scheduler's SIGTERM to the whole process group (SLURM, ``kill -- -PGID``) reaches the
+    data-loader workers too: they ignore it, the main process saves last.pt and exits 3."""
+    out = tmp_path / "run"
+    sets = [
+        f"data.spec=imagefolder:{folder}",
+        "data.img_size=16",
+        "data.num_workers=1",
+        "model.patch_size=4",
+        "model.embed_dim=32",
+        "model.depth=1",
+        "model.num_heads=2",
+        "model.decoder_dim=32",
+        "model.decoder_depth=1",
+        "model.decoder_num_heads=2",
+        "model.num_gaussians=8",
+        "optim.epochs=500",
+        "optim.batch_size=4",
+        "run.log_every=1",
+        "run.vis_every=1000",
+        "run.ckpt_every=1000",
+        "run.health_every=-1",
+    ]
+    cmd = [PY, "-m", "gmae", "pretrain", "--config", "gmae_tiny_cifar10", "--out", str(out),
+           "--set", *sets]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        metrics = out / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "training never logged"
+            time.sleep(0.1)
+        assert len(_session(proc.pid)) >= 2  # the main process and its worker
+        os.killpg(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        err = proc.stderr.read().decode()
+        deadline = time.monotonic() + 20
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _session(proc.pid)
+    finally:
+        for pid in _session(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 3, err[-2000:]
+    assert (out / "last.pt").exists() and left == []
+    assert "RuntimeError" not in err
+
+
 # --- crafted pickles --------------------------------------------------------------------------
 
 

@@ -89,8 +89,11 @@ def seed_worker(worker_id: int) -> None:
     With persistent workers (the default) this runs once, when the loader starts (at the run's
     first epoch or at the resume), so numpy / ``random`` draws in a transform would not resume
     bit for bit; our transforms draw only from the per-sample torch generator, which does.
-    Workers ignore Ctrl-C: the main process decides when to stop and shuts them down."""
+    Workers ignore Ctrl-C and SIGTERM, which a terminal or a scheduler (SLURM, ``kill --
+    -PGID``) sends to the whole process group: the main process decides when to stop, saves
+    last.pt and shuts them down (a worker whose parent dies exits by itself)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)  # noqa: NPY002 (the legacy global RNG is the one to seed)
     random.seed(seed)
