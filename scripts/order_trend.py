@@ -49,15 +49,16 @@ def reusable(target: Path, ckpt: Path, data: str, split: str, num_images: int) -
     return True
 
 
-def pending(run: Path, out: Path, data: str, split: str, num_images: int) -> list[Path]:
-    """The checkpoints of ``run`` not yet scored in ``out`` (exits if a file there holds
-    anything else), so that every file is checked before the first ablation runs."""
-    dest = out / run.name
-    return [
-        ckpt
-        for ckpt in sorted(run.glob("checkpoint-*.pt"))
-        if not reusable(dest / f"{ckpt.stem}.json", ckpt, data, split, num_images)
-    ]
+def pending(run: Path, out: Path, data: str, split: str, num_images: int) -> list[tuple]:
+    """(checkpoint, target JSON) for each checkpoint of ``run`` not yet scored in ``out``
+    (exits if a file there holds anything else), so that every file is checked before the
+    first ablation runs."""
+    todo = []
+    for ckpt in sorted(run.glob("checkpoint-*.pt")):
+        target = out / run.name / f"{ckpt.stem}.json"
+        if not reusable(target, ckpt, data, split, num_images):
+            todo.append((ckpt, target))
+    return todo
 
 
 def score(ckpt: Path, target: Path, data: str, split: str, num_images: int) -> None:
@@ -118,12 +119,10 @@ def main() -> None:
         raise SystemExit(f"order_trend: --out is not a directory: {args.out}")
     if args.num_images < 2:
         raise SystemExit("order_trend: --num-images must be at least 2")
-    todo = [(run, pending(run, args.out, args.data, args.split, args.num_images))
-            for run in args.runs]  # fmt: skip
-    for run, ckpts in todo:
-        for ckpt in ckpts:
-            score(ckpt, args.out / run.name / f"{ckpt.stem}.json", args.data, args.split,
-                  args.num_images)  # fmt: skip
+    todo = [t for run in args.runs
+            for t in pending(run, args.out, args.data, args.split, args.num_images)]  # fmt: skip
+    for ckpt, target in todo:
+        score(ckpt, target, args.data, args.split, args.num_images)
     if not args.out.is_dir():
         raise SystemExit(f"order_trend: no such directory: {args.out}")
     print("\n".join(trend_table(args.out)))

@@ -228,22 +228,13 @@ def test_sigterm_to_the_process_group_saves_last_pt(folder, tmp_path):
     """A scheduler's SIGTERM to the whole process group (SLURM, ``kill -- -PGID``) reaches the
     data-loader workers too: they ignore it, the main process saves last.pt and exits 3."""
     out = tmp_path / "run"
+    # later keys override TINY's: a worker, and a run long enough to be stopped
     sets = [
         f"data.spec=imagefolder:{folder}",
-        "data.img_size=16",
+        *TINY,
         "data.num_workers=1",
-        "model.patch_size=4",
-        "model.embed_dim=32",
-        "model.depth=1",
-        "model.num_heads=2",
-        "model.decoder_dim=32",
-        "model.decoder_depth=1",
-        "model.decoder_num_heads=2",
         "model.num_gaussians=8",
         "optim.epochs=500",
-        "optim.batch_size=4",
-        "run.log_every=1",
-        "run.vis_every=1000",
         "run.ckpt_every=1000",
         "run.health_every=-1",
     ]

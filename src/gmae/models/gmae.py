@@ -397,7 +397,7 @@ class GMAE(MaskedImageModel):
         raw = self.head.raw(self.decoder_norm(x)[:, -k:])
         if not self.refine_steps:
             return raw
-        feedback = self.refine_embed is not None
+        feedback = self.refine_feedback == "error"
         if feedback and imgs is None:
             raise GmaeError(f"this GMAE refines its Gaussians ({self.refine_steps} steps): "
                             "forward_decoder_raw needs the input images")  # fmt: skip
