@@ -93,10 +93,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "refine1": (GMAE, [*UNANCHORED, "model.refine_steps=1"]),
     # Its control: the same second pass and correction head, never shown the render's error.
     "refine1_blind": (GMAE, [*UNANCHORED, "model.refine_steps=1", "model.refine_feedback=none"]),
+    # Seventh (CPU): no mask at all (a plain autoencoder, the loss on every patch), a control:
+    # is it the masking that keeps the layout in place? With every patch visible the decoder
+    # sees the whole photo, and per-image fitting moves the centres (scripts/centre_oracle.py).
+    "autoenc_mask0": (GMAE, [*UNANCHORED, "model.mask_ratio=0.0", "model.loss_on=all"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }
-FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_", "refine")  # not in the first sweep
+# not in the first sweep
+FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_", "refine", "autoenc")
 SWEEP = [v for v in VARIANTS if not v.startswith(FIRST_PROBES)] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]
 SLACK_SWEEP = [v for v in VARIANTS if v.startswith("slack_")]

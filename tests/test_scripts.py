@@ -9,6 +9,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -371,11 +372,11 @@ def test_health_sweep_all_is_the_first_sweep_only():
     sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
     first = sweep["SWEEP"]
     assert "k256_c2_grey_guard" in first and first[-1] == "mae_pix"
-    probes = ("centre_", "slack_", "anchor_", "white_", "refine")
+    probes = ("centre_", "slack_", "anchor_", "white_", "refine", "autoenc")
     assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
     # the probes run before the preset took anchored queries rerun unanchored, as they ran
-    for name in ("centre_control", "centre_query_normal", "slack_k32", "refine1"):
+    for name in ("centre_control", "centre_query_normal", "slack_k32", "refine1", "autoenc_mask0"):
         assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
 
 
@@ -409,3 +410,63 @@ def test_health_trend_compares_runs_step_by_step(tmp_path, monkeypatch, capsys):
         run_script("health_trend.py", str(a), str(a), monkeypatch=monkeypatch)
     with pytest.raises(SystemExit, match="logs none of"):
         run_script("health_trend.py", str(a), "--keys", "pinned_z", monkeypatch=monkeypatch)
+
+
+def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, capsys):
+    """scripts/centre_sources.py: identical inputs give no spread; one photo under many masks
+    isolates the mask, one mask over many photos the photo; the groups split every query."""
+    sources = runpy.run_path(str(SCRIPTS / "centre_sources.py"))
+    torch.manual_seed(0)
+    from gmae.models import create_model
+
+    model = create_model("gmae", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
+                         decoder_dim=32, decoder_depth=1, decoder_num_heads=2,
+                         num_gaussians=8).eval()  # fmt: skip
+    imgs = torch.rand(4, 3, 16, 16)
+    noise = torch.rand(4, 16)
+    same = sources["centres_and_mask"]
+    # one photo, one mask, four times: nothing varies
+    c, d, in_masked = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise[:1].expand(4, -1))
+    assert c.shape == (4, 8, 2) and d.shape == (4, 8) and in_masked.shape == (4, 8)
+    assert sources["ratio"](c, d)["centre_ratio"] < 1e-6
+    # only the mask varies, or only the photo: both move the centres of a random model
+    c, d, _ = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise)
+    assert sources["ratio"](c, d)["centre_ratio"] > 1e-4
+    c, d, in_masked = same(model, imgs, 0.75, noise[:1].expand(4, -1))
+    assert sources["ratio"](c, d)["centre_ratio"] > 1e-4
+    # at mask 0 nothing is masked
+    assert not same(model, imgs, 0.0, None)[2].any()
+
+    # groups: queries 0-1 land in masked patches in most images and move 2 px; 2-3 stay put
+    centres = np.zeros((4, 4, 2))
+    centres[:, :, 0] = [0.0, 10.0, 20.0, 30.0]
+    centres[:2, :2, 1] += 2.0
+    masked = np.zeros((4, 4), dtype=bool)
+    masked[:3, :2] = True
+    groups = sources["group_ratios"](centres, masked)
+    within = centres.std(1).mean()
+    assert (groups["masked"]["queries"], groups["visible"]["queries"]) == (2, 2)
+    assert groups["visible"]["centre_ratio"] == 0.0
+    assert groups["masked"]["centre_ratio"] == pytest.approx(0.5 / within)  # y std 1, x 0
+
+    # end to end on a trained checkpoint; a model trained without a mask is refused
+    run = tmp_path / "tiny_run"
+    sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, "--out",
+                 str(run)]) == 0  # fmt: skip
+    out = tmp_path / "sources.json"
+    common = ["--ckpt", str(run / "last.pt"), "--data", f"imagefolder:{folder}", "--num-images",
+              "4", "--mask-images", "2"]  # fmt: skip
+    run_script("centre_sources.py", *common, "--json", str(out), monkeypatch=monkeypatch)
+    r = json.loads(out.read_text())
+    assert r["n_images"] == 4 and r["same_image"]["images"] == 2
+    groups = r["shared_mask"]["groups"]
+    assert groups["visible"]["queries"] + groups["masked"]["queries"] == 8
+    for key in ("own_masks", "shared_mask", "mask0"):
+        assert r[key]["centre_ratio"] >= 0
+    assert "shared mask" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"mask ratio in \(0, 1\)"):
+        run_script("centre_sources.py", *common, "--mask-ratio", "0", "--json",
+                   str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    with pytest.raises(SystemExit, match="is a directory"):
+        run_script("centre_sources.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)

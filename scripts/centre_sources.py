@@ -1,0 +1,162 @@
+"""What moves a GMAE's centres across images: the image, the mask, or neither?
+
+The centre ratio of Gaussian health (a query's centre spread across images over the spread
+within an image, asked >= 0.25) is measured with a fresh random mask per image, so its
+"across images" spread mixes two causes: the photo and the mask. This script separates them
+on N validation images and says where the movement happens:
+
+- ``own_masks``: each image its own seeded mask (what ``gmae inspect`` measures);
+- ``shared_mask``: every image the same mask, so only the photo varies;
+- ``same_image``: one image under N different masks, so only the mask varies (the spread of a
+  query's centre across masks, averaged over --mask-images images, over the within-image
+  spread);
+- ``mask0``: every patch visible.
+
+Under the shared mask each query is put in a group by where its centre lands in most images:
+in a visible patch or in a masked one. The ratio of each group (its queries' spread across
+images over the within-image spread of all Gaussians) says whether the centres follow the
+photo where the model can see it. A masked patch's content is unknown to the model, so the
+loss-optimal Gaussians there are a guess that cannot follow that content; the visible group
+has no such excuse.
+
+    python scripts/centre_sources.py --ckpt checkpoints/gmae_tiny_imagenette64_e40.safetensors \\
+        --num-images 128 --json results/health_sweep/centre_sources/e40.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gmae.errors import GmaeError
+from gmae.models.health import layout_dependence
+
+
+@torch.no_grad()
+def centres_and_mask(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None):
+    """Screen centres [B, k, 2] (pixels), depths [B, k] and, per Gaussian, whether its centre
+    lies in a masked patch [B, k] (False when off-screen or at mask 0)."""
+    latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
+    raw = model.forward_decoder_raw(latent, ids_restore, imgs).float()
+    proj = model.project_gaussians(model.head.activate(raw), model.img_size, model.img_size)
+    s, p = model.img_size, model.patch_size
+    u, v = proj.means2d[..., 0], proj.means2d[..., 1]
+    inside = (u >= 0) & (u < s) & (v >= 0) & (v < s)
+    cell = (v.clamp(0, s - 1) // p).long() * (s // p) + (u.clamp(0, s - 1) // p).long()
+    in_masked = torch.gather(mask, 1, cell).bool() & inside
+    return proj.means2d.cpu().numpy(), proj.depths.cpu().numpy(), in_masked.cpu().numpy()
+
+
+def ratio(centres: np.ndarray, depth: np.ndarray) -> dict:
+    layout = layout_dependence(depth, centres)
+    return {"centre_ratio": layout["centre_ratio"], "centre_px": layout["centre_px"]}
+
+
+def group_ratios(centres: np.ndarray, in_masked: np.ndarray) -> dict:
+    """Under one shared mask: the ratio of the queries whose centre lands mostly in visible
+    patches, and of those landing mostly in masked ones (same denominator: all Gaussians'
+    within-image spread)."""
+    within = float(centres.std(1).mean())
+    across = centres.std(0).mean(-1)  # [k]: each query's spread across images
+    masked_share = in_masked.mean(0)  # [k]: in how many images it lands in a masked patch
+    out = {}
+    for name, sel in (("visible", masked_share < 0.5), ("masked", masked_share >= 0.5)):
+        n = int(sel.sum())
+        a = float(across[sel].mean()) if n else math.nan
+        out[name] = {
+            "queries": n,
+            "across_px": a,
+            "centre_ratio": a / within if n and within > 0 else math.nan,
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--data", default="imagenette-128")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--num-images", type=int, default=128)
+    ap.add_argument("--mask-images", type=int, default=8, help="images for the same-image test")
+    ap.add_argument("--mask-ratio", type=float, default=None, help="default: the model's own")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    if args.num_images < 2 or args.mask_images < 1:
+        raise SystemExit("centre_sources: --num-images must be >= 2 and --mask-images >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from gmae import io as gio
+
+    try:
+        gio.check_output_file(args.json)
+    except GmaeError as e:
+        raise SystemExit(f"centre_sources: {e}") from None
+    from gmae.loading.loaders import load_mae_or_gmae
+    from gmae.zeroshot.stats import dataset_batches
+
+    t0 = time.time()
+    model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
+    model.eval()
+    ratio_m = model.mask_ratio if args.mask_ratio is None else args.mask_ratio
+    if not 0.0 < ratio_m < 1.0:
+        raise SystemExit(f"centre_sources: needs a mask ratio in (0, 1), got {ratio_m}")
+    batches, _ = dataset_batches(
+        args.data, args.split, model.img_size, args.num_images, args.num_images
+    )
+    imgs = next(iter(batches))
+    n, n_patches = len(imgs), model.encoder.num_patches
+    gen = torch.Generator().manual_seed(args.seed)
+    own_noise = torch.rand(n, n_patches, generator=gen)
+    shared_noise = own_noise[:1].expand(n, -1)
+
+    c, d, _ = centres_and_mask(model, imgs, ratio_m, own_noise)
+    result = {
+        "ckpt": str(args.ckpt),
+        "source": {"data": args.data, "split": args.split},
+        "n_images": n,
+        "mask_ratio": ratio_m,
+        "seed": args.seed,
+        "own_masks": ratio(c, d),
+    }
+    c, d, in_masked = centres_and_mask(model, imgs, ratio_m, shared_noise)
+    result["shared_mask"] = {**ratio(c, d), "groups": group_ratios(c, in_masked)}
+    # One image, many masks: only the mask varies.
+    per_image = []
+    for i in range(min(args.mask_images, n)):
+        ci, di, _ = centres_and_mask(model, imgs[i : i + 1].expand(n, -1, -1, -1), ratio_m,
+                                     own_noise)  # fmt: skip
+        per_image.append(ratio(ci, di))
+    across = float(np.mean([r["centre_px"]["across_images"] for r in per_image]))
+    within = float(np.mean([r["centre_px"]["within_image"] for r in per_image]))
+    result["same_image"] = {
+        "images": len(per_image),
+        "centre_px": {"across_masks": across, "within_image": within},
+        "centre_ratio": across / within if within > 0 else math.nan,
+    }
+    c, d, _ = centres_and_mask(model, imgs, 0.0, None)
+    result["mask0"] = ratio(c, d)
+    result["seconds"] = round(time.time() - t0, 1)
+    gio.write_json(args.json, result)
+
+    g = result["shared_mask"]["groups"]
+    print(
+        f"{Path(args.ckpt).stem}: centre ratio, own masks {result['own_masks']['centre_ratio']:.3f}"
+        f" | shared mask {result['shared_mask']['centre_ratio']:.3f} (visible "
+        f"{g['visible']['centre_ratio']:.3f}, {g['visible']['queries']} queries; masked "
+        f"{g['masked']['centre_ratio']:.3f}, {g['masked']['queries']})"
+        f" | one image, masks vary {result['same_image']['centre_ratio']:.3f}"
+        f" | mask 0 {result['mask0']['centre_ratio']:.3f}"
+    )
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
