@@ -57,21 +57,36 @@ def ratio(centres: np.ndarray, depth: np.ndarray) -> dict:
     return {"centre_ratio": layout["centre_ratio"], "centre_px": layout["centre_px"]}
 
 
-def group_ratios(centres: np.ndarray, in_masked: np.ndarray) -> dict:
+def group_ratios(
+    centres: np.ndarray, in_masked: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> dict:
     """Under one shared mask: the ratio of the queries whose centre lands mostly in visible
     patches, and of those landing mostly in masked ones (same denominator: all Gaussians'
-    within-image spread)."""
+    within-image spread), and their difference with a 95 % bootstrap CI over queries."""
     within = float(centres.std(1).mean())
     across = centres.std(0).mean(-1)  # [k]: each query's spread across images
     masked_share = in_masked.mean(0)  # [k]: in how many images it lands in a masked patch
+    groups = {"visible": masked_share < 0.5, "masked": masked_share >= 0.5}
     out = {}
-    for name, sel in (("visible", masked_share < 0.5), ("masked", masked_share >= 0.5)):
+    for name, sel in groups.items():
         n = int(sel.sum())
         a = float(across[sel].mean()) if n else math.nan
         out[name] = {
             "queries": n,
             "across_px": a,
             "centre_ratio": a / within if n and within > 0 else math.nan,
+        }
+    vis, msk = across[groups["visible"]], across[groups["masked"]]
+    if len(vis) and len(msk) and within > 0:
+        rng = np.random.default_rng(seed)
+        diffs = [
+            rng.choice(vis, len(vis)).mean() - rng.choice(msk, len(msk)).mean()
+            for _ in range(resamples)
+        ]
+        lo, hi = np.quantile(np.array(diffs) / within, [0.025, 0.975])
+        out["visible_minus_masked"] = {
+            "centre_ratio": float((vis.mean() - msk.mean()) / within),
+            "ci95": [float(lo), float(hi)],
         }
     return out
 
@@ -147,11 +162,13 @@ def main() -> None:
     gio.write_json(args.json, result)
 
     g = result["shared_mask"]["groups"]
+    d = g.get("visible_minus_masked")
+    ci = f"; difference CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else ""
     print(
         f"{Path(args.ckpt).stem}: centre ratio, own masks {result['own_masks']['centre_ratio']:.3f}"
         f" | shared mask {result['shared_mask']['centre_ratio']:.3f} (visible "
         f"{g['visible']['centre_ratio']:.3f}, {g['visible']['queries']} queries; masked "
-        f"{g['masked']['centre_ratio']:.3f}, {g['masked']['queries']})"
+        f"{g['masked']['centre_ratio']:.3f}, {g['masked']['queries']}{ci})"
         f" | one image, masks vary {result['same_image']['centre_ratio']:.3f}"
         f" | mask 0 {result['mask0']['centre_ratio']:.3f}"
     )

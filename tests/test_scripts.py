@@ -448,6 +448,10 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     assert (groups["masked"]["queries"], groups["visible"]["queries"]) == (2, 2)
     assert groups["visible"]["centre_ratio"] == 0.0
     assert groups["masked"]["centre_ratio"] == pytest.approx(0.5 / within)  # y std 1, x 0
+    diff = groups["visible_minus_masked"]
+    assert diff["centre_ratio"] == pytest.approx(-0.5 / within)
+    assert diff["ci95"][0] <= diff["centre_ratio"] <= diff["ci95"][1]
+    assert "visible_minus_masked" not in sources["group_ratios"](centres, np.zeros((4, 4), bool))
 
     # end to end on a trained checkpoint; a model trained without a mask is refused
     run = tmp_path / "tiny_run"
