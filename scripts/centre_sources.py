@@ -12,12 +12,12 @@ on N validation images and says where the movement happens:
   spread);
 - ``mask0``: every patch visible.
 
-Under the shared mask each query is put in a group by where its centre lands in most images:
-in a visible patch or in a masked one. The ratio of each group (its queries' spread across
-images over the within-image spread of all Gaussians) says whether the centres follow the
-photo where the model can see it. A masked patch's content is unknown to the model, so the
-loss-optimal Gaussians there are a guess that cannot follow that content; the visible group
-has no such excuse.
+Under the shared mask each query is put in a group by where its on-screen centre lands in most
+images: in a visible patch or in a masked one (a query never on screen is counted apart). The
+ratio of each group (its queries' spread across images over the within-image spread of all
+Gaussians) says whether the centres follow the photo where the model can see it. A masked
+patch's content is unknown to the model, so the loss-optimal Gaussians there are a guess that
+cannot follow that content; the visible group has no such excuse.
 
     python scripts/centre_sources.py --ckpt checkpoints/gmae_tiny_imagenette64_e40.safetensors \\
         --num-images 128 --json results/health_sweep/centre_sources/e40.json
@@ -39,8 +39,8 @@ from gmae.models.health import layout_dependence
 
 @torch.no_grad()
 def centres_and_mask(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None):
-    """Screen centres [B, k, 2] (pixels), depths [B, k] and, per Gaussian, whether its centre
-    lies in a masked patch [B, k] (False when off-screen or at mask 0)."""
+    """Screen centres [B, k, 2] (pixels), depths [B, k] and, per Gaussian [B, k], whether its
+    centre is on screen and whether it lies in a masked patch (False when off screen)."""
     latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
     raw = model.forward_decoder_raw(latent, ids_restore, imgs).float()
     proj = model.project_gaussians(model.head.activate(raw), model.img_size, model.img_size)
@@ -49,7 +49,8 @@ def centres_and_mask(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.
     inside = (u >= 0) & (u < s) & (v >= 0) & (v < s)
     cell = (v.clamp(0, s - 1) // p).long() * (s // p) + (u.clamp(0, s - 1) // p).long()
     in_masked = torch.gather(mask, 1, cell).bool() & inside
-    return proj.means2d.cpu().numpy(), proj.depths.cpu().numpy(), in_masked.cpu().numpy()
+    return (proj.means2d.cpu().numpy(), proj.depths.cpu().numpy(), inside.cpu().numpy(),
+            in_masked.cpu().numpy())  # fmt: skip
 
 
 def ratio(centres: np.ndarray, depth: np.ndarray) -> dict:
@@ -58,16 +59,24 @@ def ratio(centres: np.ndarray, depth: np.ndarray) -> dict:
 
 
 def group_ratios(
-    centres: np.ndarray, in_masked: np.ndarray, resamples: int = 2000, seed: int = 0
+    centres: np.ndarray,
+    inside: np.ndarray,
+    in_masked: np.ndarray,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> dict:
-    """Under one shared mask: the ratio of the queries whose centre lands mostly in visible
-    patches, and of those landing mostly in masked ones (same denominator: all Gaussians'
-    within-image spread), and their difference with a 95 % bootstrap CI over queries."""
+    """Under one shared mask: the ratio of the queries whose on-screen centre lands mostly in
+    visible patches, and of those landing mostly in masked ones (same denominator: all
+    Gaussians' within-image spread), and their difference with a 95 % bootstrap CI over
+    queries. Queries never on screen are only counted."""
     within = float(centres.std(1).mean())
     across = centres.std(0).mean(-1)  # [k]: each query's spread across images
-    masked_share = in_masked.mean(0)  # [k]: in how many images it lands in a masked patch
-    groups = {"visible": masked_share < 0.5, "masked": masked_share >= 0.5}
-    out = {}
+    on_screen = inside.sum(0)  # [k]: in how many images it is on screen
+    # [k]: of those, the share in which it lands in a masked patch (as gaussian_health)
+    masked_share = (in_masked & inside).sum(0) / np.maximum(on_screen, 1)
+    seen = on_screen > 0
+    groups = {"visible": seen & (masked_share < 0.5), "masked": seen & (masked_share >= 0.5)}
+    out: dict = {"offscreen_queries": int((~seen).sum())}
     for name, sel in groups.items():
         n = int(sel.sum())
         a = float(across[sel].mean()) if n else math.nan
@@ -105,6 +114,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.num_images < 2 or args.mask_images < 1:
         raise SystemExit("centre_sources: --num-images must be >= 2 and --mask-images >= 1")
+    if args.mask_ratio is not None and not 0.0 < args.mask_ratio < 1.0:
+        raise SystemExit(f"centre_sources: needs a mask ratio in (0, 1), got {args.mask_ratio}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -118,21 +129,27 @@ def main() -> None:
     from gmae.zeroshot.stats import dataset_batches
 
     t0 = time.time()
-    model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
+    try:
+        model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
+        ratio_m = model.mask_ratio if args.mask_ratio is None else args.mask_ratio
+        if not 0.0 < ratio_m < 1.0:
+            raise GmaeError(f"needs a mask ratio in (0, 1), got {ratio_m} (the model's own); "
+                            "pass --mask-ratio")  # fmt: skip
+        batches, _ = dataset_batches(
+            args.data, args.split, model.img_size, args.num_images, args.num_images
+        )
+        imgs = next(iter(batches))
+    except GmaeError as e:
+        raise SystemExit(f"centre_sources: {e}") from None
+    if len(imgs) < 2:
+        raise SystemExit(f"centre_sources: {args.data} ({args.split}) has under 2 images")
     model.eval()
-    ratio_m = model.mask_ratio if args.mask_ratio is None else args.mask_ratio
-    if not 0.0 < ratio_m < 1.0:
-        raise SystemExit(f"centre_sources: needs a mask ratio in (0, 1), got {ratio_m}")
-    batches, _ = dataset_batches(
-        args.data, args.split, model.img_size, args.num_images, args.num_images
-    )
-    imgs = next(iter(batches))
     n, n_patches = len(imgs), model.encoder.num_patches
     gen = torch.Generator().manual_seed(args.seed)
     own_noise = torch.rand(n, n_patches, generator=gen)
     shared_noise = own_noise[:1].expand(n, -1)
 
-    c, d, _ = centres_and_mask(model, imgs, ratio_m, own_noise)
+    c, d, _, _ = centres_and_mask(model, imgs, ratio_m, own_noise)
     result = {
         "ckpt": str(args.ckpt),
         "source": {"data": args.data, "split": args.split},
@@ -141,12 +158,15 @@ def main() -> None:
         "seed": args.seed,
         "own_masks": ratio(c, d),
     }
-    c, d, in_masked = centres_and_mask(model, imgs, ratio_m, shared_noise)
-    result["shared_mask"] = {**ratio(c, d), "groups": group_ratios(c, in_masked)}
+    c, d, inside, in_masked = centres_and_mask(model, imgs, ratio_m, shared_noise)
+    result["shared_mask"] = {
+        **ratio(c, d),
+        "groups": group_ratios(c, inside, in_masked, seed=args.seed),
+    }
     # One image, many masks: only the mask varies.
     per_image = []
     for i in range(min(args.mask_images, n)):
-        ci, di, _ = centres_and_mask(model, imgs[i : i + 1].expand(n, -1, -1, -1), ratio_m,
+        ci, di, _, _ = centres_and_mask(model, imgs[i : i + 1].expand(n, -1, -1, -1), ratio_m,
                                      own_noise)  # fmt: skip
         per_image.append(ratio(ci, di))
     across = float(np.mean([r["centre_px"]["across_images"] for r in per_image]))
@@ -156,7 +176,7 @@ def main() -> None:
         "centre_px": {"across_masks": across, "within_image": within},
         "centre_ratio": across / within if within > 0 else math.nan,
     }
-    c, d, _ = centres_and_mask(model, imgs, 0.0, None)
+    c, d, _, _ = centres_and_mask(model, imgs, 0.0, None)
     result["mask0"] = ratio(c, d)
     result["seconds"] = round(time.time() - t0, 1)
     gio.write_json(args.json, result)

@@ -426,32 +426,45 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     noise = torch.rand(4, 16)
     same = sources["centres_and_mask"]
     # one photo, one mask, four times: nothing varies
-    c, d, in_masked = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise[:1].expand(4, -1))
-    assert c.shape == (4, 8, 2) and d.shape == (4, 8) and in_masked.shape == (4, 8)
+    c, d, inside, in_masked = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75,
+                                   noise[:1].expand(4, -1))  # fmt: skip
+    assert c.shape == (4, 8, 2) and d.shape == inside.shape == in_masked.shape == (4, 8)
     assert sources["ratio"](c, d)["centre_ratio"] < 1e-6
     # only the mask varies, or only the photo: both move the centres of a random model
-    c, d, _ = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise)
+    c, d, _, _ = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise)
     assert sources["ratio"](c, d)["centre_ratio"] > 1e-4
-    c, d, in_masked = same(model, imgs, 0.75, noise[:1].expand(4, -1))
+    c, d, _, _ = same(model, imgs, 0.75, noise[:1].expand(4, -1))
     assert sources["ratio"](c, d)["centre_ratio"] > 1e-4
-    # at mask 0 nothing is masked
-    assert not same(model, imgs, 0.0, None)[2].any()
+    # the patch each centre lands in is the one gaussian_health finds
+    from gmae.models.health import gaussian_health
 
-    # groups: queries 0-1 land in masked patches in most images and move 2 px; 2-3 stay put
-    centres = np.zeros((4, 4, 2))
-    centres[:, :, 0] = [0.0, 10.0, 20.0, 30.0]
-    centres[:2, :2, 1] += 2.0
-    masked = np.zeros((4, 4), dtype=bool)
-    masked[:3, :2] = True
-    groups = sources["group_ratios"](centres, masked)
+    _, _, inside, in_masked = same(model, imgs, 0.75, noise)
+    per_image = [in_masked[i][inside[i]].mean() for i in range(4) if inside[i].any()]
+    fraction = gaussian_health(model, imgs, 0.75, noise)["masked_centres"]["fraction"]
+    assert float(np.mean(per_image)) == pytest.approx(fraction)
+    # at mask 0 nothing is masked
+    assert not same(model, imgs, 0.0, None)[3].any()
+
+    # groups: queries 0-1 land in masked patches in most images and move (y std 1 and 0.5);
+    # 2-3 stay put in visible ones; 4 is on screen in one image only, masked there; 5 never
+    centres = np.zeros((4, 6, 2))
+    centres[:, :, 0] = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    centres[:2, 0, 1] += 2.0
+    centres[:2, 1, 1] += 1.0
+    inside = np.ones((4, 6), dtype=bool)
+    inside[1:, 4] = inside[:, 5] = False
+    masked = np.zeros((4, 6), dtype=bool)
+    masked[:3, :2] = masked[:, 4] = masked[:, 5] = True
+    groups = sources["group_ratios"](centres, inside, masked)
     within = centres.std(1).mean()
-    assert (groups["masked"]["queries"], groups["visible"]["queries"]) == (2, 2)
+    assert (groups["masked"]["queries"], groups["visible"]["queries"]) == (3, 2)
+    assert groups["offscreen_queries"] == 1
     assert groups["visible"]["centre_ratio"] == 0.0
-    assert groups["masked"]["centre_ratio"] == pytest.approx(0.5 / within)  # y std 1, x 0
+    assert groups["masked"]["centre_ratio"] == pytest.approx((0.5 + 0.25 + 0) / 3 / within)
     diff = groups["visible_minus_masked"]
-    assert diff["centre_ratio"] == pytest.approx(-0.5 / within)
-    assert diff["ci95"][0] <= diff["centre_ratio"] <= diff["ci95"][1]
-    assert "visible_minus_masked" not in sources["group_ratios"](centres, np.zeros((4, 4), bool))
+    assert diff["centre_ratio"] == pytest.approx(-0.25 / within)
+    assert diff["ci95"][0] < diff["centre_ratio"] < diff["ci95"][1] <= 0
+    assert "visible_minus_masked" not in sources["group_ratios"](centres, inside, ~inside)
 
     # end to end on a trained checkpoint; a model trained without a mask is refused
     run = tmp_path / "tiny_run"
@@ -472,5 +485,15 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     with pytest.raises(SystemExit, match=r"mask ratio in \(0, 1\)"):
         run_script("centre_sources.py", *common, "--mask-ratio", "0", "--json",
                    str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    mask0 = tmp_path / "mask0_run"
+    no_mask = ["model.mask_ratio=0.0", "model.loss_on=all"]
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, *no_mask,
+                 "--out", str(mask0)]) == 0  # fmt: skip
+    with pytest.raises(SystemExit, match=r"mask ratio in \(0, 1\), got 0.0 \(the model's own\)"):
+        run_script("centre_sources.py", "--ckpt", str(mask0 / "last.pt"), *common[2:], "--json",
+                   str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    with pytest.raises(SystemExit, match="centre_sources: .*missing"):
+        run_script("centre_sources.py", "--ckpt", str(tmp_path / "missing.pt"), *common[2:],
+                   "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
     with pytest.raises(SystemExit, match="is a directory"):
         run_script("centre_sources.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)
