@@ -97,11 +97,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # is it the masking that keeps the layout in place? With every patch visible the decoder
     # sees the whole photo, and per-image fitting moves the centres (scripts/centre_oracle.py).
     "autoenc_mask0": (GMAE, [*UNANCHORED, "model.mask_ratio=0.0", "model.loss_on=all"]),
+    # How far does the same recipe move between seeds? (every probe above is one seed)
+    "seed1_control": (GMAE, [*UNANCHORED, "run.seed=1"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }
 # not in the first sweep
-FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_", "refine", "autoenc")
+FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_", "refine", "autoenc", "seed")
 SWEEP = [v for v in VARIANTS if not v.startswith(FIRST_PROBES)] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]
 SLACK_SWEEP = [v for v in VARIANTS if v.startswith("slack_")]
@@ -207,10 +209,12 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['name']} | {r.get('steps', '-')} | - |" + " - |" * 8 + f" {psnr} |")
             continue
         m = h["masked_centres"]
+        # mask ratio 0 (an autoencoder): no masked patches, no z-score
+        z = f"{m['z']:+.1f}" if m.get("z") is not None else "-"
         lines.append(
             f"| {r['name']} | {r['steps']} | {h['verdict']} | {h['pinned_size']:.1%} | "
             f"{h['pinned_z']:.1%} | {h['screen_p90_p10']:.2f} | {h['z_std_within']:.3f} | "
-            f"{h['layout']['centre_ratio']:.2f} | {m['fraction']:.3f} ({m['z']:+.1f}) | "
+            f"{h['layout']['centre_ratio']:.2f} | {m['fraction']:.3f} ({z}) | "
             f"{h['layout']['depth_order_agreement']:.2f} | {h['alpha_coverage']['mean']:.2f} | "
             f"{psnr} |"
         )

@@ -372,7 +372,7 @@ def test_health_sweep_all_is_the_first_sweep_only():
     sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
     first = sweep["SWEEP"]
     assert "k256_c2_grey_guard" in first and first[-1] == "mae_pix"
-    probes = ("centre_", "slack_", "anchor_", "white_", "refine", "autoenc")
+    probes = ("centre_", "slack_", "anchor_", "white_", "refine", "autoenc", "seed")
     assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
     # the probes run before the preset took anchored queries rerun unanchored, as they ran
@@ -497,3 +497,23 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
                    "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
     with pytest.raises(SystemExit, match="is a directory"):
         run_script("centre_sources.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)
+
+
+def test_health_sweep_table_rows():
+    """The sweep's markdown table: one row per run, '-' where nothing was measured (an MAE has
+    no health, a model trained without a mask has no masked-patch z-score)."""
+    sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
+    health = {"verdict": "degraded", "pinned_size": 0.0, "pinned_z": 0.01, "screen_p90_p10": 2.4,
+              "z_std_within": 0.164, "alpha_coverage": {"mean": 0.95},
+              "masked_centres": {"fraction": 0.0, "z": None},
+              "layout": {"centre_ratio": 0.058, "depth_order_agreement": 0.88}}  # fmt: skip
+    masked = {**health, "masked_centres": {"fraction": 0.651, "z": -59.6}}
+    rows = [{"name": "autoenc_mask0", "steps": 730, "health": health, "masked_psnr": None},
+            {"name": "control", "steps": 730, "health": masked, "masked_psnr": 15.31},
+            {"name": "mae_pix", "steps": 730, "masked_psnr": 15.32}]  # fmt: skip
+    lines = sweep["table"](rows).splitlines()
+    assert len(lines) == 5 and all(line.count("|") == 13 for line in lines)
+    assert lines[2] == ("| autoenc_mask0 | 730 | degraded | 0.0% | 1.0% | 2.40 | 0.164 | 0.06 | "
+                        "0.000 (-) | 0.88 | 0.95 | - |")  # fmt: skip
+    assert "| 0.651 (-59.6) |" in lines[3] and lines[3].endswith("| 15.31 |")
+    assert lines[4] == "| mae_pix | 730 | - |" + " - |" * 8 + " 15.32 |"
