@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from gmae.errors import GmaeError
-from gmae.models.health import layout_dependence
+from gmae.models.health import centres_in_masked_patches, layout_dependence
 
 
 @torch.no_grad()
@@ -44,11 +44,9 @@ def centres_and_mask(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.
     latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
     raw = model.forward_decoder_raw(latent, ids_restore, imgs).float()
     proj = model.project_gaussians(model.head.activate(raw), model.img_size, model.img_size)
-    s, p = model.img_size, model.patch_size
-    u, v = proj.means2d[..., 0], proj.means2d[..., 1]
-    inside = (u >= 0) & (u < s) & (v >= 0) & (v < s)
-    cell = (v.clamp(0, s - 1) // p).long() * (s // p) + (u.clamp(0, s - 1) // p).long()
-    in_masked = torch.gather(mask, 1, cell).bool() & inside
+    inside, in_masked = centres_in_masked_patches(
+        proj.means2d, mask, model.img_size, model.patch_size
+    )
     return (proj.means2d.cpu().numpy(), proj.depths.cpu().numpy(), inside.cpu().numpy(),
             in_masked.cpu().numpy())  # fmt: skip
 

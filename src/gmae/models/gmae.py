@@ -405,16 +405,15 @@ class GMAE(MaskedImageModel):
         ids_keep = visible_ids(ids_restore, visible.shape[1])
         size = self.img_size
         for _ in range(self.refine_steps):
+            shown = visible  # refine_feedback="none": the same pass, never shown the render
             if feedback:
                 rendered = self.render_gaussians(
                     self.head.activate(raw), size, size, return_depth=False
                 ).image
                 error = patchify(imgs.float() - rendered.float(), self.patch_size)
                 idx = ids_keep.unsqueeze(-1).expand(-1, -1, error.shape[-1])
-                x = torch.cat([cls, visible + self.refine_embed(torch.gather(error, 1, idx)),
-                               x[:, -k:]], dim=1)  # fmt: skip
-            else:  # refine_feedback="none": the same pass, never shown the render
-                x = torch.cat([cls, visible, x[:, -k:]], dim=1)
+                shown = visible + self.refine_embed(torch.gather(error, 1, idx))
+            x = torch.cat([cls, shown, x[:, -k:]], dim=1)
             for block in self.decoder_blocks:
                 x = block(x)
             with fp32_island():  # as the head: raw outputs stay fp32 under autocast

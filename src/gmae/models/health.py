@@ -165,6 +165,20 @@ def detail_at_centres(
     return own, other
 
 
+def centres_in_masked_patches(
+    means2d: Tensor, mask: Tensor, size: int, patch_size: int
+) -> tuple[Tensor, Tensor]:
+    """For 2-D centres [B, k, 2] (u, v pixels) on a [size, size] image with patch mask [B, N]
+    (1 = masked, row-major patches): whether each centre is on screen, and whether it lies in a
+    masked patch (False when off screen) [B, k]."""
+    u, v = means2d[..., 0], means2d[..., 1]
+    inside = (u >= 0) & (u < size) & (v >= 0) & (v < size)
+    col = (u.clamp(0, size - 1) // patch_size).long()
+    row = (v.clamp(0, size - 1) // patch_size).long()
+    in_masked = torch.gather(mask, 1, row * (size // patch_size) + col).bool() & inside
+    return inside, in_masked
+
+
 @torch.no_grad()
 def gaussian_health(
     model, imgs: Tensor, mask_ratio: float | None = None, noise=None, arrays: dict | None = None
@@ -208,13 +222,7 @@ def gaussian_health(
     own, other = detail_at_centres(grads, [centre_pixels(c, s, s) for c in centres])
 
     # Where the centres land: masked vs visible patches (chance = the mask ratio).
-    p = model.patch_size
-    grid = s // p
-    u, v = proj.means2d[..., 0], proj.means2d[..., 1]
-    inside = (u >= 0) & (u < s) & (v >= 0) & (v < s)
-    col = (u.clamp(0, s - 1) // p).long()
-    row = (v.clamp(0, s - 1) // p).long()
-    in_masked = torch.gather(mask, 1, (row * grid + col).view(b, k)).bool()
+    inside, in_masked = centres_in_masked_patches(proj.means2d, mask, s, model.patch_size)
     per_image = [float(in_masked[i][inside[i]].float().mean()) for i in range(b) if inside[i].any()]
     frac = np.array(per_image)
     masked = {
