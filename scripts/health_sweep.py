@@ -99,11 +99,29 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "autoenc_mask0": (GMAE, [*UNANCHORED, "model.mask_ratio=0.0", "model.loss_on=all"]),
     # How far does the same recipe move between seeds? (every probe above is one seed)
     "seed1_control": (GMAE, [*UNANCHORED, "run.seed=1"]),
+    # Eighth (CPU): decoder capacity at the full ten-epoch schedule. centre_dec256x8 was a
+    # 300-step probe; here the decoder is twice as deep (8 unshared blocks, width kept), so
+    # the queries have more layers in which to read the visible patches.
+    "capacity_dec8": (GMAE, [*UNANCHORED, "model.decoder_depth=8"]),
+    # Ninth (CPU), a control: every Gaussian at z = 0 (model.flat_depth). Over training the
+    # centre ratio falls as the depth spread forms; does depth take over what the centres did?
+    "depth_flat": (GMAE, [*UNANCHORED, "model.flat_depth=true"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
 }
 # not in the first sweep
-FIRST_PROBES = ("mae", "centre_", "slack_", "anchor_", "white_", "refine", "autoenc", "seed")
+FIRST_PROBES = (
+    "mae",
+    "centre_",
+    "slack_",
+    "anchor_",
+    "white_",
+    "refine",
+    "autoenc",
+    "seed",
+    "capacity",
+    "depth_",
+)
 SWEEP = [v for v in VARIANTS if not v.startswith(FIRST_PROBES)] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]
 SLACK_SWEEP = [v for v in VARIANTS if v.startswith("slack_")]

@@ -384,6 +384,28 @@ def test_refinement_control_sees_no_render_and_starts_from_the_same_weights():
         tiny_gmae(refine_steps=1, refine_feedback="loss")
 
 
+def test_flat_depth_control_puts_every_gaussian_at_z0_and_keeps_the_rest():
+    """flat_depth (a control): z = 0 everywhere, whatever the raw z channel says; centres x, y,
+    sizes and colours are the same model's; no gradient reaches the raw z; health reports no
+    depth order (every image's Gaussians share one depth)."""
+    free, flat = tiny_gmae(), tiny_gmae(flat_depth=True)
+    flat.load_state_dict(free.state_dict())  # same weights: the flag adds none
+    imgs, noise = torch.rand(4, 3, 32, 32), torch.rand(4, 16)
+    a, b = free(imgs, noise=noise), flat(imgs, noise=noise)
+    torch.testing.assert_close(a.raw, b.raw)
+    assert a.gaussians.means[..., 2].abs().min() > 0  # the learned model's z is not 0
+    assert b.gaussians.means[..., 2].abs().max() == 0
+    torch.testing.assert_close(b.gaussians.means[..., :2], a.gaussians.means[..., :2])
+    torch.testing.assert_close(b.gaussians.scales, a.gaussians.scales)
+    flat.train()
+    flat(imgs, noise=noise).loss.backward()
+    grad = flat.head.proj.weight.grad
+    assert grad[2].abs().max() == 0 and grad[0].abs().max() > 0  # z dead, x alive
+    summary = gaussian_health(flat.eval(), imgs)
+    assert summary["layout"]["depth"]["within_image"] == 0
+    assert math.isnan(summary["layout"]["depth_order_agreement"])
+
+
 def test_refined_model_round_trips_a_compact_checkpoint(tmp_path):
     from gmae.export.checkpoints import save_compact
     from gmae.loading import load_any

@@ -372,11 +372,28 @@ def test_health_sweep_all_is_the_first_sweep_only():
     sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
     first = sweep["SWEEP"]
     assert "k256_c2_grey_guard" in first and first[-1] == "mae_pix"
-    probes = ("centre_", "slack_", "anchor_", "white_", "refine", "autoenc", "seed")
+    probes = (
+        "centre_",
+        "slack_",
+        "anchor_",
+        "white_",
+        "refine",
+        "autoenc",
+        "seed",
+        "capacity",
+        "depth_",
+    )
     assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
     # the probes run before the preset took anchored queries rerun unanchored, as they ran
-    for name in ("centre_control", "centre_query_normal", "slack_k32", "refine1", "autoenc_mask0"):
+    for name in (
+        "centre_control",
+        "centre_query_normal",
+        "slack_k32",
+        "refine1",
+        "autoenc_mask0",
+        "capacity_dec8",
+    ):
         assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
 
 

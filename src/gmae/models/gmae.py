@@ -84,6 +84,9 @@ class GaussianHead(nn.Module):
     ``anchors`` [k, 2] (x, y): a patch-anchored layout [choice, not the paper's]: query j's centre
     is ``anchors[j] + anchor_range * tanh(u)`` in x and y (z as above), so the head predicts an
     offset from a fixed place instead of a place anywhere on the image.
+
+    ``flat_depth`` [a control, not a recipe]: z = 0 for every Gaussian (the raw z channel is
+    ignored), so compositing order is the query order and depth carries nothing per image.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class GaussianHead(nn.Module):
         init: str = "xavier",
         anchors: Tensor | None = None,
         anchor_range: float = 0.25,
+        flat_depth: bool = False,
     ):
         super().__init__()
         if rotation not in ROTATIONS:
@@ -108,6 +112,7 @@ class GaussianHead(nn.Module):
         self.rotation = rotation
         self.init = init
         self.anchor_range = float(anchor_range)
+        self.flat_depth = bool(flat_depth)
         # Rebuilt from the config, never stored: checkpoints keep the same keys either way.
         self.register_buffer("anchors", anchors, persistent=False)
         # ``torch``: nn.Linear's own init (kaiming-uniform, a = sqrt 5), as in the authors' code;
@@ -132,6 +137,8 @@ class GaussianHead(nn.Module):
         if self.anchors is not None:
             xy = self.anchors.to(raw.dtype) + self.anchor_range * torch.tanh(raw[..., 0:2])
             means = torch.cat([xy, means[..., 2:]], dim=-1)
+        if self.flat_depth:  # a control: every Gaussian at z = 0, so depth cannot carry the image
+            means = torch.cat([means[..., :2], torch.zeros_like(means[..., 2:])], dim=-1)
         return Gaussians(
             means=means,
             scales=self.scale_cap * torch.sigmoid(raw[..., 3:6]),
@@ -179,7 +186,8 @@ class GMAE(MaskedImageModel):
     [choice] that departs from the paper; see ``GaussianHead``), refine_steps (0: one decoder
     pass [paper]; R > 0: R more passes that each see the render's error on the visible patches
     and correct every Gaussian, a [departure]; see ``forward_decoder_raw``), refine_feedback
-    (``error``: what each pass is shown; ``none``: the control, passes that see no render). The
+    (``error``: what each pass is shown; ``none``: the control, passes that see no render),
+    flat_depth (a control: every Gaussian at z = 0, see ``GaussianHead``). The
     encoder and decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
     ``decoder=DecoderConfig(...)``.
 
@@ -218,6 +226,7 @@ class GMAE(MaskedImageModel):
         anchor_range: float = 0.25,
         refine_steps: int = 0,
         refine_feedback: str = "error",
+        flat_depth: bool = False,
         raw_bound: float = 4.0,
         raw_penalty: float = 0.0,
         pixel_mean: Sequence[float] | None = None,
@@ -310,6 +319,7 @@ class GMAE(MaskedImageModel):
             init=head_init,
             anchors=anchors,
             anchor_range=anchor_range,
+            flat_depth=flat_depth,
         )
         # Refinement [departure]: the render's error on each visible patch, through one linear
         # layer, is added to that patch's decoder input token; the same decoder blocks run again
