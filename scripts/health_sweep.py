@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -229,11 +230,14 @@ def table(rows: list[dict]) -> str:
         m = h["masked_centres"]
         # mask ratio 0 (an autoencoder): no masked patches, no z-score
         z = f"{m['z']:+.1f}" if m.get("z") is not None else "-"
+        # flat depth (model.flat_depth): no depth order to agree on
+        order = h["layout"]["depth_order_agreement"]
+        order = f"{order:.2f}" if order is not None and not math.isnan(order) else "-"
         lines.append(
             f"| {r['name']} | {r['steps']} | {h['verdict']} | {h['pinned_size']:.1%} | "
             f"{h['pinned_z']:.1%} | {h['screen_p90_p10']:.2f} | {h['z_std_within']:.3f} | "
             f"{h['layout']['centre_ratio']:.2f} | {m['fraction']:.3f} ({z}) | "
-            f"{h['layout']['depth_order_agreement']:.2f} | {h['alpha_coverage']['mean']:.2f} | "
+            f"{order} | {h['alpha_coverage']['mean']:.2f} | "
             f"{psnr} |"
         )
     return "\n".join(lines) + "\n"

@@ -518,18 +518,23 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
 
 def test_health_sweep_table_rows():
     """The sweep's markdown table: one row per run, '-' where nothing was measured (an MAE has
-    no health, a model trained without a mask has no masked-patch z-score)."""
+    no health, a model trained without a mask has no masked-patch z-score, one with flat depth no
+    depth order)."""
     sweep = runpy.run_path(str(SCRIPTS / "health_sweep.py"))
     health = {"verdict": "degraded", "pinned_size": 0.0, "pinned_z": 0.01, "screen_p90_p10": 2.4,
               "z_std_within": 0.164, "alpha_coverage": {"mean": 0.95},
               "masked_centres": {"fraction": 0.0, "z": None},
               "layout": {"centre_ratio": 0.058, "depth_order_agreement": 0.88}}  # fmt: skip
     masked = {**health, "masked_centres": {"fraction": 0.651, "z": -59.6}}
+    # flat depth (model.flat_depth): every Gaussian at one depth, no order to agree on
+    flat = {**masked, "layout": {"centre_ratio": 0.104, "depth_order_agreement": None}}
     rows = [{"name": "autoenc_mask0", "steps": 730, "health": health, "masked_psnr": None},
             {"name": "control", "steps": 730, "health": masked, "masked_psnr": 15.31},
-            {"name": "mae_pix", "steps": 730, "masked_psnr": 15.32}]  # fmt: skip
+            {"name": "mae_pix", "steps": 730, "masked_psnr": 15.32},
+            {"name": "depth_flat", "steps": 730, "health": flat, "masked_psnr": 15.27}]  # fmt: skip
     lines = sweep["table"](rows).splitlines()
-    assert len(lines) == 5 and all(line.count("|") == 13 for line in lines)
+    assert len(lines) == 6 and all(line.count("|") == 13 for line in lines)
+    assert "| 0.10 | 0.651 (-59.6) | - | 0.95 | 15.27 |" in lines[5]
     assert lines[2] == ("| autoenc_mask0 | 730 | degraded | 0.0% | 1.0% | 2.40 | 0.164 | 0.06 | "
                         "0.000 (-) | 0.88 | 0.95 | - |")  # fmt: skip
     assert "| 0.651 (-59.6) |" in lines[3] and lines[3].endswith("| 15.31 |")
