@@ -104,6 +104,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # 300-step probe; here the decoder is twice as deep (8 unshared blocks, width kept), so
     # the queries have more layers in which to read the visible patches.
     "capacity_dec8": (GMAE, [*UNANCHORED, "model.decoder_depth=8"]),
+    # Eleventh (CPU): the same question for width. The paper's decoder is 512 wide; here it
+    # is made twice as wide (256, 8 heads of 32 as in the paper; depth 4 kept).
+    "capacity_w256": (
+        GMAE,
+        [*UNANCHORED, "model.decoder_dim=256", "model.decoder_num_heads=8"],
+    ),
     # Ninth (CPU), a control: every Gaussian at z = 0 (model.flat_depth). Over training the
     # centre ratio falls as the depth spread forms; does depth take over what the centres did?
     "depth_flat": (GMAE, [*UNANCHORED, "model.flat_depth=true"]),

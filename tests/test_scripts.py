@@ -393,6 +393,7 @@ def test_health_sweep_all_is_the_first_sweep_only():
         "refine1",
         "autoenc_mask0",
         "capacity_dec8",
+        "capacity_w256",
         "depth_flat",
     ):
         assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
