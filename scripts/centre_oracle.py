@@ -92,12 +92,16 @@ def fit_per_image(
     mask_ratio: float = 0.0,
     seed: int = 0,
     progress: bool = False,
-) -> list[dict]:
+    return_raw: bool = False,
+    jitter: float = 0.0,
+) -> list[dict] | tuple[list[dict], torch.Tensor]:
     """Fit each image's Gaussians to it alone from ``start``; statistics at ``report_steps``.
 
     ``freeze_centres``: the centres' x and y stay where they start (everything else is fitted).
     ``mask_ratio`` > 0: the model predicts from the visible patches of a seeded random mask and
     the fit sees only those patches' pixels (what the model itself was shown).
+    ``return_raw``: also return the fitted raw outputs [B, k, 11 + C]. ``jitter`` > 0: add
+    seeded N(0, jitter^2) noise to the start's raw outputs (how reproducible is a fit?).
     """
     if start not in STARTS:
         raise GmaeError(f"start must be one of {STARTS}, got {start!r}")
@@ -110,6 +114,8 @@ def fit_per_image(
     fitted = (~pixel_mask(mask, model.patch_size)).unsqueeze(1).float()
     if start == "common":
         raw0 = raw0.mean(0, keepdim=True).expand_as(raw0)
+    if jitter > 0:
+        raw0 = raw0 + jitter * torch.randn(raw0.shape, generator=gen)
     raw = raw0.clone().requires_grad_(True)
     with torch.no_grad():
         start_xy = model.project_gaussians(model.head.activate(raw0), s, s).means2d.cpu().numpy()
@@ -132,7 +138,7 @@ def fit_per_image(
         if freeze_centres:  # a zero gradient is a zero Adam step
             raw.grad[..., 0:2] = 0
         opt.step()
-    return rows
+    return (rows, raw.detach()) if return_raw else rows
 
 
 def oracle_table(results: dict[str, dict]) -> list[str]:

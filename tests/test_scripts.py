@@ -282,6 +282,11 @@ def test_centre_oracle_fits_each_image_and_freezes_centres(tmp_path, monkeypatch
     assert free[0]["psnr_per_image"] == frozen[0]["psnr_per_image"]  # the same start
     assert free[-1]["psnr"] > free[0]["psnr"] + 0.5 and frozen[-1]["psnr"] > frozen[0]["psnr"]
     assert free[-1]["moved_px"] > 0.1 and frozen[-1]["moved_px"] == 0.0
+    rows, raw = fit(model, imgs, "model", 30, 0.05, [0, 30], return_raw=True)
+    assert rows == free and raw.shape == (3, 8, 14) and not raw.requires_grad
+    assert model.head.activate(raw).means.shape == (3, 8, 3)
+    jittered = fit(model, imgs, "model", 0, 0.05, [0], jitter=0.5)
+    assert jittered[0]["psnr_per_image"] != free[0]["psnr_per_image"]  # another start
     assert frozen[-1]["centre_px"] == frozen[0]["centre_px"]
     common = fit(model, imgs, "common", 15, 0.05, [0, 15])
     assert common[0]["centre_px"]["across_images"] < 1e-6 and common[0]["centre_ratio"] < 1e-6
@@ -364,6 +369,65 @@ def test_centre_oracle_end_to_end(tmp_path, folder, monkeypatch, capsys):
     capsys.readouterr()
     run_script("centre_oracle.py", "--table", str(out), monkeypatch=monkeypatch)
     assert "| images, mask ratio, fit steps | 4, 0.75, 3 |" in capsys.readouterr().out
+
+
+def test_centre_readout_ridge_and_windows():
+    """scripts/centre_readout.py: the held-out ridge readout finds a linear relation and scores
+    noise near 0; the local windows read the pixels around each centre."""
+    ro = runpy.run_path(str(SCRIPTS / "centre_readout.py"))
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 16, 6))
+    target = feats[..., :2] @ np.array([[1.0, -2.0], [0.5, 1.0]]) + 0.1 * rng.normal(
+        size=(40, 16, 2)
+    )
+    train = np.arange(40) < 20
+    found = ro["readout"](feats, target, train)
+    assert found["r2"] > 0.95 and found["ci95"][0] > 0.9 and found["n_features"] == 6
+    noise = ro["readout"](feats, rng.normal(size=(40, 16, 2)), train)
+    assert abs(noise["r2"]) < 0.05 and noise["ci95"][0] < 0 < noise["ci95"][1] + 0.02
+    same = ro["repeat_r2"](target, target, train)
+    assert same["r2"] == 1.0 and same["ci95"] == [1.0, 1.0]
+    assert ro["repeat_r2"](target, 0 * target, train)["r2"] < 0  # the held-out mean is not 0
+
+    imgs = rng.random((2, 10, 12, 3))
+    centres = np.array([[[5.5, 2.2], [-3.0, 20.0]], [[0.0, 0.0], [11.9, 9.9]]])  # (u, v) px
+    win = ro["local_windows"](imgs, centres, 1).reshape(2, 2, 3, 3, 4)
+    np.testing.assert_array_equal(win[0, 0, :, :, :3], imgs[0, 1:4, 4:7])  # rows 1-3, cols 4-6
+    np.testing.assert_array_equal(win[0, 1, 1, 1, :3], imgs[0, 9, 0])  # clamped into the image
+    np.testing.assert_array_equal(win[1, 0, 0, 0, :3], imgs[1, 0, 0])  # edge-padded
+    np.testing.assert_array_equal(win[1, 1, 1, 1, :3], imgs[1, 9, 11])
+    plain = ro["local_windows"](imgs, centres, 1, with_gradient=False).reshape(2, 2, 3, 3, 3)
+    np.testing.assert_array_equal(plain, win[..., :3])
+
+
+def test_centre_readout_end_to_end(tmp_path, folder, monkeypatch, capsys):
+    """scripts/centre_readout.py on a trained checkpoint: a JSON with the three readouts and the
+    moves; a bad --json stops it before any fitting."""
+    run = tmp_path / "tiny_run"
+    sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, "--out",
+                 str(run)]) == 0  # fmt: skip
+    common = ["--ckpt", str(run / "last.pt"), "--data", f"imagefolder:{folder}", "--split",
+              "train", "--num-images", "8", "--steps", "3", "--radius", "1",
+              "--no-progress"]  # fmt: skip
+    with pytest.raises(SystemExit, match="is a directory"):
+        run_script("centre_readout.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)
+    assert "R^2" not in capsys.readouterr().out  # nothing was fitted
+    out = tmp_path / "readout.json"
+    run_script("centre_readout.py", *common, "--json", str(out), monkeypatch=monkeypatch)
+    r = json.loads(out.read_text())
+    assert (r["n_images"], r["n_queries"], r["steps"], r["radius"]) == (8, 8, 3, 1)
+    assert set(r["readout"]) == {"decoder", "local", "decoder+local", "local_error",
+                                 "decoder->own", "repeat"}  # fmt: skip
+    assert r["readout"]["local_error"]["n_features"] == 9 * 3
+    assert r["jitter"] == 0.02 and r["readout"]["repeat"]["r2"] < 1.0
+    assert r["readout"]["local"]["n_features"] == 9 * 4
+    assert r["readout"]["decoder+local"]["n_features"] == r["readout"]["decoder"]["n_features"] + 36
+    assert r["move_px_rms"]["total"] > 0  # fitting moved the centres
+    assert "held-out R^2" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="at least 8"):
+        run_script("centre_readout.py", "--ckpt", "x", "--num-images", "4", "--json", "y",
+                   monkeypatch=monkeypatch)  # fmt: skip
 
 
 def test_health_sweep_all_is_the_first_sweep_only():
