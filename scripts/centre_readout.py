@@ -87,6 +87,19 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
+def heldout_r2(y: np.ndarray, pred: np.ndarray, rng: np.random.Generator) -> dict:
+    """R^2 of ``pred`` for ``y`` (both [n_images, k, 2]) pooled over images, queries and x / y,
+    with a 95 % bootstrap CI over the images (1,000 resamples drawn from ``rng``)."""
+    boot = []
+    for _ in range(1000):
+        i = rng.integers(0, len(y), len(y))
+        boot.append(r2(y[i].reshape(-1, 2), pred[i].reshape(-1, 2)))
+    return {
+        "r2": r2(y.reshape(-1, 2), pred.reshape(-1, 2)),
+        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+    }
+
+
 def readout(
     feats: np.ndarray, target: np.ndarray, train: np.ndarray, folds: int = 4, seed: int = 0
 ) -> dict:
@@ -108,15 +121,8 @@ def readout(
         cv[alpha] = float(np.mean(scores))
     alpha = max(cv, key=cv.get)
     w, b0 = ridge_fit(feats[tr].reshape(-1, d), target[tr].reshape(-1, 2), alpha)
-    pred = feats[te] @ w + b0  # [n_te, k, 2]
-    y = target[te]
-    boot = []
-    for _ in range(1000):
-        i = rng.integers(0, len(te), len(te))
-        boot.append(r2(y[i].reshape(-1, 2), pred[i].reshape(-1, 2)))
     return {
-        "r2": r2(y.reshape(-1, 2), pred.reshape(-1, 2)),
-        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        **heldout_r2(target[te], feats[te] @ w + b0, rng),
         "alpha": alpha,
         "cv_r2": {str(a): round(s, 4) for a, s in cv.items()},
         "n_features": d,
@@ -127,16 +133,7 @@ def repeat_r2(target: np.ndarray, again: np.ndarray, train: np.ndarray, seed: in
     """R^2 of ``target`` [B, k, 2] on the held-out images taken as ``again`` (a repeat), with a
     95 % bootstrap CI over those images."""
     te = np.flatnonzero(~train)
-    y, pred = target[te], again[te]
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(1000):
-        i = rng.integers(0, len(te), len(te))
-        boot.append(r2(y[i].reshape(-1, 2), pred[i].reshape(-1, 2)))
-    return {
-        "r2": r2(y.reshape(-1, 2), pred.reshape(-1, 2)),
-        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-    }
+    return heldout_r2(target[te], again[te], np.random.default_rng(seed))
 
 
 def main() -> None:
