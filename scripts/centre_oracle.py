@@ -227,18 +227,18 @@ def main() -> None:
     except GmaeError as e:
         raise SystemExit(f"centre_oracle: {e}") from None
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.stats import dataset_batches
+    from gmae.zeroshot.stats import first_images
 
     t0 = time.time()
-    model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
+    try:  # a missing or hostile checkpoint, an unknown data set: one line, not a traceback
+        model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
+        imgs = first_images(args.data, args.split, model.img_size, args.num_images)
+    except GmaeError as e:
+        raise SystemExit(f"centre_oracle: {e}") from None
     model.requires_grad_(False)
     if model.camera_model == "pinhole":  # screen centres there are x / z: z would move them
         raise SystemExit("centre_oracle: frozen centres need the gmae or ortho camera, "
                          f"{args.ckpt} uses pinhole")  # fmt: skip
-    batches, _ = dataset_batches(
-        args.data, args.split, model.img_size, args.num_images, args.num_images
-    )
-    imgs = next(iter(batches))
     report = sorted({r for r in args.report_steps if 0 <= r <= args.steps} | {0, args.steps})
     result = {
         "ckpt": str(args.ckpt),

@@ -32,7 +32,8 @@ of the image but of the fit's path: many layouts fit an image about equally well
 Reading: ``local`` well above 0 says the asked moves follow the photo; ``decoder`` near
 ``local`` says the features carry them and the head could have read them out; ``decoder``
 near 0 with ``local`` above it says the features do not. Linear readouts bound nothing from
-above: a non-linear one might find more.
+above: ``--mlp`` adds the same readouts by a small MLP (two hidden layers, early-stopped on a
+quarter of the training images), with its own positive control.
 
     python scripts/centre_readout.py --ckpt runs/seed1_e10/last.pt --num-images 128 \\
         --json results/health_sweep/centre_readout/seed1_control.json
@@ -129,6 +130,70 @@ def readout(
     }
 
 
+def mlp_readout(
+    feats: np.ndarray,
+    target: np.ndarray,
+    train: np.ndarray,
+    seed: int = 0,
+    hidden: int = 256,
+    max_epochs: int = 200,
+    patience: int = 15,
+) -> dict:
+    """Held-out R^2 of a small MLP (two hidden GELU layers of ``hidden``) from ``feats``
+    [B, k, d] to ``target`` [B, k, 2]: the non-linear counterpart of ``readout``. Fitted with
+    AdamW on three quarters of the images in ``train``, stopped early on the last quarter
+    (the epoch with the best validation R^2 is kept), scored on the held-out images."""
+    tr, te = np.flatnonzero(train), np.flatnonzero(~train)
+    rng = np.random.default_rng(seed)
+    tr = rng.permutation(tr)
+    n_val = max(1, len(tr) // 4)
+    fit_i, val_i = tr[n_val:], tr[:n_val]
+    d = feats.shape[-1]
+    mu, sd = feats[fit_i].reshape(-1, d).mean(0), feats[fit_i].reshape(-1, d).std(0) + 1e-8
+    y_sd = float(target[fit_i].std()) + 1e-8
+
+    def rows(i: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(((feats[i] - mu) / sd).reshape(-1, d)).float()
+        return x, torch.from_numpy(target[i].reshape(-1, 2) / y_sd).float()
+
+    x_fit, y_fit = rows(fit_i)
+    x_val, y_val = rows(val_i)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(d, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden),
+        torch.nn.GELU(), torch.nn.Linear(hidden, 2),
+    )  # fmt: skip
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    best, best_state, best_epoch = -np.inf, None, 0
+    for epoch in range(max_epochs):
+        net.train()
+        for idx in torch.randperm(len(x_fit), generator=gen).split(512):
+            loss = ((net(x_fit[idx]) - y_fit[idx]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            score = r2(y_val.numpy(), net(x_val).numpy())
+        if score > best:
+            best, best_epoch = score, epoch
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    net.load_state_dict(best_state)
+    with torch.no_grad():
+        x_te = torch.from_numpy(((feats[te] - mu) / sd).reshape(-1, d)).float()
+        pred = net(x_te).numpy().reshape(len(te), -1, 2) * y_sd
+    return {
+        **heldout_r2(target[te], pred, rng),
+        "val_r2": round(float(best), 4),
+        "epochs": best_epoch + 1,
+        "n_features": d,
+        "hidden": hidden,
+    }
+
+
 def repeat_r2(target: np.ndarray, again: np.ndarray, train: np.ndarray, seed: int = 0) -> dict:
     """R^2 of ``target`` [B, k, 2] on the held-out images taken as ``again`` (a repeat), with a
     95 % bootstrap CI over those images."""
@@ -150,6 +215,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", required=True)
+    ap.add_argument(
+        "--mlp",
+        action="store_true",
+        help="also the non-linear readouts (a two-layer MLP, early-stopped)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
     if args.num_images < 8:
@@ -166,16 +236,13 @@ def main() -> None:
     except GmaeError as e:
         raise SystemExit(f"centre_readout: {e}") from None
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.stats import dataset_batches
+    from gmae.zeroshot.stats import first_images
 
     oracle = runpy.run_path(str(Path(__file__).with_name("centre_oracle.py")))
     t0 = time.time()
     try:
         model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
-        batches, _ = dataset_batches(
-            args.data, args.split, model.img_size, args.num_images, args.num_images
-        )
-        imgs = next(iter(batches))
+        imgs = first_images(args.data, args.split, model.img_size, args.num_images)
     except GmaeError as e:
         raise SystemExit(f"centre_readout: {e}") from None
     if getattr(model, "refine_steps", 0):
@@ -261,10 +328,20 @@ def main() -> None:
         feature_sets["decoder"], specific(start), train, seed=args.seed
     )
     result["readout"]["repeat"] = repeat_r2(target, specific(again - start), train, args.seed)
-    for name, r in result["readout"].items():
-        how = f" (alpha {r['alpha']:g}, {r['n_features']} features)" if "alpha" in r else ""
-        print(f"{name:14s} held-out R^2 {r['r2']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
-              f"{how}")  # fmt: skip
+    if args.mlp:  # linear readouts bound nothing from above: does a non-linear one find more?
+        result["readout_mlp"] = {
+            name: mlp_readout(feats, target, train, seed=args.seed)
+            for name, feats in feature_sets.items()
+        }
+        result["readout_mlp"]["decoder->own"] = mlp_readout(
+            feature_sets["decoder"], specific(start), train, seed=args.seed
+        )
+    for kind in ("readout", "readout_mlp"):
+        for name, r in result.get(kind, {}).items():
+            how = f" (alpha {r['alpha']:g}, {r['n_features']} features)" if "alpha" in r else ""
+            how = f" (MLP, {r['epochs']} epochs)" if "hidden" in r else how
+            print(f"{name:14s} held-out R^2 {r['r2']:+.3f} "
+                  f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]{how}")  # fmt: skip
     m = result["move_px_rms"]
     print(f"fitted moves (rms px): {m['total']:.2f} in all, {m['image_specific']:.2f} "
           "image-specific; the prediction's own image-specific spread "

@@ -115,6 +115,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "depth_flat": (GMAE, [*UNANCHORED, "model.flat_depth=true"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
+    # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.
+    "mae_pix_w256": (
+        MAE,
+        ["model.norm_pix_loss=false", "model.decoder_dim=256", "model.decoder_num_heads=8"],
+    ),
 }
 # not in the first sweep
 FIRST_PROBES = (

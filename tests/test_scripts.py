@@ -352,6 +352,13 @@ def test_centre_oracle_end_to_end(tmp_path, folder, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="is a directory"):
         run_script("centre_oracle.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)
     assert "PSNR" not in capsys.readouterr().out  # nothing was fitted
+    with pytest.raises(SystemExit, match="centre_oracle: .*missing"):
+        run_script("centre_oracle.py", "--ckpt", str(tmp_path / "missing.pt"), *common[2:],
+                   "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    with pytest.raises(SystemExit, match="centre_oracle: .*nope"):
+        run_script("centre_oracle.py", *common[:2], "--data", "nope", *common[4:],
+                   "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    assert not (tmp_path / "x.json").exists()
     out = tmp_path / "oracle.json"
     run_script("centre_oracle.py", *common, "--mask-ratio", "0.75", "--json", str(out),
                monkeypatch=monkeypatch)  # fmt: skip
@@ -400,6 +407,23 @@ def test_centre_readout_ridge_and_windows():
     np.testing.assert_array_equal(plain, win[..., :3])
 
 
+def test_centre_readout_mlp_finds_what_ridge_cannot():
+    """The --mlp readout: a target that is a non-linear function of the features (|x|, which
+    no linear map reads) is found by the MLP and missed by the ridge; noise scores near 0."""
+    ro = runpy.run_path(str(SCRIPTS / "centre_readout.py"))
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(40, 32, 4))
+    target = np.abs(feats[..., :2]) - np.sqrt(2 / np.pi)
+    train = np.arange(40) < 20
+    assert ro["readout"](feats, target, train)["r2"] < 0.05
+    found = ro["mlp_readout"](feats, target, train, hidden=32)
+    assert found["r2"] > 0.8 and found["ci95"][0] > 0.7 and found["n_features"] == 4
+    noise = ro["mlp_readout"](feats, rng.normal(size=(40, 32, 2)), train, hidden=32)
+    assert noise["r2"] < 0.05 and noise["ci95"][0] < 0
+    again = ro["mlp_readout"](feats, target, train, hidden=32)
+    assert again == found  # seeded: the same numbers twice
+
+
 def test_centre_readout_end_to_end(tmp_path, folder, monkeypatch, capsys):
     """scripts/centre_readout.py on a trained checkpoint: a JSON with the three readouts and the
     moves; a bad --json stops it before any fitting."""
@@ -414,8 +438,11 @@ def test_centre_readout_end_to_end(tmp_path, folder, monkeypatch, capsys):
         run_script("centre_readout.py", *common, "--json", str(tmp_path), monkeypatch=monkeypatch)
     assert "R^2" not in capsys.readouterr().out  # nothing was fitted
     out = tmp_path / "readout.json"
-    run_script("centre_readout.py", *common, "--json", str(out), monkeypatch=monkeypatch)
+    run_script("centre_readout.py", *common, "--mlp", "--json", str(out), monkeypatch=monkeypatch)
     r = json.loads(out.read_text())
+    assert set(r["readout_mlp"]) == {"decoder", "local", "decoder+local", "local_error",
+                                     "decoder->own"}  # fmt: skip
+    assert r["readout_mlp"]["local"]["n_features"] == 9 * 4
     assert (r["n_images"], r["n_queries"], r["steps"], r["radius"]) == (8, 8, 3, 1)
     assert set(r["readout"]) == {"decoder", "local", "decoder+local", "local_error",
                                  "decoder->own", "repeat"}  # fmt: skip

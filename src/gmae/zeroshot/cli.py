@@ -273,11 +273,10 @@ def _check_health_on_few(args: argparse.Namespace, model, photos: list | None) -
     """The health check (and its warning) on up to 32 of the images a command used: from
     ``photos``, or re-read from ``args.data`` / ``args.split``."""
     from gmae.zeroshot.common import Photo, check_health
-    from gmae.zeroshot.stats import dataset_batches
+    from gmae.zeroshot.stats import first_images
 
     if photos is None:
-        batches, _ = dataset_batches(args.data, args.split, model.img_size, 32, 32)
-        x = next(iter(batches))
+        x = first_images(args.data, args.split, model.img_size, 32)
         pix = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
         photos = [Photo(str(i), p) for i, p in enumerate(pix)]
     return check_health(model, photos[:32])

@@ -204,6 +204,13 @@ def dataset_batches(
     return gen(), len(idx)
 
 
+def first_images(spec: str, split: str, size: int, num_images: int):
+    """One batch of ``num_images`` evenly spaced images of a data set (fewer if it is smaller),
+    as ``dataset_batches`` picks them: what the health commands and scripts measure on."""
+    batches, _ = dataset_batches(spec, split, size, num_images, num_images)
+    return next(iter(batches))
+
+
 def photo_batches(photos: Sequence, size: int, batch_size: int) -> Iterable:
     for i in range(0, len(photos), batch_size):
         yield model_input(photos[i : i + batch_size], size)
