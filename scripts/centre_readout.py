@@ -33,7 +33,7 @@ Reading: ``local`` well above 0 says the asked moves follow the photo; ``decoder
 ``local`` says the features carry them and the head could have read them out; ``decoder``
 near 0 with ``local`` above it says the features do not. Linear readouts bound nothing from
 above: ``--mlp`` adds the same readouts by a small MLP (two hidden layers, early-stopped on a
-quarter of the training images), with its own positive control.
+quarter of the training images, weight decay chosen there), with its own positive control.
 
     python scripts/centre_readout.py --ckpt runs/seed1_e10/last.pt --num-images 128 \\
         --json results/health_sweep/centre_readout/seed1_control.json
@@ -130,6 +130,9 @@ def readout(
     }
 
 
+WEIGHT_DECAYS = (1e-2, 1e-1, 1.0)
+
+
 def mlp_readout(
     feats: np.ndarray,
     target: np.ndarray,
@@ -141,8 +144,9 @@ def mlp_readout(
 ) -> dict:
     """Held-out R^2 of a small MLP (two hidden GELU layers of ``hidden``) from ``feats``
     [B, k, d] to ``target`` [B, k, 2]: the non-linear counterpart of ``readout``. Fitted with
-    AdamW on three quarters of the images in ``train``, stopped early on the last quarter
-    (the epoch with the best validation R^2 is kept), scored on the held-out images."""
+    AdamW on three quarters of the images in ``train`` for each weight decay in
+    ``WEIGHT_DECAYS``, stopped early on the last quarter; the net (decay and epoch) with the
+    best validation R^2 is scored on the held-out images."""
     tr, te = np.flatnonzero(train), np.flatnonzero(~train)
     rng = np.random.default_rng(seed)
     tr = rng.permutation(tr)
@@ -158,37 +162,40 @@ def mlp_readout(
 
     x_fit, y_fit = rows(fit_i)
     x_val, y_val = rows(val_i)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(d, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden),
-        torch.nn.GELU(), torch.nn.Linear(hidden, 2),
-    )  # fmt: skip
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
-    best, best_state, best_epoch = -np.inf, None, 0
-    for epoch in range(max_epochs):
-        net.train()
-        for idx in torch.randperm(len(x_fit), generator=gen).split(512):
-            loss = ((net(x_fit[idx]) - y_fit[idx]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            score = r2(y_val.numpy(), net(x_val).numpy())
-        if score > best:
-            best, best_epoch = score, epoch
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    net.load_state_dict(best_state)
+    best = {"val_r2": -np.inf}
+    for decay in WEIGHT_DECAYS:
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(d, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden),
+            torch.nn.GELU(), torch.nn.Linear(hidden, 2),
+        )  # fmt: skip
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=decay)
+        best_epoch = 0
+        for epoch in range(max_epochs):
+            net.train()
+            for idx in torch.randperm(len(x_fit), generator=gen).split(512):
+                loss = ((net(x_fit[idx]) - y_fit[idx]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                score = r2(y_val.numpy(), net(x_val).numpy())
+            if score > best["val_r2"]:
+                best_epoch = epoch
+                best = {"val_r2": score, "epochs": epoch + 1, "weight_decay": decay,
+                        "state": {k: v.clone() for k, v in net.state_dict().items()}}  # fmt: skip
+            elif epoch - best_epoch >= patience:
+                break
+    net.load_state_dict(best.pop("state"))
     with torch.no_grad():
         x_te = torch.from_numpy(((feats[te] - mu) / sd).reshape(-1, d)).float()
         pred = net(x_te).numpy().reshape(len(te), -1, 2) * y_sd
     return {
         **heldout_r2(target[te], pred, rng),
-        "val_r2": round(float(best), 4),
-        "epochs": best_epoch + 1,
+        **best,
+        "val_r2": round(float(best["val_r2"]), 4),
         "n_features": d,
         "hidden": hidden,
     }
@@ -339,7 +346,8 @@ def main() -> None:
     for kind in ("readout", "readout_mlp"):
         for name, r in result.get(kind, {}).items():
             how = f" (alpha {r['alpha']:g}, {r['n_features']} features)" if "alpha" in r else ""
-            how = f" (MLP, {r['epochs']} epochs)" if "hidden" in r else how
+            if "hidden" in r:
+                how = f" (MLP, weight decay {r['weight_decay']:g}, {r['epochs']} epochs)"
             print(f"{name:14s} held-out R^2 {r['r2']:+.3f} "
                   f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]{how}")  # fmt: skip
     m = result["move_px_rms"]
