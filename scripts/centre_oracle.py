@@ -227,12 +227,12 @@ def main() -> None:
     except GmaeError as e:
         raise SystemExit(f"centre_oracle: {e}") from None
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.stats import first_images
+    from gmae.zeroshot.stats import evenly_spaced_images
 
     t0 = time.time()
     try:  # a missing or hostile checkpoint, an unknown data set: one line, not a traceback
         model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
-        imgs = first_images(args.data, args.split, model.img_size, args.num_images)
+        imgs = evenly_spaced_images(args.data, args.split, model.img_size, args.num_images)
     except GmaeError as e:
         raise SystemExit(f"centre_oracle: {e}") from None
     model.requires_grad_(False)

@@ -243,13 +243,13 @@ def main() -> None:
     except GmaeError as e:
         raise SystemExit(f"centre_readout: {e}") from None
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.stats import first_images
+    from gmae.zeroshot.stats import evenly_spaced_images
 
     oracle = runpy.run_path(str(Path(__file__).with_name("centre_oracle.py")))
     t0 = time.time()
     try:
         model = load_mae_or_gmae(args.ckpt, "gmae", "cpu")
-        imgs = first_images(args.data, args.split, model.img_size, args.num_images)
+        imgs = evenly_spaced_images(args.data, args.split, model.img_size, args.num_images)
     except GmaeError as e:
         raise SystemExit(f"centre_readout: {e}") from None
     if getattr(model, "refine_steps", 0):

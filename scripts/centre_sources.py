@@ -124,7 +124,7 @@ def main() -> None:
     except GmaeError as e:
         raise SystemExit(f"centre_sources: {e}") from None
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.stats import first_images
+    from gmae.zeroshot.stats import evenly_spaced_images
 
     t0 = time.time()
     try:
@@ -133,7 +133,7 @@ def main() -> None:
         if not 0.0 < ratio_m < 1.0:
             raise GmaeError(f"needs a mask ratio in (0, 1), got {ratio_m} (the model's own); "
                             "pass --mask-ratio")  # fmt: skip
-        imgs = first_images(args.data, args.split, model.img_size, args.num_images)
+        imgs = evenly_spaced_images(args.data, args.split, model.img_size, args.num_images)
     except GmaeError as e:
         raise SystemExit(f"centre_sources: {e}") from None
     if len(imgs) < 2:

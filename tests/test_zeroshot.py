@@ -926,19 +926,19 @@ def test_shown_recovered_only_where_the_order_is_worth_something():
     assert shown_recovered(block(-0.01), "fixed") is None
 
 
-def test_first_images_spreads_over_classes_and_clamps(folder):
-    """first_images: one batch squashed to the model's size, evenly spaced over the split (the
-    first and last image of a sorted ImageFolder, so both classes), at most the split's size;
-    an unknown data set is one GmaeError naming it."""
-    from gmae.zeroshot.stats import first_images
+def test_evenly_spaced_images_spreads_over_classes_and_clamps(folder):
+    """evenly_spaced_images: one batch squashed to the model's size, evenly spaced over the
+    split (the first and last image of a sorted ImageFolder, so both classes), at most the
+    split's size; an unknown data set is one GmaeError naming it."""
+    from gmae.zeroshot.stats import evenly_spaced_images
 
     def expected(cls: str, i: int) -> torch.Tensor:
         pixels = np.asarray(Image.open(folder / "train" / cls / f"{i}.png").convert("RGB"))
         return model_input([Photo("x", pixels)], 16)[0]
 
-    x = first_images(f"imagefolder:{folder}", "train", 16, 2)
+    x = evenly_spaced_images(f"imagefolder:{folder}", "train", 16, 2)
     assert x.shape == (2, 3, 16, 16)
     assert torch.equal(x[0], expected("cat", 0)) and torch.equal(x[1], expected("dog", 5))
-    assert first_images(f"imagefolder:{folder}", "val", 16, 99).shape[0] == 4
+    assert evenly_spaced_images(f"imagefolder:{folder}", "val", 16, 99).shape[0] == 4
     with pytest.raises(GmaeError, match="nope"):
-        first_images("nope", "val", 16, 2)
+        evenly_spaced_images("nope", "val", 16, 2)

@@ -94,12 +94,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from gmae import io as gio
     from gmae.loading.loaders import load_mae_or_gmae
-    from gmae.zeroshot.stats import first_images
+    from gmae.zeroshot.stats import evenly_spaced_images
 
     if not 2 <= args.num_images <= MAX_IMAGES:
         raise GmaeError(f"--num-images must be between 2 and {MAX_IMAGES}, got {args.num_images}")
     model = load_mae_or_gmae(args.ckpt, "gmae", args.device)
-    imgs = first_images(args.data, args.split, model.img_size, args.num_images)
+    imgs = evenly_spaced_images(args.data, args.split, model.img_size, args.num_images)
     imgs = imgs.to(next(model.parameters()).device)
     with torch.no_grad():
         health = measure(model, imgs, args.seed)

@@ -273,10 +273,10 @@ def _check_health_on_few(args: argparse.Namespace, model, photos: list | None) -
     """The health check (and its warning) on up to 32 of the images a command used: from
     ``photos``, or re-read from ``args.data`` / ``args.split``."""
     from gmae.zeroshot.common import Photo, check_health
-    from gmae.zeroshot.stats import first_images
+    from gmae.zeroshot.stats import evenly_spaced_images
 
     if photos is None:
-        x = first_images(args.data, args.split, model.img_size, 32)
+        x = evenly_spaced_images(args.data, args.split, model.img_size, 32)
         pix = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
         photos = [Photo(str(i), p) for i, p in enumerate(pix)]
     return check_health(model, photos[:32])

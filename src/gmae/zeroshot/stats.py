@@ -204,9 +204,10 @@ def dataset_batches(
     return gen(), len(idx)
 
 
-def first_images(spec: str, split: str, size: int, num_images: int):
-    """One batch of ``num_images`` evenly spaced images of a data set (fewer if it is smaller),
-    as ``dataset_batches`` picks them: what the health commands and scripts measure on."""
+def evenly_spaced_images(spec: str, split: str, size: int, num_images: int) -> torch.Tensor:
+    """One batch [N, 3, size, size] of ``num_images`` images evenly spaced over a split (all of
+    it if smaller, or if ``num_images <= 0``), as ``dataset_batches`` picks them: what the
+    health commands and scripts measure on."""
     batches, _ = dataset_batches(spec, split, size, num_images, num_images)
     return next(iter(batches))
 
