@@ -171,7 +171,7 @@ def mlp_readout(
             torch.nn.GELU(), torch.nn.Linear(hidden, 2),
         )  # fmt: skip
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=decay)
-        best_epoch = 0
+        run_best, run_best_epoch = -np.inf, 0  # early stopping is per run, not global
         for epoch in range(max_epochs):
             net.train()
             for idx in torch.randperm(len(x_fit), generator=gen).split(512):
@@ -182,12 +182,13 @@ def mlp_readout(
             net.eval()
             with torch.no_grad():
                 score = r2(y_val.numpy(), net(x_val).numpy())
+            if score > run_best:
+                run_best, run_best_epoch = score, epoch
+            elif epoch - run_best_epoch >= patience:
+                break
             if score > best["val_r2"]:
-                best_epoch = epoch
                 best = {"val_r2": score, "epochs": epoch + 1, "weight_decay": decay,
                         "state": {k: v.clone() for k, v in net.state_dict().items()}}  # fmt: skip
-            elif epoch - best_epoch >= patience:
-                break
     net.load_state_dict(best.pop("state"))
     with torch.no_grad():
         x_te = torch.from_numpy(((feats[te] - mu) / sd).reshape(-1, d)).float()
