@@ -10,7 +10,10 @@ on N validation images and says where the movement happens:
 - ``same_image``: one image under N different masks, so only the mask varies (the spread of a
   query's centre across masks, averaged over --mask-images images, over the within-image
   spread);
-- ``mask0``: every patch visible.
+- ``mask0``: every patch visible;
+- ``by_pass`` (a model with ``model.refine_steps`` R > 0 only): the own-mask and mask-0 ratios
+  after 0, 1, ..., R refinement passes: what the first pass lays out and what the later
+  passes' corrections add.
 
 Under the shared mask each query is put in a group by where its on-screen centre lands in most
 images: in a visible patch or in a masked one (a query never on screen is counted apart). The
@@ -38,11 +41,18 @@ from gmae.models.health import centres_in_masked_patches, layout_dependence
 
 
 @torch.no_grad()
-def centres_and_mask(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None):
+def centres_and_mask(
+    model,
+    imgs: torch.Tensor,
+    mask_ratio: float,
+    noise: torch.Tensor | None,
+    refine_steps: int | None = None,
+):
     """Screen centres [B, k, 2] (pixels), depths [B, k] and, per Gaussian [B, k], whether its
-    centre is on screen and whether it lies in a masked patch (False when off screen)."""
+    centre is on screen and whether it lies in a masked patch (False when off screen).
+    ``refine_steps``: stop a refining model after that many passes (None: all of them)."""
     latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
-    raw = model.forward_decoder_raw(latent, ids_restore, imgs).float()
+    raw = model.forward_decoder_raw(latent, ids_restore, imgs, refine_steps).float()
     proj = model.project_gaussians(model.head.activate(raw), model.img_size, model.img_size)
     inside, in_masked = centres_in_masked_patches(
         proj.means2d, mask, model.img_size, model.patch_size
@@ -173,6 +183,20 @@ def main() -> None:
     }
     c, d, _, _ = centres_and_mask(model, imgs, 0.0, None)
     result["mask0"] = ratio(c, d)
+    # A refining model (model.refine_steps = R): the ratio after each pass, so that the first
+    # pass's layout can be told from the corrections the later passes add.
+    refine = getattr(model, "refine_steps", 0)
+    if refine:
+        result["by_pass"] = []
+        for steps in range(refine + 1):
+            row = {"refine_steps": steps}
+            for name, (m, noise) in {
+                "own_masks": (ratio_m, own_noise),
+                "mask0": (0.0, None),
+            }.items():
+                c, d, _, _ = centres_and_mask(model, imgs, m, noise, steps)
+                row[name] = ratio(c, d)
+            result["by_pass"].append(row)
     result["seconds"] = round(time.time() - t0, 1)
     gio.write_json(args.json, result)
 
@@ -187,6 +211,11 @@ def main() -> None:
         f" | one image, masks vary {result['same_image']['centre_ratio']:.3f}"
         f" | mask 0 {result['mask0']['centre_ratio']:.3f}"
     )
+    for row in result.get("by_pass", []):
+        print(
+            f"  after {row['refine_steps']} refinement passes: own masks "
+            f"{row['own_masks']['centre_ratio']:.3f} | mask 0 {row['mask0']['centre_ratio']:.3f}"
+        )
     print(f"wrote {args.json}")
 
 

@@ -376,6 +376,13 @@ def test_refinement_control_sees_no_render_and_starts_from_the_same_weights():
     blind.render_gaussians = no_render
     raw = blind.forward_decoder_raw(latent, ids_restore)  # no images needed
     assert (raw - single).abs().max() > 1e-3  # the second pass acts
+    # stopped after 0 refinement passes: exactly the first pass; 1 = all of this model's
+    torch.testing.assert_close(blind.forward_decoder_raw(latent, ids_restore, refine_steps=0),
+                               single)  # fmt: skip
+    torch.testing.assert_close(blind.forward_decoder_raw(latent, ids_restore, refine_steps=1), raw)
+    for bad in (-1, 2):
+        with pytest.raises(GmaeError, match=r"refine_steps must be in \[0, 1\]"):
+            blind.forward_decoder_raw(latent, ids_restore, refine_steps=bad)
     blind.train()
     del blind.render_gaussians
     blind(imgs, noise=noise).loss.backward()

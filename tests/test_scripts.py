@@ -591,6 +591,7 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     assert groups["visible"]["queries"] + groups["masked"]["queries"] == 8
     for key in ("own_masks", "shared_mask", "mask0"):
         assert r[key]["centre_ratio"] >= 0
+    assert "by_pass" not in r  # a single-pass model
     assert "shared mask" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"mask ratio in \(0, 1\)"):
         run_script("centre_sources.py", *common, "--mask-ratio", "0", "--json",
@@ -602,6 +603,17 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     with pytest.raises(SystemExit, match=r"mask ratio in \(0, 1\), got 0.0 \(the model's own\)"):
         run_script("centre_sources.py", "--ckpt", str(mask0 / "last.pt"), *common[2:], "--json",
                    str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    # a refining model: the ratio after each pass; after all of them it is the own-mask one
+    refined = tmp_path / "refine_run"
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets,
+                 "model.refine_steps=1", "--out", str(refined)]) == 0  # fmt: skip
+    run_script("centre_sources.py", "--ckpt", str(refined / "last.pt"), *common[2:], "--json",
+               str(out), monkeypatch=monkeypatch)  # fmt: skip
+    r = json.loads(out.read_text())
+    assert [row["refine_steps"] for row in r["by_pass"]] == [0, 1]
+    assert r["by_pass"][-1]["own_masks"] == r["own_masks"]
+    assert r["by_pass"][-1]["mask0"] == r["mask0"]
+    assert "after 0 refinement passes" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="centre_sources: .*missing"):
         run_script("centre_sources.py", "--ckpt", str(tmp_path / "missing.pt"), *common[2:],
                    "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip

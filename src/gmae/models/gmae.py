@@ -389,7 +389,11 @@ class GMAE(MaskedImageModel):
         return torch.cat([cls, visible, queries], dim=1)
 
     def forward_decoder_raw(
-        self, latent: Tensor, ids_restore: Tensor, imgs: Tensor | None = None
+        self,
+        latent: Tensor,
+        ids_restore: Tensor,
+        imgs: Tensor | None = None,
+        refine_steps: int | None = None,
     ) -> Tensor:
         """Latent [B, 1 + N_vis, D] -> raw head outputs [B, k, 11 + C] (before activation).
 
@@ -398,14 +402,21 @@ class GMAE(MaskedImageModel):
         render) on the visible patches only (the masked ones stay unseen) and adds a
         correction to every raw output. Gradients flow through the renders. With
         ``refine_feedback="none"`` the passes see no render (the control; ``imgs`` unused).
+        The argument ``refine_steps`` (0 to the model's own R, default R) stops after that many
+        refinement passes, to measure what each pass contributes.
         """
+        if refine_steps is None:
+            refine_steps = self.refine_steps
+        elif not 0 <= refine_steps <= self.refine_steps:
+            raise GmaeError(f"refine_steps must be in [0, {self.refine_steps}] (the model's "
+                            f"own), got {refine_steps}")  # fmt: skip
         tokens = self.decoder_tokens(latent, ids_restore)
         x = tokens
         for block in self.decoder_blocks:
             x = block(x)
         k = self.num_gaussians
         raw = self.head.raw(self.decoder_norm(x)[:, -k:])
-        if not self.refine_steps:
+        if not refine_steps:
             return raw
         feedback = self.refine_feedback == "error"
         if feedback and imgs is None:
@@ -414,7 +425,7 @@ class GMAE(MaskedImageModel):
         cls, visible = tokens[:, :1], tokens[:, 1:-k]  # decoder inputs, positions included
         ids_keep = visible_ids(ids_restore, visible.shape[1])
         size = self.img_size
-        for _ in range(self.refine_steps):
+        for _ in range(refine_steps):
             shown = visible  # refine_feedback="none": the same pass, never shown the render
             if feedback:
                 rendered = self.render_gaussians(
