@@ -94,7 +94,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "refine1": (GMAE, [*UNANCHORED, "model.refine_steps=1"]),
     # Its control: the same second pass and correction head, never shown the render's error.
     "refine1_blind": (GMAE, [*UNANCHORED, "model.refine_steps=1", "model.refine_feedback=none"]),
-    # Twelfth (CPU): the blind pass moved the centres more than any other change, through
+    # Thirteenth (CPU): the blind pass moved the centres more than any other change, through
     # training (its first pass alone moves them as much); do two blind passes move them more?
     "refine2_blind": (GMAE, [*UNANCHORED, "model.refine_steps=2", "model.refine_feedback=none"]),
     # Seventh (CPU): no mask at all (a plain autoencoder, the loss on every patch), a control:
