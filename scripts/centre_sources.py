@@ -184,11 +184,11 @@ def main() -> None:
     c, d, _, _ = centres_and_mask(model, imgs, 0.0, None)
     result["mask0"] = ratio(c, d)
     # A refining model (model.refine_steps = R): the ratio after each pass, so that the first
-    # pass's layout can be told from the corrections the later passes add.
-    refine = getattr(model, "refine_steps", 0)
-    if refine:
+    # pass's layout can be told from the corrections the later passes add. After all R passes
+    # it is the own-mask and mask-0 ratio measured above.
+    if model.refine_steps:
         result["by_pass"] = []
-        for steps in range(refine + 1):
+        for steps in range(model.refine_steps):
             row = {"refine_steps": steps}
             for name, (m, noise) in {
                 "own_masks": (ratio_m, own_noise),
@@ -197,6 +197,13 @@ def main() -> None:
                 c, d, _, _ = centres_and_mask(model, imgs, m, noise, steps)
                 row[name] = ratio(c, d)
             result["by_pass"].append(row)
+        result["by_pass"].append(
+            {
+                "refine_steps": model.refine_steps,
+                "own_masks": result["own_masks"],
+                "mask0": result["mask0"],
+            }
+        )
     result["seconds"] = round(time.time() - t0, 1)
     gio.write_json(args.json, result)
 
