@@ -116,6 +116,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Ninth (CPU), a control: every Gaussian at z = 0 (model.flat_depth). Over training the
     # centre ratio falls as the depth spread forms; does depth take over what the centres did?
     "depth_flat": (GMAE, [*UNANCHORED, "model.flat_depth=true"]),
+    # Fourteenth and fifteenth (CPU): the ratio falls once the warm-up ends, while the
+    # learning rate is highest, and half the peak rate only delays that. A warm-up three times
+    # as long at the preset's peak; half the rate for everything outside the encoder alone.
+    "lr_warmup3": (GMAE, [*UNANCHORED, "optim.warmup_epochs=3.0"]),
+    "lr_dec0.5": (GMAE, [*UNANCHORED, "optim.decoder_lr_scale=0.5"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.
@@ -136,6 +141,7 @@ FIRST_PROBES = (
     "seed",
     "capacity",
     "depth_",
+    "lr_",
 )
 SWEEP = [v for v in VARIANTS if not v.startswith(FIRST_PROBES)] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]

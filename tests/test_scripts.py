@@ -473,6 +473,7 @@ def test_health_sweep_all_is_the_first_sweep_only():
         "seed",
         "capacity",
         "depth_",
+        "lr_",
     )
     assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
@@ -486,6 +487,8 @@ def test_health_sweep_all_is_the_first_sweep_only():
         "capacity_dec8",
         "capacity_w256",
         "depth_flat",
+        "lr_warmup3",
+        "lr_dec0.5",
     ):
         assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
 

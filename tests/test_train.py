@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from timm.utils import random_seed
 from torch import nn
 
 from gmae.cli import error_message
@@ -29,7 +30,7 @@ from gmae.train.config import (
     preset_names,
     save_config,
 )
-from gmae.train.optim import build_optimizer, lr_at
+from gmae.train.optim import build_optimizer, lr_at, set_lr
 from gmae.train.outputs import read_metrics
 from gmae.train.sampling import ResumableSampler, SeededSamples
 
@@ -267,6 +268,60 @@ def test_weight_decay_groups():
         "encoder.pos_embed", "encoder.cls_token",
     }  # fmt: skip
     assert opt.defaults["betas"] == (0.9, 0.95)
+
+
+def test_lr_scale_splits_groups_and_set_lr_keeps_it():
+    model = FakeModel()
+    names = {id(p): n for n, p in model.named_parameters()}
+    # multiplier 1 everywhere: exactly the two weight-decay groups (old checkpoints still load)
+    opt = build_optimizer(model, 1e-3, 0.05, (0.9, 0.95), lr_scale=lambda name: 1.0)
+    assert len(opt.param_groups) == 2 and all("lr_scale" not in g for g in opt.param_groups)
+    opt = build_optimizer(
+        model, 1e-3, 0.05, (0.9, 0.95), {"encoder.pos_embed", "encoder.cls_token"},
+        lr_scale=lambda name: 0.25 if name.startswith("head.") else 1.0,
+    )  # fmt: skip
+    groups = {
+        (g["weight_decay"], g.get("lr_scale", 1.0)): {names[id(p)] for p in g["params"]}
+        for g in opt.param_groups
+    }
+    assert groups == {
+        (0.05, 1.0): {"encoder.embed.weight"},
+        (0.05, 0.25): {"head.weight"},
+        (0.0, 1.0): {"encoder.embed.bias", "encoder.norm.weight", "encoder.norm.bias",
+                     "encoder.pos_embed", "encoder.cls_token"},
+        (0.0, 0.25): {"head.bias"},
+    }  # fmt: skip
+    set_lr(opt, 2e-3)
+    assert {g.get("lr_scale", 1.0): g["lr"] for g in opt.param_groups} == {1.0: 2e-3, 0.25: 5e-4}
+
+
+def test_decoder_lr_scale_in_a_run_and_on_resume(tmp_path, fake):
+    cfg = tiny_config(optim={"epochs": 1, "decoder_lr_scale": 0.5}, run={"vis_images": 0})
+    engine.pretrain(cfg, tmp_path / "a")
+    opt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["optimizer"]
+    lrs = sorted((g.get("lr_scale", 1.0), g["lr"]) for g in opt["param_groups"])
+    assert [scale for scale, _ in lrs] == [0.5, 0.5, 1.0, 1.0]
+    assert lrs[0][1] == lrs[1][1] == pytest.approx(lrs[2][1] / 2) and lrs[2][1] == lrs[3][1] > 0
+    # the head (outside the encoder) moved less than it would at one rate
+    engine.pretrain(tiny_config(optim={"epochs": 1}, run={"vis_images": 0}), tmp_path / "b")
+    random_seed(cfg.run.seed, 0)  # as the engine does before building the model
+    init = fake_build_model(cfg).state_dict()
+    moved = {
+        run: (final_weights(tmp_path / run)["head.weight"] - init["head.weight"]).norm()
+        for run in ("a", "b")
+    }
+    assert moved["a"] < moved["b"]
+    # a checkpoint trained at one rate does not resume with two, and the reverse
+    with pytest.raises(GmaeError, match="decoder_lr_scale 1, this run has 0.5"):
+        engine.pretrain(tiny_config(optim={"decoder_lr_scale": 0.5}), tmp_path / "b", resume=True)
+    with pytest.raises(GmaeError, match="decoder_lr_scale 0.5, this run has 1"):
+        engine.pretrain(tiny_config(), tmp_path / "a", resume=True)
+    # the run's config sets the multiplier on resume, not the checkpoint's
+    engine.pretrain(tiny_config(optim={"decoder_lr_scale": 0.25}), tmp_path / "a", resume=True)
+    opt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["optimizer"]
+    assert sorted(g.get("lr_scale", 1.0) for g in opt["param_groups"]) == [0.25, 0.25, 1.0, 1.0]
+    with pytest.raises(GmaeError, match="'optim.decoder_lr_scale' must be positive"):
+        tiny_config(optim={"decoder_lr_scale": 0.0})
 
 
 # --- data order ----------------------------------------------------------------------------

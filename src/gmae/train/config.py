@@ -47,6 +47,9 @@ class OptimConfig:
     base_lr: float = 1.5e-4  # lr = base_lr x effective batch / 256
     min_lr: float = 0.0
     warmup_epochs: float = 10.0
+    # Multiplier of the learning rate for every model parameter outside the encoder (decoder,
+    # queries, head; Latent MIM's projector and predictor). 1: one rate, as MAE and the paper.
+    decoder_lr_scale: float = 1.0
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     clip_grad: float | None = None  # max global grad norm (None: no clipping, norm still logged)
@@ -349,6 +352,8 @@ def validate(cfg: Config) -> None:
         raise GmaeError("config key 'run.health_every' must be >= -1 (0: every log step, -1: off)")
     if not 0 <= cfg.optim.warmup_epochs <= cfg.optim.epochs:
         raise GmaeError("config key 'optim.warmup_epochs' must be between 0 and optim.epochs")
+    if cfg.optim.decoder_lr_scale <= 0:
+        raise GmaeError("config key 'optim.decoder_lr_scale' must be positive")
     if cfg.optim.effective_batch is not None and cfg.optim.effective_batch <= 0:
         raise GmaeError("config key 'optim.effective_batch' must be positive")
     if cfg.optim.total_steps is not None and cfg.optim.total_steps <= 0:

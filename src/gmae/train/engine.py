@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,20 @@ class Pretrainer(nn.Module):
         logits = self.probe(out.latent)
         acc = (logits.argmax(-1) == labels).float().mean()
         return out.loss, F.cross_entropy(logits.float(), labels), acc
+
+
+def decoder_lr_scale(scale: float) -> Callable[[str], float] | None:
+    """``optim.decoder_lr_scale`` as a multiplier over ``Pretrainer``'s parameter names: every
+    model parameter outside ``model.encoder`` gets it, the online probe keeps 1. None for 1, so
+    the optimizer keeps exactly its two weight-decay groups."""
+    if scale == 1.0:
+        return None
+
+    def of(name: str) -> float:
+        outside_encoder = name.startswith("model.") and not name.startswith("model.encoder.")
+        return scale if outside_encoder else 1.0
+
+    return of
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -264,7 +279,22 @@ class TrainState:
         ckpt_io.load_state(self.model, ckpt["model"], path)
         if self.probe is not None and ckpt.get("probe") is not None:
             ckpt_io.load_state(self.probe, ckpt["probe"], path)
+        # The run's config sets each group's lr multiplier, not the checkpoint's.
+        scales = [group.get("lr_scale") for group in self.optimizer.param_groups]
+        if len(ckpt["optimizer"]["param_groups"]) != len(scales):
+            old = ckpt["config"].get("optim", {}).get("decoder_lr_scale", 1.0)
+            new = self.config["optim"]["decoder_lr_scale"]
+            raise GmaeError(
+                f"checkpoint {path} has {len(ckpt['optimizer']['param_groups'])} optimizer "
+                f"parameter groups, this run {len(scales)}: it was trained with "
+                f"optim.decoder_lr_scale {old:g}, this run has {new:g} (a run cannot switch "
+                "between 1 and another value)"
+            )
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group, scale in zip(self.optimizer.param_groups, scales, strict=True):
+            group.pop("lr_scale", None)
+            if scale is not None:
+                group["lr_scale"] = scale
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
@@ -520,7 +550,13 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     net = Pretrainer(model, probe)
     no_decay = {f"model.{n}" for n in model.no_weight_decay()} | {"probe.*"}
     optimizer = build_optimizer(
-        net, lr, o.weight_decay, o.betas, no_decay, fused=device.type == "cuda"
+        net,
+        lr,
+        o.weight_decay,
+        o.betas,
+        no_decay,
+        fused=device.type == "cuda",
+        lr_scale=decoder_lr_scale(o.decoder_lr_scale),
     )
     random_seed(r.seed, dist.rank)
 
@@ -571,7 +607,9 @@ def _pretrain(cfg, out: Path, resume, max_steps, dist, cleanup: ExitStack, force
     log.note(
         f"{cfg.model['name']}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
         f"{dist.world_size} process(es) on {device}, batch {batch} "
-        f"({o.batch_size} x {accum} accum x {dist.world_size}), lr {lr:.3g}, "
+        f"({o.batch_size} x {accum} accum x {dist.world_size}), lr {lr:.3g}"
+        + (f" (x {o.decoder_lr_scale:g} outside the encoder)" if o.decoder_lr_scale != 1 else "")
+        + ", "
         f"{steps_per_epoch} steps/epoch, {schedule.total_steps} steps "
         f"({schedule.total_steps / steps_per_epoch:.3g} epochs)"
         + (f", resumed at step {state.step} from {ckpt_path}" if ckpt is not None else "")
