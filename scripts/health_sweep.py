@@ -121,6 +121,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # as long at the preset's peak; half the rate for everything outside the encoder alone.
     "lr_warmup3": (GMAE, [*UNANCHORED, "optim.warmup_epochs=3.0"]),
     "lr_dec0.5": (GMAE, [*UNANCHORED, "optim.decoder_lr_scale=0.5"]),
+    # Sixteenth (CPU): the decoder's rate is what half the peak changed; so twice it.
+    "lr_dec2": (GMAE, [*UNANCHORED, "optim.decoder_lr_scale=2.0"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.

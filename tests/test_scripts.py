@@ -489,6 +489,7 @@ def test_health_sweep_all_is_the_first_sweep_only():
         "depth_flat",
         "lr_warmup3",
         "lr_dec0.5",
+        "lr_dec2",
     ):
         assert "model.query_anchor=none" in sweep["VARIANTS"][name][1]
 

@@ -48,7 +48,7 @@ class OptimConfig:
     min_lr: float = 0.0
     warmup_epochs: float = 10.0
     # Multiplier of the learning rate for every model parameter outside the encoder (decoder,
-    # queries, head; Latent MIM's projector and predictor). 1: one rate, as MAE and the paper.
+    # queries, head; Latent MIM's projector and decoder). 1: one rate, as MAE and the paper.
     decoder_lr_scale: float = 1.0
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
