@@ -39,7 +39,7 @@ from gmae.data import eval_transform
 from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.common import make_loader, topk_accuracy
 from gmae.export.timm import timm_vit_from_model
-from gmae.schedules import lr_at
+from gmae.schedules import lr_at, set_lr
 
 
 @dataclass
@@ -259,10 +259,7 @@ def finetune(
             epoch_losses.append(loss.item())
             if (i + 1) % cfg.accum_iter:
                 continue
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, warmup, lr, cfg.min_lr) * group.get(
-                    "lr_scale", 1.0
-                )
+            set_lr(opt, lr_at(step, total, warmup, lr, cfg.min_lr))
             if cfg.clip_grad:
                 scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(vit.parameters(), cfg.clip_grad)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from gmae.errors import ArgumentError, GmaeError
 from gmae.evaluate.common import FEATURE_KINDS, Features, pool_tokens, topk_accuracy
-from gmae.schedules import lr_at
+from gmae.schedules import lr_at, set_lr
 
 DEFAULT_WDS = (1e-6, 1e-5, 1e-4, 1e-3)
 RECIPES = ("cached", "mae")
@@ -228,8 +228,7 @@ def mae_linprobe(
             (loss / accum_iter).backward()
             if (i + 1) % accum_iter:
                 continue
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, warmup, lr, 0.0)
+            set_lr(opt, lr_at(step, total, warmup, lr, 0.0))
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item() / len(FEATURE_KINDS))

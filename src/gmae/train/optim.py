@@ -1,5 +1,5 @@
-"""AdamW with MAE's weight-decay groups, and setting the learning rate of every group (the
-per-step warmup + cosine schedule, ``lr_at``, lives in gmae.schedules)."""
+"""AdamW with MAE's weight-decay groups (the per-step warmup + cosine schedule, ``lr_at``, and
+``set_lr``, which applies it to every group, live in gmae.schedules)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from gmae.schedules import lr_at as lr_at  # lived here; gmae.train.optim.lr_at still works
+from gmae.schedules import set_lr as set_lr
 
 
 def build_optimizer(
@@ -54,9 +55,3 @@ def _split_by_lr_scale(
                 extra = {} if scale == 1.0 else {"lr_scale": scale}
                 split.append({**group, "params": params, **extra})
     return split
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The schedule's learning rate times each group's ``lr_scale`` (default 1)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
