@@ -11,6 +11,16 @@ on N validation images and says where the movement happens:
   query's centre across masks, averaged over --mask-images images, over the within-image
   spread);
 - ``mask0``: every patch visible;
+- ``mask0_seeks``: at mask 0, what lies under the centres in their own photo against under
+  the same centres on another photo (as ``detail_at_centres`` of Gaussian health), for the
+  photo's luminance and its gradient magnitude: each over the photo's mean (> 1: brighter /
+  busier than the photo on average), with the own - other difference and its 95 % bootstrap CI
+  over images. A layout that follows the photo for a reason sits on something: bright or dark
+  regions, edges or flat ones;
+- ``mask0_by_opacity``: at mask 0, the ratio of the quarter of queries with the highest mean
+  opacity over the images and of the quarter with the lowest (same denominator: all
+  Gaussians' within-image spread), and the ratio with each query weighted by its mean opacity:
+  whether the Gaussians that show move, or only faint ones;
 - ``by_pass`` (a model with ``model.refine_steps`` R > 0 only): the own-mask and mask-0 ratios
   after 0, 1, ..., R refinement passes: what the first pass lays out and what the later
   passes' corrections add.
@@ -37,7 +47,13 @@ import numpy as np
 import torch
 
 from gmae.errors import GmaeError
-from gmae.models.health import centres_in_masked_patches, layout_dependence
+from gmae.models.health import (
+    centre_pixels,
+    centres_in_masked_patches,
+    detail_at_centres,
+    gradient_magnitude,
+    layout_dependence,
+)
 
 
 @torch.no_grad()
@@ -105,6 +121,57 @@ def group_ratios(
             "centre_ratio": float((vis.mean() - msk.mean()) / within),
             "ci95": [float(lo), float(hi)],
         }
+    return out
+
+
+def seeks(imgs: torch.Tensor, centres: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """Luminance and gradient magnitude under each photo's centres [n, k, 2] (pixels) over the
+    photo's mean, on its own photo and on another one (photo (i + n/2) mod n), with the
+    own - other difference and a 95 % bootstrap CI over images."""
+    from skimage.color import rgb2gray
+
+    arrays = imgs.permute(0, 2, 3, 1).float().cpu().numpy()
+    maps = {"luminance": np.stack([rgb2gray(a) for a in arrays]),
+            "gradient": gradient_magnitude(arrays)}  # fmt: skip
+    h, w = arrays.shape[1:3]
+    pixels = [centre_pixels(c, h, w) for c in centres]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, m in maps.items():
+        own, other = detail_at_centres(list(m), pixels)
+        diff = (own - other)[np.isfinite(own - other)]
+        boot = [rng.choice(diff, len(diff)).mean() for _ in range(resamples)] if len(diff) else []
+        lo, hi = np.quantile(boot, [0.025, 0.975]) if boot else (math.nan, math.nan)
+        out[name] = {
+            "own": float(np.nanmean(own)),
+            "other_image": float(np.nanmean(other)),
+            "own_minus_other": float(diff.mean()) if len(diff) else math.nan,
+            "ci95": [float(lo), float(hi)],
+        }
+    return out
+
+
+def opacity_split(centres: np.ndarray, opacities: np.ndarray) -> dict:
+    """Centre ratio of the most and least opaque quarter of queries (by mean opacity over the
+    images [n, k]) and the opacity-weighted ratio, over all Gaussians' within-image spread."""
+    within = float(centres.std(1).mean())
+    across = centres.std(0).mean(-1)  # [k]
+    mean_op = opacities.mean(0)
+    order = np.argsort(mean_op)
+    q = max(len(order) // 4, 1)
+    out = {}
+    for name, sel in {"top_quarter": order[-q:], "bottom_quarter": order[:q]}.items():
+        out[name] = {
+            "queries": int(len(sel)),
+            "mean_opacity": float(mean_op[sel].mean()),
+            "centre_ratio": float(across[sel].mean() / within) if within > 0 else math.nan,
+        }
+    weights = (
+        mean_op / mean_op.sum() if mean_op.sum() > 0 else np.full_like(mean_op, 1 / len(mean_op))
+    )
+    out["opacity_weighted_ratio"] = (
+        float((across * weights).sum() / within) if within > 0 else math.nan
+    )
     return out
 
 
@@ -183,6 +250,11 @@ def main() -> None:
     }
     c, d, _, _ = centres_and_mask(model, imgs, 0.0, None)
     result["mask0"] = ratio(c, d)
+    result["mask0_seeks"] = seeks(imgs, c, seed=args.seed)
+    with torch.no_grad():
+        latent, _, ids_restore = model.encode(imgs, 0.0, None)
+        opacities = model.forward_decoder(latent, ids_restore, imgs).opacities.float().numpy()
+    result["mask0_by_opacity"] = opacity_split(c, opacities)
     # A refining model (model.refine_steps = R): the ratio after each pass, so that the first
     # pass's layout can be told from the corrections the later passes add. After all R passes
     # it is the own-mask and mask-0 ratio measured above.
@@ -218,6 +290,16 @@ def main() -> None:
         f" | one image, masks vary {result['same_image']['centre_ratio']:.3f}"
         f" | mask 0 {result['mask0']['centre_ratio']:.3f}"
     )
+    for name, v in result["mask0_seeks"].items():
+        print(f"  mask 0, {name} under the centres / photo mean: own {v['own']:.3f}, another "
+              f"photo {v['other_image']:.3f} (difference {v['own_minus_other']:+.3f}, CI "
+              f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}])")  # fmt: skip
+    o = result["mask0_by_opacity"]
+    print(f"  mask 0, centre ratio of the most / least opaque quarter of queries "
+          f"{o['top_quarter']['centre_ratio']:.3f} (mean opacity "
+          f"{o['top_quarter']['mean_opacity']:.2f}) / {o['bottom_quarter']['centre_ratio']:.3f} "
+          f"({o['bottom_quarter']['mean_opacity']:.2f}); opacity-weighted "
+          f"{o['opacity_weighted_ratio']:.3f}")  # fmt: skip
     for row in result.get("by_pass", []):
         print(
             f"  after {row['refine_steps']} refinement passes: own masks "

@@ -272,7 +272,7 @@ def main() -> None:
              f"{h['masked_centres']['fraction']:.3f} ({h['masked_centres']['chance']:.2f})"),
             ("depth-order agreement between images",
              f"{h['layout']['depth_order_agreement']:.3f}"),
-            *([("Spearman(luminance, depth) (near -1: depth is a brightness code)",
+            *([("Spearman(luminance, depth) (near -1 or +1: depth is a brightness code)",
                 f"{h['luminance_depth_rho']:.3f}")] if "luminance_depth_rho" in h else []),
             ("health measured by", f"`gmae inspect --ckpt {target} --num-images "
                                    f"{h['n_images']}` (imagenette-128 val)"),

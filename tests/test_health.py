@@ -299,6 +299,68 @@ def test_anchor_options_are_checked(kw, match):
         tiny_gmae(**kw)
 
 
+def test_attending_query_lands_on_the_visible_patch_it_points_to():
+    """query_anchor="attend": with the head's centre output at zero, each centre is the
+    attention-weighted mean of the visible patches' centres; attention that picks one patch puts
+    the Gaussian on that patch's centre, and moving the content moves the Gaussian."""
+    from gmae.models.gmae import grid_anchors
+
+    m = tiny_gmae(query_anchor="attend", query_init="normal")
+    assert m.pointer is not None and m.query_pos_embed is None and m.head.anchors is None
+    torch.testing.assert_close(m.patch_xy, grid_anchors(16))  # 4 x 4 patch centres
+    with torch.no_grad():
+        m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, _, ids_restore = m.encode(imgs, noise=noise)
+    x = m.decoder_tokens(latent, ids_restore)
+    for block in m.decoder_blocks:
+        x = block(x)
+    features = m.decoder_norm(x)
+    k, vis = 16, features[:, 1:-16]
+    weights = m.pointer.weights(features[:, -k:], vis)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, k))
+    ids_keep = torch.argsort(ids_restore, dim=1)[:, : vis.shape[1]]
+    expected = weights @ m.patch_xy[ids_keep]
+    means = m.forward_decoder(latent, ids_restore).means
+    torch.testing.assert_close(means[..., :2], expected, atol=1e-5, rtol=1e-5)
+    assert (means[..., :2] - means[..., :2].mean(1, keepdim=True)).abs().max() > 0  # not all one
+
+    # Sharp attention on one visible patch: the query sits on that patch's centre.
+    torch.testing.assert_close(
+        m.pointer(features[:, -k:], vis * 0, m.patch_xy[ids_keep]).sigmoid() * 2 - 1,
+        m.patch_xy[ids_keep].mean(1, keepdim=True).expand(-1, k, -1),
+        atol=1e-5, rtol=1e-5,
+    )  # fmt: skip
+    with torch.no_grad():
+        m.pointer.q.weight.copy_(torch.eye(32) * 50)
+        m.pointer.k.weight.copy_(torch.eye(32))
+    onehot = torch.zeros_like(vis)
+    onehot[:, 2] = 1.0  # visible token 2 is the only one a query can align with
+    queries = torch.ones(2, k, 32)
+    pointed = m.pointer(queries, onehot, m.patch_xy[ids_keep]).sigmoid() * 2 - 1
+    torch.testing.assert_close(pointed, m.patch_xy[ids_keep][:, 2:3].expand(-1, k, -1),
+                               atol=1e-4, rtol=0)  # fmt: skip
+
+    m = tiny_gmae(query_anchor="attend").train()  # trains end to end: the loss reaches it
+    m(imgs, noise=noise).loss.backward()
+    assert m.pointer.q.weight.grad.abs().sum() > 0 and m.pointer.k.weight.grad.abs().sum() > 0
+
+
+def test_attending_model_round_trips_a_compact_checkpoint(tmp_path):
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.train.config import config_from_dict
+
+    m = tiny_gmae(query_anchor="attend")
+    added = set(m.state_dict()) - set(tiny_gmae().state_dict())
+    assert added == {"pointer.q.weight", "pointer.k.weight"}  # the patch centres are not stored
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.query_anchor == "attend"
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
+
+
 def test_refinement_starts_as_the_single_pass_and_sees_only_visible_pixels():
     """refine_steps: an untrained refinement returns the first pass unchanged; once it acts,
     its output depends on the visible patches' pixels, never on the masked ones."""

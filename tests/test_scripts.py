@@ -55,9 +55,9 @@ def test_publish_checkpoint(tmp_path, folder, name, vis_images, monkeypatch, cap
     assert "published tiny" in capsys.readouterr().out
     card = (out / "tiny.md").read_text()
     assert ("| Gaussian health | **" in card) == (name == "gmae")
-    assert ("| Spearman(luminance, depth) (near -1: depth is a brightness code) |" in card) == (
-        name == "gmae"
-    )
+    assert (
+        "| Spearman(luminance, depth) (near -1 or +1: depth is a brightness code) |" in card
+    ) == (name == "gmae")
     assert f"A {name.upper()} pretrained" in card and "3 steps" in card
     # the wall time never goes negative: copied files fall back to the logged throughput
     assert ("h of training steps" in card) == (name == "mae") and "| -" not in card
@@ -474,6 +474,7 @@ def test_health_sweep_all_is_the_first_sweep_only():
         "capacity",
         "depth_",
         "lr_",
+        "attend_",
     )
     assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
@@ -580,6 +581,34 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     assert diff["ci95"][0] < diff["centre_ratio"] < diff["ci95"][1] <= 0
     assert "visible_minus_masked" not in sources["group_ratios"](centres, inside, ~inside)
 
+    # what the centres sit on: every photo dark but for one bright pixel, a different one per
+    # photo; centres on their own photo's bright pixel read bright there and dark on another
+    photos = torch.zeros(4, 3, 16, 16)
+    spots = [(2, 3), (5, 11), (12, 4), (9, 9)]  # (row, col)
+    for i, (r, c) in enumerate(spots):
+        photos[i, :, r, c] = 1.0
+    on_spot = np.array([[[c + 0.5, r + 0.5]] * 3 for r, c in spots])  # [4, 3, 2] (u, v)
+    seek = sources["seeks"](photos, on_spot)
+    lum = seek["luminance"]
+    assert lum["own"] == pytest.approx(256.0) and lum["other_image"] == 0.0  # 1 / mean 1/256
+    assert lum["own_minus_other"] == pytest.approx(256.0) and lum["ci95"][0] > 0
+    still = sources["seeks"](photos, np.broadcast_to(on_spot[:1], on_spot.shape).copy())
+    assert still["luminance"]["own_minus_other"] < lum["own_minus_other"]
+
+    # by opacity: of 8 queries on 4 photos, the two most opaque move (y std 1), the rest stay
+    moving = np.zeros((4, 8, 2))
+    moving[:, :, 0] = np.arange(8) * 4.0
+    moving[:2, 6:, 1] += 2.0
+    opacity = np.tile(np.linspace(0.1, 0.8, 8), (4, 1))
+    split = sources["opacity_split"](moving, opacity)
+    within = moving.std(1).mean()
+    assert split["top_quarter"]["queries"] == split["bottom_quarter"]["queries"] == 2
+    assert split["top_quarter"]["centre_ratio"] == pytest.approx(0.5 / within)
+    assert split["bottom_quarter"]["centre_ratio"] == 0.0
+    assert split["top_quarter"]["mean_opacity"] == pytest.approx(0.75)
+    weighted = split["opacity_weighted_ratio"]
+    assert (moving.std(0).mean(-1).mean() / within) < weighted < 0.5 / within
+
     # end to end on a trained checkpoint; a model trained without a mask is refused
     run = tmp_path / "tiny_run"
     sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
@@ -596,6 +625,8 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     for key in ("own_masks", "shared_mask", "mask0"):
         assert r[key]["centre_ratio"] >= 0
     assert "by_pass" not in r  # a single-pass model
+    assert set(r["mask0_seeks"]) == {"luminance", "gradient"}
+    assert r["mask0_by_opacity"]["top_quarter"]["queries"] == 2  # a quarter of 8
     assert "shared mask" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"mask ratio in \(0, 1\)"):
         run_script("centre_sources.py", *common, "--mask-ratio", "0", "--json",

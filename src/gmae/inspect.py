@@ -82,8 +82,8 @@ def format_health(h: dict) -> str:
     if "luminance_depth_rho" in m:  # RGB models
         lines.append(
             f"{'Spearman(luminance, depth) per image':38s} {m['luminance_depth_rho']:+.3f} "
-            f"(unmasked {h['unmasked']['luminance_depth_rho']:+.3f}; near -1: depth is a "
-            "brightness code)"
+            f"(unmasked {h['unmasked']['luminance_depth_rho']:+.3f}; near -1 or +1: depth "
+            "is a brightness code)"
         )
     lines.append(describe(m))
     return "\n".join(lines)

@@ -42,7 +42,7 @@ ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
-QUERY_ANCHORS = ("none", "grid")
+QUERY_ANCHORS = ("none", "grid", "attend")
 REFINE_FEEDBACK = ("error", "none")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
@@ -157,6 +157,35 @@ class GaussianHead(nn.Module):
         return self.activate(self.raw(tokens))
 
 
+class PatchPointer(nn.Module):
+    """Where a query points: an attention-weighted mean of the visible patches' centres.
+
+    One attention head from each query's final decoder feature to the visible patches' final
+    features; the result is query j's centre prior in (-1, 1)^2 (the camera's frame), returned as
+    the logit the head's centre sigmoid inverts, so that adding it to the raw centre output puts
+    an untrained offset's Gaussian on the point [choice, not the paper's]. A query that learns to
+    attend to a kind of content (an edge, a bright patch) then lands on it in every image: the
+    place is read from the image, not stored in the query.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+
+    def weights(self, queries: Tensor, patches: Tensor) -> Tensor:
+        """Attention [B, k, N_vis] of each query over the visible patches (rows sum to 1)."""
+        logits = self.q(queries) @ self.k(patches).transpose(1, 2)
+        return torch.softmax(logits / math.sqrt(queries.shape[-1]), dim=-1)
+
+    def forward(self, queries: Tensor, patches: Tensor, patch_xy: Tensor) -> Tensor:
+        """Queries [B, k, D], visible patch features [B, N_vis, D] and their centres [B, N_vis, 2]
+        -> the logit of (point + 1) / 2, [B, k, 2], in fp32."""
+        with fp32_island():
+            point = self.weights(queries.float(), patches.float()) @ patch_xy.float()
+            return torch.logit((point + 1) / 2)
+
+
 def saturation_penalty(raw: Tensor, bound: float) -> Tensor:
     """Mean of relu(|u| - bound)^2 over the guarded raw channels (z and scale).
 
@@ -183,7 +212,9 @@ class GMAE(MaskedImageModel):
     N(0, 0.02), like the shared query token), query_anchor (``none``: queries carry no spatial
     prior [authors' code]; ``grid``: query j also carries the decoder's sin-cos embedding of a
     fixed grid point and its centre is that point plus ``anchor_range * tanh(u)`` in x and y, a
-    [choice] that departs from the paper; see ``GaussianHead``), refine_steps (0: one decoder
+    [choice] that departs from the paper; see ``GaussianHead``; ``attend``: query j's centre is
+    the point it attends to among the visible patches, moved by the head's centre output in
+    logit space, also a [choice]; see ``PatchPointer``), refine_steps (0: one decoder
     pass [paper]; R > 0: R more passes that each see the render's error on the visible patches
     and correct every Gaussian, a [departure]; see ``forward_decoder_raw``), refine_feedback
     (``error``: what each pass is shown; ``none``: the control, passes that see no render),
@@ -309,6 +340,11 @@ class GMAE(MaskedImageModel):
             patch_units = (anchors + 1) / 2 * self.encoder.grid_size - 0.5
             query_pos = sincos_embed_2d_at(decoder.dim, patch_units).unsqueeze(0)
         self.register_buffer("query_pos_embed", query_pos, persistent=False)
+        # ``attend`` [choice]: query j's centre prior is where it attends among the visible
+        # patches (PatchPointer); the patches' centres in the camera's frame, row-major.
+        self.pointer = PatchPointer(decoder.dim) if query_anchor == "attend" else None
+        patch_xy = grid_anchors(self.encoder.grid_size**2) if self.pointer is not None else None
+        self.register_buffer("patch_xy", patch_xy, persistent=False)
         self.decoder_blocks = decoder_blocks(decoder, mlp_ratio=encoder.mlp_ratio)
         self.decoder_norm = norm_layer(decoder.dim)
         self.head = GaussianHead(
@@ -339,8 +375,9 @@ class GMAE(MaskedImageModel):
             nn.init.uniform_(self.query_embed, 0.0, 1.0)
         else:  # [choice] as small as the shared token: the image, not the index, must place it
             nn.init.normal_(self.query_embed, std=0.02)
-        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm):
-            module.apply(init_vit_weights)
+        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.pointer):
+            if module is not None:
+                module.apply(init_vit_weights)
         self.head.init_weights()
         if self.refine_head is not None:
             self.refine_embed.apply(init_vit_weights)
@@ -415,7 +452,10 @@ class GMAE(MaskedImageModel):
         for block in self.decoder_blocks:
             x = block(x)
         k = self.num_gaussians
-        raw = self.head.raw(self.decoder_norm(x)[:, -k:])
+        features = self.decoder_norm(x)
+        raw = self.head.raw(features[:, -k:])
+        if self.pointer is not None:
+            raw = raw + F.pad(self.pointed_centres(features, ids_restore), (0, raw.shape[-1] - 2))
         if not refine_steps:
             return raw
         feedback = self.refine_feedback == "error"
@@ -440,6 +480,14 @@ class GMAE(MaskedImageModel):
             with fp32_island():  # as the head: raw outputs stay fp32 under autocast
                 raw = raw + self.refine_head(self.decoder_norm(x)[:, -k:].float())
         return raw
+
+    def pointed_centres(self, features: Tensor, ids_restore: Tensor) -> Tensor:
+        """Final decoder features [B, 1 + N_vis + k, D] -> each query's centre prior as a raw
+        logit [B, k, 2] (``query_anchor="attend"`` only; see ``PatchPointer``)."""
+        k = self.num_gaussians
+        visible = features[:, 1:-k]
+        ids_keep = visible_ids(ids_restore, visible.shape[1])
+        return self.pointer(features[:, -k:], visible, self.patch_xy[ids_keep])
 
     def forward_decoder(
         self, latent: Tensor, ids_restore: Tensor, imgs: Tensor | None = None

@@ -124,8 +124,8 @@ def gaussian_luminance(colors: Tensor) -> Tensor:
 
 def luminance_depth_correlation(luminance: np.ndarray, depth: np.ndarray) -> float:
     """Mean over images of Spearman's rho between the Gaussians' luminance and camera depth
-    ([N, k] each). Near -1: the depth order sorts the Gaussians brightest first, so depth layers
-    are a brightness code; images with a constant luminance or depth are skipped."""
+    ([N, k] each). Near -1 (+1): the depth order sorts the Gaussians brightest (darkest) first, so
+    depth layers are a brightness code; images with a constant luminance or depth are skipped."""
     (rl, ok_l), (rd, ok_d) = _unit_ranks(luminance), _unit_ranks(depth)
     ok = ok_l & ok_d
     return float((rl * rd).sum(1)[ok].mean()) if ok.any() else math.nan
