@@ -127,6 +127,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # departure): each query's centre is where it attends among the visible patches, so a
     # query that seeks one kind of content lands on it in every photo.
     "attend_centres": (GMAE, ["model.query_anchor=attend", "model.query_init=uniform"]),
+    "attend_centres_seed1": (
+        GMAE,
+        ["model.query_anchor=attend", "model.query_init=uniform", "run.seed=1"],
+    ),
     # Its seventeenth probe's PSNR fell short of the plain-pixel MAE; twice the decoder's rate
     # gave the unanchored recipe +0.21 dB (sixteenth): both together.
     "attend_lr_dec2": (
