@@ -65,16 +65,17 @@ def centres_and_mask(
     refine_steps: int | None = None,
 ):
     """Screen centres [B, k, 2] (pixels), depths [B, k] and, per Gaussian [B, k], whether its
-    centre is on screen and whether it lies in a masked patch (False when off screen).
-    ``refine_steps``: stop a refining model after that many passes (None: all of them)."""
+    centre is on screen, whether it lies in a masked patch (False when off screen) and its
+    opacity. ``refine_steps``: stop a refining model after that many passes (None: all of them)."""
     latent, mask, ids_restore = model.encode(imgs, mask_ratio, noise)
     raw = model.forward_decoder_raw(latent, ids_restore, imgs, refine_steps).float()
-    proj = model.project_gaussians(model.head.activate(raw), model.img_size, model.img_size)
+    gaussians = model.head.activate(raw)
+    proj = model.project_gaussians(gaussians, model.img_size, model.img_size)
     inside, in_masked = centres_in_masked_patches(
         proj.means2d, mask, model.img_size, model.patch_size
     )
     return (proj.means2d.cpu().numpy(), proj.depths.cpu().numpy(), inside.cpu().numpy(),
-            in_masked.cpu().numpy())  # fmt: skip
+            in_masked.cpu().numpy(), gaussians.opacities.cpu().numpy())  # fmt: skip
 
 
 def ratio(centres: np.ndarray, depth: np.ndarray) -> dict:
@@ -221,7 +222,7 @@ def main() -> None:
     own_noise = torch.rand(n, n_patches, generator=gen)
     shared_noise = own_noise[:1].expand(n, -1)
 
-    c, d, _, _ = centres_and_mask(model, imgs, ratio_m, own_noise)
+    c, d, *_ = centres_and_mask(model, imgs, ratio_m, own_noise)
     result = {
         "ckpt": str(args.ckpt),
         "source": {"data": args.data, "split": args.split},
@@ -230,7 +231,7 @@ def main() -> None:
         "seed": args.seed,
         "own_masks": ratio(c, d),
     }
-    c, d, inside, in_masked = centres_and_mask(model, imgs, ratio_m, shared_noise)
+    c, d, inside, in_masked, _ = centres_and_mask(model, imgs, ratio_m, shared_noise)
     result["shared_mask"] = {
         **ratio(c, d),
         "groups": group_ratios(c, inside, in_masked, seed=args.seed),
@@ -238,7 +239,7 @@ def main() -> None:
     # One image, many masks: only the mask varies.
     per_image = []
     for i in range(min(args.mask_images, n)):
-        ci, di, _, _ = centres_and_mask(model, imgs[i : i + 1].expand(n, -1, -1, -1), ratio_m,
+        ci, di, *_ = centres_and_mask(model, imgs[i : i + 1].expand(n, -1, -1, -1), ratio_m,
                                      own_noise)  # fmt: skip
         per_image.append(ratio(ci, di))
     across = float(np.mean([r["centre_px"]["across_images"] for r in per_image]))
@@ -248,12 +249,9 @@ def main() -> None:
         "centre_px": {"across_masks": across, "within_image": within},
         "centre_ratio": across / within if within > 0 else math.nan,
     }
-    c, d, _, _ = centres_and_mask(model, imgs, 0.0, None)
+    c, d, _, _, opacities = centres_and_mask(model, imgs, 0.0, None)
     result["mask0"] = ratio(c, d)
     result["mask0_seeks"] = seeks(imgs, c, seed=args.seed)
-    with torch.no_grad():
-        latent, _, ids_restore = model.encode(imgs, 0.0, None)
-        opacities = model.forward_decoder(latent, ids_restore, imgs).opacities.float().numpy()
     result["mask0_by_opacity"] = opacity_split(c, opacities)
     # A refining model (model.refine_steps = R): the ratio after each pass, so that the first
     # pass's layout can be told from the corrections the later passes add. After all R passes
@@ -266,7 +264,7 @@ def main() -> None:
                 "own_masks": (ratio_m, own_noise),
                 "mask0": (0.0, None),
             }.items():
-                c, d, _, _ = centres_and_mask(model, imgs, m, noise, steps)
+                c, d, *_ = centres_and_mask(model, imgs, m, noise, steps)
                 row[name] = ratio(c, d)
             result["by_pass"].append(row)
         result["by_pass"].append(

@@ -541,19 +541,20 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     noise = torch.rand(4, 16)
     same = sources["centres_and_mask"]
     # one photo, one mask, four times: nothing varies
-    c, d, inside, in_masked = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75,
+    c, d, inside, in_masked, opacity = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75,
                                    noise[:1].expand(4, -1))  # fmt: skip
     assert c.shape == (4, 8, 2) and d.shape == inside.shape == in_masked.shape == (4, 8)
+    assert opacity.shape == (4, 8) and ((opacity > 0) & (opacity < 1)).all()
     assert sources["ratio"](c, d)["centre_ratio"] < 1e-6
     # only the mask varies, or only the photo: both move the centres of a random model
-    c, d, _, _ = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise)
+    c, d, *_ = same(model, imgs[:1].expand(4, -1, -1, -1), 0.75, noise)
     assert sources["ratio"](c, d)["centre_ratio"] > 1e-4
-    c, d, _, _ = same(model, imgs, 0.75, noise[:1].expand(4, -1))
+    c, d, *_ = same(model, imgs, 0.75, noise[:1].expand(4, -1))
     assert sources["ratio"](c, d)["centre_ratio"] > 1e-4
     # the patch each centre lands in is the one gaussian_health finds
     from gmae.models.health import gaussian_health
 
-    _, _, inside, in_masked = same(model, imgs, 0.75, noise)
+    _, _, inside, in_masked, _ = same(model, imgs, 0.75, noise)
     per_image = [in_masked[i][inside[i]].mean() for i in range(4) if inside[i].any()]
     fraction = gaussian_health(model, imgs, 0.75, noise)["masked_centres"]["fraction"]
     assert float(np.mean(per_image)) == pytest.approx(fraction)
