@@ -21,6 +21,10 @@ on N validation images and says where the movement happens:
   opacity over the images and of the quarter with the lowest (same denominator: all
   Gaussians' within-image spread), and the ratio with each query weighted by its mean opacity:
   whether the Gaussians that show move, or only faint ones;
+- ``pointer_to_masked`` (a ``query_anchor=attend_all`` model only): under each image's own
+  mask, the share of the pointer's attention that goes to the masked patches (mean over
+  queries and images, with the 10th / 90th percentile over queries), against their share of
+  the keys: whether the queries use the masked patches they are allowed to point at;
 - ``by_pass`` (a model with ``model.refine_steps`` R > 0 only): the own-mask and mask-0 ratios
   after 0, 1, ..., R refinement passes: what the first pass lays out and what the later
   passes' corrections add.
@@ -76,6 +80,24 @@ def centres_and_mask(
     )
     return (proj.means2d.cpu().numpy(), proj.depths.cpu().numpy(), inside.cpu().numpy(),
             in_masked.cpu().numpy(), gaussians.opacities.cpu().numpy())  # fmt: skip
+
+
+@torch.no_grad()
+def attention_to_masked(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor) -> dict:
+    """Share of each query's pointer attention on the masked patches (``attend_all``)."""
+    latent, _, ids_restore = model.encode(imgs, mask_ratio, noise)
+    x = model.decoder_tokens(latent, ids_restore)
+    for block in model.decoder_blocks:
+        x = block(x)
+    queries, keys, _ = model.pointer_inputs(model.decoder_norm(x), ids_restore)
+    n_visible = latent.shape[1] - 1
+    on_masked = model.pointer.weights(queries, keys)[..., n_visible:].sum(-1)  # [B, k]
+    per_query = on_masked.mean(0).numpy()
+    return {
+        "share": float(on_masked.mean()),
+        "per_query_p10_p90": [float(np.quantile(per_query, q)) for q in (0.1, 0.9)],
+        "keys_share": 1.0 - n_visible / keys.shape[1],
+    }
 
 
 def ratio(centres: np.ndarray, depth: np.ndarray) -> dict:
@@ -253,6 +275,8 @@ def main() -> None:
     result["mask0"] = ratio(c, d)
     result["mask0_seeks"] = seeks(imgs, c, seed=args.seed)
     result["mask0_by_opacity"] = opacity_split(c, opacities)
+    if model.pointer is not None and model.pointer.mask_key is not None:
+        result["pointer_to_masked"] = attention_to_masked(model, imgs, ratio_m, own_noise)
     # A refining model (model.refine_steps = R): the ratio after each pass, so that the first
     # pass's layout can be told from the corrections the later passes add. After all R passes
     # it is the own-mask and mask-0 ratio measured above.
@@ -292,6 +316,11 @@ def main() -> None:
         print(f"  mask 0, {name} under the centres / photo mean: own {v['own']:.3f}, another "
               f"photo {v['other_image']:.3f} (difference {v['own_minus_other']:+.3f}, CI "
               f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}])")  # fmt: skip
+    if "pointer_to_masked" in result:
+        a = result["pointer_to_masked"]
+        print(f"  pointer's attention on the masked patches {a['share']:.3f} (their share of the "
+              f"keys {a['keys_share']:.2f}; per query p10 / p90 {a['per_query_p10_p90'][0]:.3f}"
+              f" / {a['per_query_p10_p90'][1]:.3f})")  # fmt: skip
     o = result["mask0_by_opacity"]
     print(f"  mask 0, centre ratio of the most / least opaque quarter of queries "
           f"{o['top_quarter']['centre_ratio']:.3f} (mean opacity "

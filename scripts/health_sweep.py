@@ -137,6 +137,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         GMAE,
         ["model.query_anchor=attend", "model.query_init=uniform", "optim.decoder_lr_scale=2.0"],
     ),
+    # Eighteenth (CPU): its queries put only 0.54 of their centres in the masked patches, the
+    # only ones the loss scores; let them point at the masked patches too, by place.
+    "attend_all": (GMAE, ["model.query_anchor=attend_all", "model.query_init=uniform"]),
+    # Nineteenth (CPU): the anchored preset's queries (each carries its grid point's embedding,
+    # small random tokens), which reconstruct best, with attend's centres read from the image.
+    "attend_grid": (GMAE, ["model.query_anchor=attend_grid", "model.query_init=normal"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.

@@ -361,6 +361,96 @@ def test_attending_model_round_trips_a_compact_checkpoint(tmp_path):
     torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
 
 
+def test_attend_all_can_point_at_a_masked_patch_by_its_place(tmp_path):
+    """query_anchor="attend_all": the pointer's keys are the visible patches' features and, for
+    each masked patch, one learned token plus its decoder position embedding; a query that
+    matches that embedding lands on the masked patch's centre. At mask 0 it is ``attend``."""
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.train.config import config_from_dict
+
+    m = tiny_gmae(query_anchor="attend_all", query_init="normal")
+    added = set(m.state_dict()) - set(tiny_gmae().state_dict())
+    assert added == {"pointer.q.weight", "pointer.k.weight", "pointer.mask_key"}
+    assert "pointer.mask_key" in m.no_weight_decay()
+    assert m.pointer.mask_key.abs().max() > 0  # drawn, not left at zero
+    with torch.no_grad():
+        m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, mask, ids_restore = m.encode(imgs, noise=noise)
+    x = m.decoder_tokens(latent, ids_restore)
+    for block in m.decoder_blocks:
+        x = block(x)
+    features = m.decoder_norm(x)
+    k, vis = 16, features[:, 1:-16]
+    order = torch.argsort(ids_restore, dim=1)  # visible patches first, then the masked ones
+    masked = order[:, vis.shape[1] :]
+    assert bool((mask.gather(1, masked) == 1).all())
+    place = m.decoder_pos_embed[0, 1:][masked]
+    keys = torch.cat([vis, m.pointer.mask_key + place], dim=1)
+    expected = m.pointer.weights(features[:, -k:], keys) @ m.patch_xy[order]
+    means = m.forward_decoder(latent, ids_restore).means
+    torch.testing.assert_close(means[..., :2], expected, atol=1e-5, rtol=1e-5)
+    # The masked patches take part of every query's attention from the start.
+    assert m.pointer.weights(features[:, -k:], keys)[..., vis.shape[1] :].sum(-1).min() > 0
+
+    # A query that carries a masked patch's embedding, sharply, lands on that masked patch.
+    with torch.no_grad():
+        m.pointer.k.weight.copy_(torch.eye(32))
+        m.pointer.mask_key.zero_()
+        m.pointer.q.weight.copy_(torch.eye(32) * 400)
+    target = masked[:, :1]  # [B, 1]: the first masked patch of each image
+    queries = m.decoder_pos_embed[0, 1:][target].expand(-1, k, -1)
+    features = torch.cat([features[:, :1], features[:, 1:-k] * 0, queries], dim=1)
+    pointed = m.pointed_centres(features, ids_restore).sigmoid() * 2 - 1
+    torch.testing.assert_close(pointed, m.patch_xy[target].expand(-1, k, -1), atol=1e-3, rtol=0)
+
+    # At mask 0 there is nothing masked to point at: the same as attend's pointer.
+    attend = tiny_gmae(query_anchor="attend", query_init="normal")
+    attend.load_state_dict({n: v for n, v in m.state_dict().items() if n != "pointer.mask_key"})
+    latent0, _, ids0 = m.encode(imgs, noise=noise, mask_ratio=0.0)
+    torch.testing.assert_close(
+        m.forward_decoder(latent0, ids0).means, attend.forward_decoder(latent0, ids0).means
+    )
+
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.query_anchor == "attend_all"
+    torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
+    fresh = tiny_gmae(query_anchor="attend_all").train()
+    fresh(imgs, noise=noise).loss.backward()
+    assert fresh.pointer.mask_key.grad.abs().sum() > 0  # the loss reaches the masked keys
+
+
+def test_attend_grid_queries_carry_the_grid_embedding_but_no_bound():
+    """query_anchor="attend_grid": the grid model's query tokens, attend's unbounded centres."""
+    grid = tiny_gmae(query_anchor="grid", query_init="normal")
+    m = tiny_gmae(query_anchor="attend_grid", query_init="normal")
+    torch.testing.assert_close(m.query_pos_embed, grid.query_pos_embed)
+    assert m.head.anchors is None and m.pointer is not None and m.pointer.mask_key is None
+    with torch.no_grad():
+        m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, _, ids_restore = m.encode(imgs, noise=noise)
+    x = m.decoder_tokens(latent, ids_restore)
+    torch.testing.assert_close(x[:, -16:], (m.query_token + m.query_embed + m.query_pos_embed)
+                               .expand(2, -1, -1))  # fmt: skip
+    for block in m.decoder_blocks:
+        x = block(x)
+    features = m.decoder_norm(x)
+    vis = features[:, 1:-16]
+    ids_keep = torch.argsort(ids_restore, dim=1)[:, : vis.shape[1]]
+    expected = m.pointer.weights(features[:, -16:], vis) @ m.patch_xy[ids_keep]
+    raw = m.forward_decoder_raw(latent, ids_restore)
+    torch.testing.assert_close(m.head.activate(raw).means[..., :2], expected, atol=1e-5, rtol=1e-5)
+    # No bound: a large raw x offset carries every centre to the right edge, past any anchor's
+    # anchor_range (the grid model's x stays within its anchor +- 0.25).
+    far = raw.clone()
+    far[..., 0] += 20.0
+    assert bool((m.head.activate(far).means[..., 0] > 0.99).all())
+    assert bool((grid.head.activate(far).means[..., 0] < 0.99).any())
+
+
 def test_refinement_starts_as_the_single_pass_and_sees_only_visible_pixels():
     """refine_steps: an untrained refinement returns the first pass unchanged; once it acts,
     its output depends on the visible patches' pixels, never on the masked ones."""

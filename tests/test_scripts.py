@@ -610,6 +610,24 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     weighted = split["opacity_weighted_ratio"]
     assert (moving.std(0).mean(-1).mean() / within) < weighted < 0.5 / within
 
+    # attend_all: the pointer's attention on the masked patches; with keys that say nothing
+    # (k = 0) it is uniform, so the share is the masked patches' share of the keys
+    pointing = create_model("gmae", img_size=16, patch_size=4, embed_dim=32, depth=1,
+                            num_heads=2, decoder_dim=32, decoder_depth=1, decoder_num_heads=2,
+                            num_gaussians=8, query_anchor="attend_all").eval()  # fmt: skip
+    with torch.no_grad():
+        pointing.pointer.k.weight.zero_()
+    flat = sources["attention_to_masked"](pointing, imgs, 0.75, noise)
+    assert flat["keys_share"] == 0.75
+    assert flat["share"] == pytest.approx(0.75) and flat["per_query_p10_p90"] == pytest.approx(
+        [0.75, 0.75])  # fmt: skip
+    with torch.no_grad():  # keys = the input: the masked ones (token + place) now differ
+        pointing.pointer.k.weight.copy_(torch.eye(32))
+        pointing.pointer.mask_key.fill_(3.0)
+        pointing.pointer.q.weight.copy_(torch.eye(32) * 5)
+    assert sources["attention_to_masked"](pointing, imgs, 0.75, noise)["share"] != pytest.approx(
+        0.75, abs=1e-3)  # fmt: skip
+
     # end to end on a trained checkpoint; a model trained without a mask is refused
     run = tmp_path / "tiny_run"
     sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
@@ -625,7 +643,7 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     assert groups["visible"]["queries"] + groups["masked"]["queries"] == 8
     for key in ("own_masks", "shared_mask", "mask0"):
         assert r[key]["centre_ratio"] >= 0
-    assert "by_pass" not in r  # a single-pass model
+    assert "by_pass" not in r and "pointer_to_masked" not in r  # single pass, no pointer
     assert set(r["mask0_seeks"]) == {"luminance", "gradient"}
     assert r["mask0_by_opacity"]["top_quarter"]["queries"] == 2  # a quarter of 8
     assert "shared mask" in capsys.readouterr().out

@@ -42,7 +42,7 @@ ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
-QUERY_ANCHORS = ("none", "grid", "attend")
+QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid")
 REFINE_FEEDBACK = ("error", "none")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
@@ -166,20 +166,26 @@ class PatchPointer(nn.Module):
     an untrained offset's Gaussian on the point [choice, not the paper's]. A query that learns to
     attend to a kind of content (an edge, a bright patch) then lands on it in every image: the
     place is read from the image, not stored in the query.
+
+    With ``masked_keys`` (``query_anchor="attend_all"``) the masked patches can be pointed at
+    too: each is keyed by one learned token plus the decoder's position embedding of its patch
+    (the decoder has no mask tokens, so a masked patch has a place but no content). A query can
+    then aim at a place the loss is scored on, not only at what it sees [choice].
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, masked_keys: bool = False):
         super().__init__()
         self.q = nn.Linear(dim, dim, bias=False)
         self.k = nn.Linear(dim, dim, bias=False)
+        self.mask_key = nn.Parameter(torch.zeros(1, 1, dim)) if masked_keys else None
 
     def weights(self, queries: Tensor, patches: Tensor) -> Tensor:
-        """Attention [B, k, N_vis] of each query over the visible patches (rows sum to 1)."""
+        """Attention [B, k, N] of each query over the patches it may point at (rows sum to 1)."""
         logits = self.q(queries) @ self.k(patches).transpose(1, 2)
         return torch.softmax(logits / math.sqrt(queries.shape[-1]), dim=-1)
 
     def forward(self, queries: Tensor, patches: Tensor, patch_xy: Tensor) -> Tensor:
-        """Queries [B, k, D], visible patch features [B, N_vis, D] and their centres [B, N_vis, 2]
+        """Queries [B, k, D], patch keys' inputs [B, N, D] and the patches' centres [B, N, 2]
         -> the logit of (point + 1) / 2, [B, k, 2], in fp32."""
         with fp32_island():
             point = self.weights(queries.float(), patches.float()) @ patch_xy.float()
@@ -214,11 +220,13 @@ class GMAE(MaskedImageModel):
     fixed grid point and its centre is that point plus ``anchor_range * tanh(u)`` in x and y, a
     [choice] that departs from the paper; see ``GaussianHead``; ``attend``: query j's centre is
     the point it attends to among the visible patches, moved by the head's centre output in
-    logit space, also a [choice]; see ``PatchPointer``), refine_steps (0: one decoder
-    pass [paper]; R > 0: R more passes that each see the render's error on the visible patches
-    and correct every Gaussian, a [departure]; see ``forward_decoder_raw``), refine_feedback
-    (``error``: what each pass is shown; ``none``: the control, passes that see no render),
-    flat_depth (a control: every Gaussian at z = 0, see ``GaussianHead``). The
+    logit space, also a [choice]; see ``PatchPointer``; ``attend_all``: the same, but the masked
+    patches can be pointed at too, by their place; ``attend_grid``: ``attend`` with each query
+    also carrying its grid point's embedding, as ``grid``, but no bound), refine_steps (0: one
+    decoder pass [paper]; R > 0: R more passes that each see the render's error on the visible
+    patches and correct every Gaussian, a [departure]; see ``forward_decoder_raw``),
+    refine_feedback (``error``: what each pass is shown; ``none``: the control, passes that see
+    no render), flat_depth (a control: every Gaussian at z = 0, see ``GaussianHead``). The
     encoder and decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
     ``decoder=DecoderConfig(...)``.
 
@@ -332,17 +340,22 @@ class GMAE(MaskedImageModel):
         self.query_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
         self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder.dim))
         self.query_anchor = query_anchor
-        anchors = grid_anchors(num_gaussians) if query_anchor == "grid" else None
+        on_grid = query_anchor in ("grid", "attend_grid")
+        grid_points = grid_anchors(num_gaussians) if on_grid else None
         # An anchored query carries the sin-cos embedding of its grid point in the patches' frame
         # (patch c's centre is at x = (c + 0.5) / G * 2 - 1), so it can find the patches it sits on.
         query_pos = None
-        if anchors is not None:
-            patch_units = (anchors + 1) / 2 * self.encoder.grid_size - 0.5
+        if grid_points is not None:
+            patch_units = (grid_points + 1) / 2 * self.encoder.grid_size - 0.5
             query_pos = sincos_embed_2d_at(decoder.dim, patch_units).unsqueeze(0)
         self.register_buffer("query_pos_embed", query_pos, persistent=False)
         # ``attend`` [choice]: query j's centre prior is where it attends among the visible
         # patches (PatchPointer); the patches' centres in the camera's frame, row-major.
-        self.pointer = PatchPointer(decoder.dim) if query_anchor == "attend" else None
+        # ``attend_all`` also lets it point at the masked patches, by place (PatchPointer);
+        # ``attend_grid`` gives attending queries the grid point's embedding, not its bound.
+        attends = query_anchor in ("attend", "attend_all", "attend_grid")
+        masked_keys = query_anchor == "attend_all"
+        self.pointer = PatchPointer(decoder.dim, masked_keys) if attends else None
         patch_xy = grid_anchors(self.encoder.grid_size**2) if self.pointer is not None else None
         self.register_buffer("patch_xy", patch_xy, persistent=False)
         self.decoder_blocks = decoder_blocks(decoder, mlp_ratio=encoder.mlp_ratio)
@@ -353,7 +366,7 @@ class GMAE(MaskedImageModel):
             scale_cap=scale_cap,
             rotation=rotation,
             init=head_init,
-            anchors=anchors,
+            anchors=grid_points if query_anchor == "grid" else None,
             anchor_range=anchor_range,
             flat_depth=flat_depth,
         )
@@ -378,6 +391,8 @@ class GMAE(MaskedImageModel):
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.pointer):
             if module is not None:
                 module.apply(init_vit_weights)
+        if self.pointer is not None and self.pointer.mask_key is not None:
+            nn.init.normal_(self.pointer.mask_key, std=0.02)  # as the shared query token
         self.head.init_weights()
         if self.refine_head is not None:
             self.refine_embed.apply(init_vit_weights)
@@ -399,13 +414,16 @@ class GMAE(MaskedImageModel):
 
     def no_weight_decay(self) -> set[str]:
         """Token, query and position-embedding names (the pos-embeds are fixed buffers)."""
-        return {
+        names = {
             "encoder.cls_token",
             "encoder.pos_embed",
             "decoder_pos_embed",
             "query_token",
             "query_embed",
         }
+        if self.pointer is not None and self.pointer.mask_key is not None:
+            names.add("pointer.mask_key")
+        return names
 
     def decoder_tokens(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
         """Decoder input [B, 1 + N_vis + k, dec_dim]: cls, visible latents, queries.
@@ -483,11 +501,26 @@ class GMAE(MaskedImageModel):
 
     def pointed_centres(self, features: Tensor, ids_restore: Tensor) -> Tensor:
         """Final decoder features [B, 1 + N_vis + k, D] -> each query's centre prior as a raw
-        logit [B, k, 2] (``query_anchor="attend"`` only; see ``PatchPointer``)."""
+        logit [B, k, 2] (the ``attend*`` query anchors; see ``PatchPointer``)."""
+        return self.pointer(*self.pointer_inputs(features, ids_restore))
+
+    def pointer_inputs(self, features: Tensor, ids_restore: Tensor) -> tuple[Tensor, ...]:
+        """What the pointer reads: the queries' features [B, k, D], the inputs of the keys
+        [B, N, D] (the visible patches' features, then with ``attend_all`` one per masked
+        patch: ``mask_key`` plus its place) and those patches' centres [B, N, 2]."""
         k = self.num_gaussians
-        visible = features[:, 1:-k]
-        ids_keep = visible_ids(ids_restore, visible.shape[1])
-        return self.pointer(features[:, -k:], visible, self.patch_xy[ids_keep])
+        patches = features[:, 1:-k]
+        n_visible = patches.shape[1]
+        ids = visible_ids(ids_restore, ids_restore.shape[1])  # visible first, then masked
+        if self.pointer.mask_key is None:
+            ids = ids[:, :n_visible]
+        elif ids.shape[1] > n_visible:
+            masked = ids[:, n_visible:]
+            d = patches.shape[-1]
+            patch_pos = self.decoder_pos_embed[:, 1:].expand(patches.shape[0], -1, -1)
+            place = torch.gather(patch_pos, 1, masked.unsqueeze(-1).expand(-1, -1, d))
+            patches = torch.cat([patches, (self.pointer.mask_key + place).to(patches.dtype)], 1)
+        return features[:, -k:], patches, self.patch_xy[ids]
 
     def forward_decoder(
         self, latent: Tensor, ids_restore: Tensor, imgs: Tensor | None = None
