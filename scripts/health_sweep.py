@@ -143,6 +143,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Nineteenth (CPU): the anchored preset's queries (each carries its grid point's embedding,
     # small random tokens), which reconstruct best, with attend's centres read from the image.
     "attend_grid": (GMAE, ["model.query_anchor=attend_grid", "model.query_init=normal"]),
+    # Twentieth (CPU): the attending encoders are 2.5-3.5 kNN points under the control; does the
+    # pointer's gradient into the decoder's features cost that (and the PSNR)? Stop it there.
+    "attend_detach": (
+        GMAE,
+        ["model.query_anchor=attend", "model.query_init=uniform", "model.pointer_detach=true"],
+    ),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.

@@ -451,6 +451,31 @@ def test_attend_grid_queries_carry_the_grid_embedding_but_no_bound():
     assert bool((grid.head.activate(far).means[..., 0] < 0.99).any())
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_pointer_detach_stops_the_pointers_gradient_at_the_decoder_features(detach):
+    """pointer_detach: the centres still follow the pointer, but what it asks of the decoder's
+    features does not reach the decoder; only pointer.q / pointer.k learn from it."""
+    m = tiny_gmae(query_anchor="attend", pointer_detach=detach)
+    with torch.no_grad():
+        m.head.proj.weight[0:2].zero_()  # x, y come from the pointer alone
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, _, ids_restore = m.encode(imgs, noise=noise)
+    xy = m.forward_decoder_raw(latent, ids_restore)[..., :2]
+    same = tiny_gmae(query_anchor="attend")
+    with torch.no_grad():
+        same.head.proj.weight[0:2].zero_()
+    torch.testing.assert_close(xy, same.forward_decoder_raw(latent, ids_restore)[..., :2])
+    (xy * torch.randn_like(xy)).sum().backward()
+    decoder = sum(p.grad.abs().sum() for p in m.decoder_blocks.parameters() if p.grad is not None)
+    assert m.pointer.q.weight.grad.abs().sum() > 0
+    assert (decoder == 0) if detach else (decoder > 0)
+
+
+def test_pointer_detach_needs_an_attending_anchor():
+    with pytest.raises(GmaeError, match="pointer_detach needs an attending query_anchor"):
+        tiny_gmae(pointer_detach=True)
+
+
 def test_refinement_starts_as_the_single_pass_and_sees_only_visible_pixels():
     """refine_steps: an untrained refinement returns the first pass unchanged; once it acts,
     its output depends on the visible patches' pixels, never on the masked ones."""

@@ -222,7 +222,8 @@ class GMAE(MaskedImageModel):
     the point it attends to among the visible patches, moved by the head's centre output in
     logit space, also a [choice]; see ``PatchPointer``; ``attend_all``: the same, but the masked
     patches can be pointed at too, by their place; ``attend_grid``: ``attend`` with each query
-    also carrying its grid point's embedding, as ``grid``, but no bound), refine_steps (0: one
+    also carrying its grid point's embedding, as ``grid``, but no bound), pointer_detach (with an
+    attending anchor: the pointer's gradient stops at the decoder's features), refine_steps (0: one
     decoder pass [paper]; R > 0: R more passes that each see the render's error on the visible
     patches and correct every Gaussian, a [departure]; see ``forward_decoder_raw``),
     refine_feedback (``error``: what each pass is shown; ``none``: the control, passes that see
@@ -263,6 +264,7 @@ class GMAE(MaskedImageModel):
         query_init: str = "uniform",
         query_anchor: str = "none",
         anchor_range: float = 0.25,
+        pointer_detach: bool = False,
         refine_steps: int = 0,
         refine_feedback: str = "error",
         flat_depth: bool = False,
@@ -356,6 +358,12 @@ class GMAE(MaskedImageModel):
         attends = query_anchor in ("attend", "attend_all", "attend_grid")
         masked_keys = query_anchor == "attend_all"
         self.pointer = PatchPointer(decoder.dim, masked_keys) if attends else None
+        if pointer_detach and not attends:
+            raise GmaeError("pointer_detach needs an attending query_anchor (attend, "
+                            f"attend_all, attend_grid), got {query_anchor!r}")  # fmt: skip
+        # [choice, a control] the pointer reads the decoder's features without sending its
+        # gradient back into them: only pointer.q / pointer.k learn where to point.
+        self.pointer_detach = pointer_detach
         patch_xy = grid_anchors(self.encoder.grid_size**2) if self.pointer is not None else None
         self.register_buffer("patch_xy", patch_xy, persistent=False)
         self.decoder_blocks = decoder_blocks(decoder, mlp_ratio=encoder.mlp_ratio)
@@ -473,7 +481,8 @@ class GMAE(MaskedImageModel):
         features = self.decoder_norm(x)
         raw = self.head.raw(features[:, -k:])
         if self.pointer is not None:
-            raw = raw + F.pad(self.pointed_centres(features, ids_restore), (0, raw.shape[-1] - 2))
+            read = features.detach() if self.pointer_detach else features
+            raw = raw + F.pad(self.pointed_centres(read, ids_restore), (0, raw.shape[-1] - 2))
         if not refine_steps:
             return raw
         feedback = self.refine_feedback == "error"
