@@ -43,6 +43,7 @@ LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
 QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid")
+ATTENDING_ANCHORS = ("attend", "attend_all", "attend_grid")  # centres read by a PatchPointer
 REFINE_FEEDBACK = ("error", "none")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
@@ -355,12 +356,12 @@ class GMAE(MaskedImageModel):
         # patches (PatchPointer); the patches' centres in the camera's frame, row-major.
         # ``attend_all`` also lets it point at the masked patches, by place (PatchPointer);
         # ``attend_grid`` gives attending queries the grid point's embedding, not its bound.
-        attends = query_anchor in ("attend", "attend_all", "attend_grid")
+        attends = query_anchor in ATTENDING_ANCHORS
         masked_keys = query_anchor == "attend_all"
         self.pointer = PatchPointer(decoder.dim, masked_keys) if attends else None
         if pointer_detach and not attends:
-            raise GmaeError("pointer_detach needs an attending query_anchor (attend, "
-                            f"attend_all, attend_grid), got {query_anchor!r}")  # fmt: skip
+            raise GmaeError("pointer_detach needs an attending query_anchor "
+                            f"({', '.join(ATTENDING_ANCHORS)}), got {query_anchor!r}")  # fmt: skip
         # [choice, a control] the pointer reads the decoder's features without sending its
         # gradient back into them: only pointer.q / pointer.k learn where to point.
         self.pointer_detach = pointer_detach
