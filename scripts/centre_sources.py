@@ -86,10 +86,8 @@ def centres_and_mask(
 def attention_to_masked(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor) -> dict:
     """Share of each query's pointer attention on the masked patches (``attend_all``)."""
     latent, _, ids_restore = model.encode(imgs, mask_ratio, noise)
-    x = model.decoder_tokens(latent, ids_restore)
-    for block in model.decoder_blocks:
-        x = block(x)
-    queries, keys, _ = model.pointer_inputs(model.decoder_norm(x), ids_restore)
+    features = model.decoder_features(latent, ids_restore)
+    queries, keys, _ = model.pointer_inputs(features, ids_restore)
     n_visible = latent.shape[1] - 1
     on_masked = model.pointer.weights(queries, keys)[..., n_visible:].sum(-1)  # [B, k]
     per_query = on_masked.mean(0).numpy()

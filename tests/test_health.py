@@ -312,10 +312,7 @@ def test_attending_query_lands_on_the_visible_patch_it_points_to():
         m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
     imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
     latent, _, ids_restore = m.encode(imgs, noise=noise)
-    x = m.decoder_tokens(latent, ids_restore)
-    for block in m.decoder_blocks:
-        x = block(x)
-    features = m.decoder_norm(x)
+    features = m.decoder_features(latent, ids_restore)
     k, vis = 16, features[:, 1:-16]
     weights = m.pointer.weights(features[:, -k:], vis)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, k))
@@ -378,10 +375,7 @@ def test_attend_all_can_point_at_a_masked_patch_by_its_place(tmp_path):
         m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
     imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
     latent, mask, ids_restore = m.encode(imgs, noise=noise)
-    x = m.decoder_tokens(latent, ids_restore)
-    for block in m.decoder_blocks:
-        x = block(x)
-    features = m.decoder_norm(x)
+    features = m.decoder_features(latent, ids_restore)
     k, vis = 16, features[:, 1:-16]
     order = torch.argsort(ids_restore, dim=1)  # visible patches first, then the masked ones
     masked = order[:, vis.shape[1] :]
@@ -432,12 +426,10 @@ def test_attend_grid_queries_carry_the_grid_embedding_but_no_bound():
         m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
     imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
     latent, _, ids_restore = m.encode(imgs, noise=noise)
-    x = m.decoder_tokens(latent, ids_restore)
-    torch.testing.assert_close(x[:, -16:], (m.query_token + m.query_embed + m.query_pos_embed)
+    tokens = m.decoder_tokens(latent, ids_restore)
+    torch.testing.assert_close(tokens[:, -16:], (m.query_token + m.query_embed + m.query_pos_embed)
                                .expand(2, -1, -1))  # fmt: skip
-    for block in m.decoder_blocks:
-        x = block(x)
-    features = m.decoder_norm(x)
+    features = m.decoder_features(latent, ids_restore)
     vis = features[:, 1:-16]
     ids_keep = torch.argsort(ids_restore, dim=1)[:, : vis.shape[1]]
     expected = m.pointer.weights(features[:, -16:], vis) @ m.patch_xy[ids_keep]

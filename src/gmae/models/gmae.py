@@ -509,6 +509,14 @@ class GMAE(MaskedImageModel):
                 raw = raw + self.refine_head(self.decoder_norm(x)[:, -k:].float())
         return raw
 
+    def decoder_features(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """The decoder's final (normed) features [B, 1 + N_vis + k, D] of one pass: what the
+        head and the pointer read."""
+        x = self.decoder_tokens(latent, ids_restore)
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_norm(x)
+
     def pointed_centres(self, features: Tensor, ids_restore: Tensor) -> Tensor:
         """Final decoder features [B, 1 + N_vis + k, D] -> each query's centre prior as a raw
         logit [B, k, 2] (the ``attend*`` query anchors; see ``PatchPointer``)."""
