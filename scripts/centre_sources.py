@@ -25,6 +25,10 @@ on N validation images and says where the movement happens:
   mask, the share of the pointer's attention that goes to the masked patches (mean over
   queries and images, with the 10th / 90th percentile over queries), against their share of
   the keys: whether the queries use the masked patches they are allowed to point at;
+- ``by_anchor`` (a ``query_anchor=mixed`` model only): under each image's own mask and at mask
+  0, the ratio of the grid-anchored queries and of the attending ones (same denominator: all
+  Gaussians' within-image spread), and under the own masks the share of each group's on-screen
+  centres that land in masked patches: the layout's two halves, told apart;
 - ``by_pass`` (a model with ``model.refine_steps`` R > 0 only): the own-mask and mask-0 ratios
   after 0, 1, ..., R refinement passes: what the first pass lays out and what the later
   passes' corrections add.
@@ -145,6 +149,27 @@ def group_ratios(
     return out
 
 
+def anchor_split(
+    centres: np.ndarray, inside: np.ndarray | None, in_masked: np.ndarray | None, n_grid: int
+) -> dict:
+    """Ratio of the first ``n_grid`` (grid-anchored) queries and of the rest (attending), over
+    all Gaussians' within-image spread; with ``inside`` / ``in_masked`` [n, k] also the share of
+    each group's on-screen centres in masked patches."""
+    within = float(centres.std(1).mean())
+    across = centres.std(0).mean(-1)  # [k]
+    out = {}
+    for name, sel in {"grid": slice(0, n_grid), "attending": slice(n_grid, None)}.items():
+        row = {
+            "queries": int(across[sel].size),
+            "centre_ratio": float(across[sel].mean() / within) if within > 0 else math.nan,
+        }
+        if inside is not None:
+            seen = inside[:, sel]
+            row["in_masked"] = float((in_masked[:, sel] & seen).sum() / max(seen.sum(), 1))
+        out[name] = row
+    return out
+
+
 def seeks(imgs: torch.Tensor, centres: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
     """Luminance and gradient magnitude under each photo's centres [n, k, 2] (pixels) over the
     photo's mean, on its own photo and on another one (photo (i + n/2) mod n), with the
@@ -242,7 +267,9 @@ def main() -> None:
     own_noise = torch.rand(n, n_patches, generator=gen)
     shared_noise = own_noise[:1].expand(n, -1)
 
-    c, d, *_ = centres_and_mask(model, imgs, ratio_m, own_noise)
+    c, d, inside, in_masked, _ = centres_and_mask(model, imgs, ratio_m, own_noise)
+    n_grid = model.grid_queries if model.query_anchor == "mixed" else 0
+    by_anchor = {"own_masks": anchor_split(c, inside, in_masked, n_grid)} if n_grid else None
     result = {
         "ckpt": str(args.ckpt),
         "source": {"data": args.data, "split": args.split},
@@ -273,6 +300,8 @@ def main() -> None:
     result["mask0"] = ratio(c, d)
     result["mask0_seeks"] = seeks(imgs, c, seed=args.seed)
     result["mask0_by_opacity"] = opacity_split(c, opacities)
+    if by_anchor is not None:
+        result["by_anchor"] = {**by_anchor, "mask0": anchor_split(c, None, None, n_grid)}
     if model.pointer is not None and model.pointer.mask_key is not None:
         result["pointer_to_masked"] = attention_to_masked(model, imgs, ratio_m, own_noise)
     # A refining model (model.refine_steps = R): the ratio after each pass, so that the first
@@ -325,6 +354,12 @@ def main() -> None:
           f"{o['top_quarter']['mean_opacity']:.2f}) / {o['bottom_quarter']['centre_ratio']:.3f} "
           f"({o['bottom_quarter']['mean_opacity']:.2f}); opacity-weighted "
           f"{o['opacity_weighted_ratio']:.3f}")  # fmt: skip
+    if "by_anchor" in result:
+        own, m0 = result["by_anchor"]["own_masks"], result["by_anchor"]["mask0"]
+        for name in ("grid", "attending"):
+            print(f"  {name} queries ({own[name]['queries']}): centre ratio, own masks "
+                  f"{own[name]['centre_ratio']:.3f} | mask 0 {m0[name]['centre_ratio']:.3f}; "
+                  f"in masked patches {own[name]['in_masked']:.3f}")  # fmt: skip
     for row in result.get("by_pass", []):
         print(
             f"  after {row['refine_steps']} refinement passes: own masks "

@@ -149,6 +149,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         GMAE,
         ["model.query_anchor=attend", "model.query_init=uniform", "model.pointer_detach=true"],
     ),
+    # Twenty-first (CPU): the anchored preset reconstructs best, the attending recipe follows the
+    # photo; both in one layout: 64 queries bound to an 8 x 8 grid (one per patch at 64 px),
+    # 192 attending.
+    "mixed64": (
+        GMAE,
+        ["model.query_anchor=mixed", "model.grid_queries=64", "model.query_init=uniform"],
+    ),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.
@@ -171,6 +178,7 @@ FIRST_PROBES = (
     "depth_",
     "lr_",
     "attend_",
+    "mixed",
 )
 SWEEP = [v for v in VARIANTS if not v.startswith(FIRST_PROBES)] + ["mae_pix"]
 CENTRE_SWEEP = [v for v in VARIANTS if v.startswith("centre_")]

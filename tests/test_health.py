@@ -597,3 +597,61 @@ def test_refined_model_round_trips_a_compact_checkpoint(tmp_path):
     torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
     with pytest.raises(GmaeError, match="refine_steps"):
         check_model({"name": "gmae", "refine_steps": 100}, 32)
+
+
+def test_mixed_anchors_the_first_queries_on_their_grid_and_points_the_rest(tmp_path):
+    """query_anchor="mixed": the first grid_queries queries are grid-anchored (their own grid,
+    their grid point's embedding, a bound), the rest attend (no embedding, the pointer's centre)."""
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.models.gmae import grid_anchors
+    from gmae.train.config import config_from_dict
+
+    m = tiny_gmae(query_anchor="mixed", grid_queries=4, anchor_range=0.2)
+    assert m.attending_queries == 12 and m.pointer is not None and m.pointer.mask_key is None
+    torch.testing.assert_close(m.head.anchors, grid_anchors(4))  # a 2 x 2 grid for 4
+    # 2 x 2 grid points on 4 x 4 patches: at patch units 0.5 and 2.5 (between patches)
+    grid4 = tiny_gmae(query_anchor="mixed", grid_queries=4).query_pos_embed
+    assert grid4[0, :4].abs().sum() > 0 and torch.equal(grid4[0, 4:], torch.zeros(12, 32))
+    with torch.no_grad():
+        m.head.proj.weight[0:2].zero_()  # no offset: anchors and pointed points
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, _, ids_restore = m.encode(imgs, noise=noise)
+    features = m.decoder_features(latent, ids_restore)
+    vis = features[:, 1:-16]
+    ids_keep = torch.argsort(ids_restore, dim=1)[:, : vis.shape[1]]
+    queries, keys, xy = m.pointer_inputs(features, ids_restore)
+    assert queries.shape == (2, 12, 32)
+    torch.testing.assert_close(queries, features[:, -12:])
+    expected = m.pointer.weights(features[:, -12:], vis) @ m.patch_xy[ids_keep]
+    raw = m.forward_decoder_raw(latent, ids_restore)
+    means = m.head.activate(raw).means
+    torch.testing.assert_close(means[:, :4, :2], grid_anchors(4).expand(2, -1, -1))
+    torch.testing.assert_close(means[:, 4:, :2], expected, atol=1e-5, rtol=1e-5)
+    # The bound holds for the grid's queries only: a large x offset moves the others to the edge.
+    far = raw.clone()
+    far[..., 0] += 20.0
+    x = m.head.activate(far).means[..., 0]
+    torch.testing.assert_close(x[:, :4], (grid_anchors(4)[:, 0] + 0.2).expand(2, -1))
+    assert bool((x[:, 4:] > 0.99).all())
+
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.query_anchor == "mixed" and loaded.grid_queries == 4
+    torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
+    fresh = tiny_gmae(query_anchor="mixed", grid_queries=8).train()
+    fresh(imgs, noise=noise).loss.backward()
+    assert fresh.pointer.q.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(query_anchor="mixed"), "needs grid_queries between 1 and num_gaussians - 1"),
+        (dict(query_anchor="mixed", grid_queries=16), "grid_queries between 1"),
+        (dict(query_anchor="grid", grid_queries=4), "grid_queries is for query_anchor 'mixed'"),
+    ],
+)
+def test_mixed_anchor_options_are_checked(kw, match):
+    with pytest.raises(GmaeError, match=match):
+        tiny_gmae(**kw)

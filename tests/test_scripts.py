@@ -475,6 +475,7 @@ def test_health_sweep_all_is_the_first_sweep_only():
         "depth_",
         "lr_",
         "attend_",
+        "mixed",
     )
     assert not [v for v in first if v.startswith(probes)]
     assert set(sweep["VARIANTS"]) >= {"white_anchor", "anchor_grid_normal", "centre_control"}
@@ -628,6 +629,22 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     assert sources["attention_to_masked"](pointing, imgs, 0.75, noise)["share"] != pytest.approx(
         0.75, abs=1e-3)  # fmt: skip
 
+    # mixed: the grid's queries (the first 2) stay put, the attending ones move (y std 1)
+    split = np.zeros((4, 6, 2))
+    split[:, :, 0] = np.arange(6) * 4.0
+    split[:2, 2:, 1] += 2.0
+    in_view = np.ones((4, 6), dtype=bool)
+    in_view[:, 5] = False  # one attending query never on screen: not counted as in or out
+    masked = np.zeros((4, 6), dtype=bool)
+    masked[:2, :2] = masked[:, 5] = True
+    halves = sources["anchor_split"](split, in_view, masked, 2)
+    within = split.std(1).mean()
+    assert (halves["grid"]["queries"], halves["attending"]["queries"]) == (2, 4)
+    assert halves["grid"]["centre_ratio"] == 0.0 and halves["grid"]["in_masked"] == 0.5
+    assert halves["attending"]["centre_ratio"] == pytest.approx(0.5 / within)  # x 0, y 1
+    assert halves["attending"]["in_masked"] == 0.0
+    assert "in_masked" not in sources["anchor_split"](split, None, None, 2)["grid"]
+
     # end to end on a trained checkpoint; a model trained without a mask is refused
     run = tmp_path / "tiny_run"
     sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
@@ -668,6 +685,18 @@ def test_centre_sources_separates_photo_and_mask(tmp_path, folder, monkeypatch, 
     assert r["by_pass"][-1]["own_masks"] == r["own_masks"]
     assert r["by_pass"][-1]["mask0"] == r["mask0"]
     assert "after 0 refinement passes" in capsys.readouterr().out
+    # a mixed model: the two halves of its layout, told apart
+    mixed = tmp_path / "mixed_run"
+    mixed_sets = ["model.query_anchor=mixed", "model.grid_queries=2"]
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, *mixed_sets,
+                 "--out", str(mixed)]) == 0  # fmt: skip
+    run_script("centre_sources.py", "--ckpt", str(mixed / "last.pt"), *common[2:], "--json",
+               str(out), monkeypatch=monkeypatch)  # fmt: skip
+    r = json.loads(out.read_text())
+    assert r["by_anchor"]["own_masks"]["grid"]["queries"] == 2
+    assert r["by_anchor"]["mask0"]["attending"]["queries"] == 6
+    assert 0 <= r["by_anchor"]["own_masks"]["attending"]["in_masked"] <= 1
+    assert "attending queries (6)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="centre_sources: .*missing"):
         run_script("centre_sources.py", "--ckpt", str(tmp_path / "missing.pt"), *common[2:],
                    "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip

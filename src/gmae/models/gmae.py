@@ -42,8 +42,9 @@ ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
-QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid")
-ATTENDING_ANCHORS = ("attend", "attend_all", "attend_grid")  # centres read by a PatchPointer
+QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid", "mixed")
+# Centres read by a PatchPointer (with ``mixed``, only those of the queries after the grid's).
+ATTENDING_ANCHORS = ("attend", "attend_all", "attend_grid", "mixed")
 REFINE_FEEDBACK = ("error", "none")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
@@ -82,9 +83,10 @@ class GaussianHead(nn.Module):
     (3 sigmoids, 4th channel unused) or ``normalize`` (L2-normalised 4-vector); colour and
     opacity sigmoid [authors' code; ``normalize`` is a choice].
 
-    ``anchors`` [k, 2] (x, y): a patch-anchored layout [choice, not the paper's]: query j's centre
+    ``anchors`` [n, 2] (x, y): a patch-anchored layout [choice, not the paper's]: query j's centre
     is ``anchors[j] + anchor_range * tanh(u)`` in x and y (z as above), so the head predicts an
-    offset from a fixed place instead of a place anywhere on the image.
+    offset from a fixed place instead of a place anywhere on the image. With n < k only the
+    first n queries are anchored (``query_anchor="mixed"``); the others keep the sigmoid centre.
 
     ``flat_depth`` [a control, not a recipe]: z = 0 for every Gaussian (the raw z channel is
     ignored), so compositing order is the query order and depth carries nothing per image.
@@ -136,7 +138,9 @@ class GaussianHead(nn.Module):
             quats = F.normalize(raw[..., 6:10], dim=-1)
         means = 2 * (torch.sigmoid(raw[..., 0:3]) - 0.5)
         if self.anchors is not None:
-            xy = self.anchors.to(raw.dtype) + self.anchor_range * torch.tanh(raw[..., 0:2])
+            n = self.anchors.shape[0]
+            xy = self.anchors.to(raw.dtype) + self.anchor_range * torch.tanh(raw[..., :n, 0:2])
+            xy = torch.cat([xy, means[..., n:, 0:2]], dim=-2)  # queries after the n: unanchored
             means = torch.cat([xy, means[..., 2:]], dim=-1)
         if self.flat_depth:  # a control: every Gaussian at z = 0, so depth cannot carry the image
             means = torch.cat([means[..., :2], torch.zeros_like(means[..., 2:])], dim=-1)
@@ -223,7 +227,9 @@ class GMAE(MaskedImageModel):
     the point it attends to among the visible patches, moved by the head's centre output in
     logit space, also a [choice]; see ``PatchPointer``; ``attend_all``: the same, but the masked
     patches can be pointed at too, by their place; ``attend_grid``: ``attend`` with each query
-    also carrying its grid point's embedding, as ``grid``, but no bound), pointer_detach (with an
+    also carrying its grid point's embedding, as ``grid``, but no bound; ``mixed``: the first
+    ``grid_queries`` queries as ``grid`` on their own grid, the others as ``attend``, a [choice]),
+    grid_queries (``mixed`` only: how many are anchored, 1 to k - 1), pointer_detach (with an
     attending anchor: the pointer's gradient stops at the decoder's features), refine_steps (0: one
     decoder pass [paper]; R > 0: R more passes that each see the render's error on the visible
     patches and correct every Gaussian, a [departure]; see ``forward_decoder_raw``),
@@ -265,6 +271,7 @@ class GMAE(MaskedImageModel):
         query_init: str = "uniform",
         query_anchor: str = "none",
         anchor_range: float = 0.25,
+        grid_queries: int = 0,
         pointer_detach: bool = False,
         refine_steps: int = 0,
         refine_feedback: str = "error",
@@ -307,6 +314,14 @@ class GMAE(MaskedImageModel):
             )
         if not anchor_range > 0:
             raise GmaeError(f"anchor_range must be positive, got {anchor_range}")
+        if query_anchor == "mixed":
+            if not isinstance(grid_queries, int) or not 0 < grid_queries < num_gaussians:
+                raise GmaeError(
+                    "query_anchor 'mixed' needs grid_queries between 1 and num_gaussians - 1 "
+                    f"({num_gaussians - 1}), got {grid_queries!r}"
+                )
+        elif grid_queries:
+            raise GmaeError(f"grid_queries is for query_anchor 'mixed', got {query_anchor!r}")
         if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
             raise GmaeError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
         if refine_feedback not in REFINE_FEEDBACK:
@@ -343,20 +358,27 @@ class GMAE(MaskedImageModel):
         self.query_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
         self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder.dim))
         self.query_anchor = query_anchor
-        on_grid = query_anchor in ("grid", "attend_grid")
-        grid_points = grid_anchors(num_gaussians) if on_grid else None
+        self.grid_queries = int(grid_queries)
+        on_grid = {"grid": num_gaussians, "attend_grid": num_gaussians, "mixed": grid_queries}
+        n_grid = on_grid.get(query_anchor, 0)
+        grid_points = grid_anchors(n_grid) if n_grid else None
         # An anchored query carries the sin-cos embedding of its grid point in the patches' frame
         # (patch c's centre is at x = (c + 0.5) / G * 2 - 1), so it can find the patches it sits on.
+        # With ``mixed`` the attending queries after the grid's carry none (zero rows).
         query_pos = None
         if grid_points is not None:
             patch_units = (grid_points + 1) / 2 * self.encoder.grid_size - 0.5
-            query_pos = sincos_embed_2d_at(decoder.dim, patch_units).unsqueeze(0)
+            query_pos = sincos_embed_2d_at(decoder.dim, patch_units)
+            query_pos = F.pad(query_pos, (0, 0, 0, num_gaussians - n_grid)).unsqueeze(0)
         self.register_buffer("query_pos_embed", query_pos, persistent=False)
         # ``attend`` [choice]: query j's centre prior is where it attends among the visible
         # patches (PatchPointer); the patches' centres in the camera's frame, row-major.
         # ``attend_all`` also lets it point at the masked patches, by place (PatchPointer);
         # ``attend_grid`` gives attending queries the grid point's embedding, not its bound.
         attends = query_anchor in ATTENDING_ANCHORS
+        # How many queries (the last ones) the pointer places: all of them, or mixed's remainder.
+        self.attending_queries = (num_gaussians - n_grid if query_anchor == "mixed"
+                                  else num_gaussians if attends else 0)  # fmt: skip
         masked_keys = query_anchor == "attend_all"
         self.pointer = PatchPointer(decoder.dim, masked_keys) if attends else None
         if pointer_detach and not attends:
@@ -375,7 +397,7 @@ class GMAE(MaskedImageModel):
             scale_cap=scale_cap,
             rotation=rotation,
             init=head_init,
-            anchors=grid_points if query_anchor == "grid" else None,
+            anchors=grid_points if query_anchor in ("grid", "mixed") else None,
             anchor_range=anchor_range,
             flat_depth=flat_depth,
         )
@@ -483,7 +505,8 @@ class GMAE(MaskedImageModel):
         raw = self.head.raw(features[:, -k:])
         if self.pointer is not None:
             read = features.detach() if self.pointer_detach else features
-            raw = raw + F.pad(self.pointed_centres(read, ids_restore), (0, raw.shape[-1] - 2))
+            pad = (0, raw.shape[-1] - 2, k - self.attending_queries, 0)  # the pointed queries last
+            raw = raw + F.pad(self.pointed_centres(read, ids_restore), pad)
         if not refine_steps:
             return raw
         feedback = self.refine_feedback == "error"
@@ -518,12 +541,13 @@ class GMAE(MaskedImageModel):
         return self.decoder_norm(x)
 
     def pointed_centres(self, features: Tensor, ids_restore: Tensor) -> Tensor:
-        """Final decoder features [B, 1 + N_vis + k, D] -> each query's centre prior as a raw
-        logit [B, k, 2] (the ``attend*`` query anchors; see ``PatchPointer``)."""
+        """Final decoder features [B, 1 + N_vis + k, D] -> each attending query's centre prior as
+        a raw logit [B, k_a, 2] (the ``attend*`` and ``mixed`` query anchors, whose last k_a =
+        ``attending_queries`` queries attend; see ``PatchPointer``)."""
         return self.pointer(*self.pointer_inputs(features, ids_restore))
 
     def pointer_inputs(self, features: Tensor, ids_restore: Tensor) -> tuple[Tensor, ...]:
-        """What the pointer reads: the queries' features [B, k, D], the inputs of the keys
+        """What the pointer reads: the attending queries' features [B, k_a, D], the keys' inputs
         [B, N, D] (the visible patches' features, then with ``attend_all`` one per masked
         patch: ``mask_key`` plus its place) and those patches' centres [B, N, 2]."""
         k = self.num_gaussians
@@ -538,7 +562,7 @@ class GMAE(MaskedImageModel):
             patch_pos = self.decoder_pos_embed[:, 1:].expand(patches.shape[0], -1, -1)
             place = torch.gather(patch_pos, 1, masked.unsqueeze(-1).expand(-1, -1, d))
             patches = torch.cat([patches, (self.pointer.mask_key + place).to(patches.dtype)], 1)
-        return features[:, -k:], patches, self.patch_xy[ids]
+        return features[:, -self.attending_queries :], patches, self.patch_xy[ids]
 
     def forward_decoder(
         self, latent: Tensor, ids_restore: Tensor, imgs: Tensor | None = None
