@@ -21,10 +21,10 @@ on N validation images and says where the movement happens:
   opacity over the images and of the quarter with the lowest (same denominator: all
   Gaussians' within-image spread), and the ratio with each query weighted by its mean opacity:
   whether the Gaussians that show move, or only faint ones;
-- ``pointer_to_masked`` (a ``query_anchor=attend_all`` model only): under each image's own
-  mask, the share of the pointer's attention that goes to the masked patches (mean over
-  queries and images, with the 10th / 90th percentile over queries), against their share of
-  the keys: whether the queries use the masked patches they are allowed to point at;
+- ``pointer_to_masked`` (a ``query_anchor=attend_all`` or ``attend_local`` model only): under
+  each image's own mask, the share of the pointer's attention that goes to the masked patches
+  (mean over queries and images, with the 10th / 90th percentile over queries), against their
+  share of the keys: whether the queries use the masked patches they are allowed to point at;
 - ``by_anchor`` (a ``query_anchor=mixed`` model only): under each image's own mask and at mask
   0, the ratio of the grid-anchored queries and of the attending ones (same denominator: all
   Gaussians' within-image spread), and under the own masks the share of each group's on-screen
@@ -88,12 +88,13 @@ def centres_and_mask(
 
 @torch.no_grad()
 def attention_to_masked(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor) -> dict:
-    """Share of each query's pointer attention on the masked patches (``attend_all``)."""
+    """Share of each query's pointer attention on the masked patches (``attend_all``,
+    ``attend_local``)."""
     latent, _, ids_restore = model.encode(imgs, mask_ratio, noise)
     features = model.decoder_features(latent, ids_restore)
-    queries, keys, _ = model.pointer_inputs(features, ids_restore)
+    queries, keys, xy = model.pointer_inputs(features, ids_restore)
     n_visible = latent.shape[1] - 1
-    on_masked = model.pointer.weights(queries, keys)[..., n_visible:].sum(-1)  # [B, k]
+    on_masked = model.pointer.weights(queries, keys, xy)[..., n_visible:].sum(-1)  # [B, k]
     per_query = on_masked.mean(0).numpy()
     return {
         "share": float(on_masked.mean()),

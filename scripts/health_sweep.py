@@ -156,6 +156,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         GMAE,
         ["model.query_anchor=mixed", "model.grid_queries=64", "model.query_init=uniform"],
     ),
+    # Twenty-second (CPU): each query has a home (the anchored preset's grid point and token)
+    # and points among its neighbours, masked ones included, by what it sees there: a soft
+    # locality prior on the pointer (deformable attention's reference point).
+    "attend_local": (GMAE, ["model.query_anchor=attend_local", "model.query_init=normal"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.

@@ -655,3 +655,68 @@ def test_mixed_anchors_the_first_queries_on_their_grid_and_points_the_rest(tmp_p
 def test_mixed_anchor_options_are_checked(kw, match):
     with pytest.raises(GmaeError, match=match):
         tiny_gmae(**kw)
+
+
+def test_attend_local_points_near_its_grid_point_unless_the_content_says_otherwise(tmp_path):
+    """query_anchor="attend_local": grid query tokens; keys for every patch (masked ones by
+    place, as attend_all); attention logits minus |home - patch|^2 / (2 sigma^2)."""
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.models.gmae import grid_anchors
+    from gmae.train.config import config_from_dict
+
+    m = tiny_gmae(query_anchor="attend_local", query_init="normal", pointer_sigma=0.5)
+    added = set(m.state_dict()) - set(tiny_gmae().state_dict())
+    assert added == {"pointer.q.weight", "pointer.k.weight", "pointer.mask_key"}
+    assert m.head.anchors is None and m.pointer.sigma == pytest.approx(0.5 * 2 / 4)
+    torch.testing.assert_close(m.pointer.query_xy, grid_anchors(16))
+    torch.testing.assert_close(m.query_pos_embed, tiny_gmae(query_anchor="grid").query_pos_embed)
+    with torch.no_grad():
+        m.head.proj.weight[0:2].zero_()  # no offset: the centre is the pointed point
+        m.pointer.q.weight.zero_()  # no content: the prior alone
+    imgs, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    latent, _, ids_restore = m.encode(imgs, noise=noise)
+    # Every patch is a key, so the prior alone gives the same point under any mask: the
+    # locality-weighted mean of the 4 x 4 patch centres around the query's grid point.
+    patches = grid_anchors(16)
+    prior = torch.softmax(-torch.cdist(grid_anchors(16), patches).square() / (2 * 0.25**2), -1)
+    expected = (prior @ patches).expand(2, -1, -1)
+    means = m.forward_decoder(latent, ids_restore).means[..., :2]
+    torch.testing.assert_close(means, expected, atol=1e-5, rtol=1e-5)
+    latent0, _, ids0 = m.encode(imgs, noise=noise, mask_ratio=0.0)
+    torch.testing.assert_close(m.forward_decoder(latent0, ids0).means[..., :2], expected,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    inner = torch.tensor([5, 6, 9, 10])  # neighbours on every side: nearly on their homes
+    torch.testing.assert_close(expected[0, inner], patches[inner], atol=1e-3, rtol=0)
+    assert (expected[0, 0] - patches[0]).norm() > 0.03  # a corner is pulled inwards
+    # A narrow prior: each query on its own patch's centre.
+    narrow = tiny_gmae(query_anchor="attend_local", pointer_sigma=0.05)
+    with torch.no_grad():
+        narrow.head.proj.weight[0:2].zero_()
+    torch.testing.assert_close(narrow.forward_decoder(latent, ids_restore).means[..., :2],
+                               patches.expand(2, -1, -1), atol=1e-4, rtol=0)  # fmt: skip
+
+    # Content can outvote the prior: a query aligned with one visible patch's feature, sharply,
+    # lands on that patch, far from its home.
+    features = m.decoder_features(latent, ids_restore)
+    queries, keys, xy = m.pointer_inputs(features, ids_restore)
+    assert keys.shape[1] == 16 and queries.shape[1] == 16
+    with pytest.raises(GmaeError, match="locality prior: weights needs patch_xy"):
+        m.pointer.weights(queries, keys)
+    with torch.no_grad():
+        m.pointer.q.weight.copy_(torch.eye(32) * 400)
+        m.pointer.k.weight.copy_(torch.eye(32))
+    onehot = torch.zeros_like(keys)
+    onehot[:, 0, 0] = 1.0  # the first visible patch is the only one a query can align with
+    pointed = m.pointer(torch.ones(2, 16, 32), onehot, xy).sigmoid() * 2 - 1
+    torch.testing.assert_close(pointed, xy[:, :1].expand(-1, 16, -1), atol=1e-3, rtol=0)
+
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.query_anchor == "attend_local" and loaded.pointer_sigma == 0.5
+    torch.testing.assert_close(loaded(imgs, noise=noise).pred, m(imgs, noise=noise).pred)
+    fresh = tiny_gmae(query_anchor="attend_local").train()
+    fresh(imgs, noise=noise).loss.backward()
+    assert fresh.pointer.q.weight.grad.abs().sum() > 0
+    with pytest.raises(GmaeError, match="pointer_sigma must be positive"):
+        tiny_gmae(query_anchor="attend_local", pointer_sigma=0.0)

@@ -42,9 +42,9 @@ ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
-QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid", "mixed")
+QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid", "mixed", "attend_local")
 # Centres read by a PatchPointer (with ``mixed``, only those of the queries after the grid's).
-ATTENDING_ANCHORS = ("attend", "attend_all", "attend_grid", "mixed")
+ATTENDING_ANCHORS = ("attend", "attend_all", "attend_grid", "mixed", "attend_local")
 REFINE_FEEDBACK = ("error", "none")
 # Raw channels the saturation guard watches: z (depth) and the three scales.
 GUARDED_CHANNELS = (2, 3, 4, 5)
@@ -176,24 +176,45 @@ class PatchPointer(nn.Module):
     too: each is keyed by one learned token plus the decoder's position embedding of its patch
     (the decoder has no mask tokens, so a masked patch has a place but no content). A query can
     then aim at a place the loss is scored on, not only at what it sees [choice].
+
+    With ``query_xy`` [k, 2] and ``sigma`` (``query_anchor="attend_local"``) each query has a
+    home, and its attention logits get a Gaussian locality prior, ``-|home - patch|^2 / (2
+    sigma^2)`` (image units): an untrained query points at its home (every place, masked ones
+    included, gets its share of Gaussians, as the grid's), and what it sees moves it among its
+    neighbours, like a deformable-attention reference point [choice].
     """
 
-    def __init__(self, dim: int, masked_keys: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        masked_keys: bool = False,
+        query_xy: Tensor | None = None,
+        sigma: float = 0.0,
+    ):
         super().__init__()
         self.q = nn.Linear(dim, dim, bias=False)
         self.k = nn.Linear(dim, dim, bias=False)
         self.mask_key = nn.Parameter(torch.zeros(1, 1, dim)) if masked_keys else None
+        self.sigma = float(sigma)
+        self.register_buffer("query_xy", query_xy, persistent=False)  # rebuilt, not stored
 
-    def weights(self, queries: Tensor, patches: Tensor) -> Tensor:
-        """Attention [B, k, N] of each query over the patches it may point at (rows sum to 1)."""
-        logits = self.q(queries) @ self.k(patches).transpose(1, 2)
-        return torch.softmax(logits / math.sqrt(queries.shape[-1]), dim=-1)
+    def weights(self, queries: Tensor, patches: Tensor, patch_xy: Tensor | None = None) -> Tensor:
+        """Attention [B, k, N] of each query over the patches it may point at (rows sum to 1);
+        ``patch_xy`` [B, N, 2], the keys' centres, is needed with a locality prior."""
+        logits = self.q(queries) @ self.k(patches).transpose(1, 2) / math.sqrt(queries.shape[-1])
+        if self.query_xy is not None:
+            if patch_xy is None:
+                raise GmaeError("this pointer has a locality prior: weights needs patch_xy")
+            far = torch.cdist(self.query_xy.to(logits.dtype), patch_xy.to(logits.dtype)).square()
+            logits = logits - far / (2 * self.sigma**2)
+        return torch.softmax(logits, dim=-1)
 
     def forward(self, queries: Tensor, patches: Tensor, patch_xy: Tensor) -> Tensor:
         """Queries [B, k, D], patch keys' inputs [B, N, D] and the patches' centres [B, N, 2]
         -> the logit of (point + 1) / 2, [B, k, 2], in fp32."""
         with fp32_island():
-            point = self.weights(queries.float(), patches.float()) @ patch_xy.float()
+            xy = patch_xy.float()
+            point = self.weights(queries.float(), patches.float(), xy) @ xy
             return torch.logit((point + 1) / 2)
 
 
@@ -229,7 +250,10 @@ class GMAE(MaskedImageModel):
     patches can be pointed at too, by their place; ``attend_grid``: ``attend`` with each query
     also carrying its grid point's embedding, as ``grid``, but no bound; ``mixed``: the first
     ``grid_queries`` queries as ``grid`` on their own grid, the others as ``attend``, a [choice]),
-    grid_queries (``mixed`` only: how many are anchored, 1 to k - 1), pointer_detach (with an
+    ``attend_local``: ``attend_grid`` whose pointer may point at the masked patches too, as
+    ``attend_all``, with a locality prior around the query's grid point, a [choice]; see
+    ``PatchPointer``), grid_queries (``mixed`` only: how many are anchored, 1 to k - 1),
+    pointer_sigma (``attend_local`` only: the prior's width in patches), pointer_detach (with an
     attending anchor: the pointer's gradient stops at the decoder's features), refine_steps (0: one
     decoder pass [paper]; R > 0: R more passes that each see the render's error on the visible
     patches and correct every Gaussian, a [departure]; see ``forward_decoder_raw``),
@@ -272,6 +296,7 @@ class GMAE(MaskedImageModel):
         query_anchor: str = "none",
         anchor_range: float = 0.25,
         grid_queries: int = 0,
+        pointer_sigma: float = 1.0,
         pointer_detach: bool = False,
         refine_steps: int = 0,
         refine_feedback: str = "error",
@@ -322,6 +347,8 @@ class GMAE(MaskedImageModel):
                 )
         elif grid_queries:
             raise GmaeError(f"grid_queries is for query_anchor 'mixed', got {query_anchor!r}")
+        if not pointer_sigma > 0:
+            raise GmaeError(f"pointer_sigma must be positive, got {pointer_sigma}")
         if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
             raise GmaeError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
         if refine_feedback not in REFINE_FEEDBACK:
@@ -359,7 +386,8 @@ class GMAE(MaskedImageModel):
         self.query_embed = nn.Parameter(torch.zeros(1, num_gaussians, decoder.dim))
         self.query_anchor = query_anchor
         self.grid_queries = int(grid_queries)
-        on_grid = {"grid": num_gaussians, "attend_grid": num_gaussians, "mixed": grid_queries}
+        on_grid = {"grid": num_gaussians, "attend_grid": num_gaussians,
+                   "attend_local": num_gaussians, "mixed": grid_queries}  # fmt: skip
         n_grid = on_grid.get(query_anchor, 0)
         grid_points = grid_anchors(n_grid) if n_grid else None
         # An anchored query carries the sin-cos embedding of its grid point in the patches' frame
@@ -379,8 +407,17 @@ class GMAE(MaskedImageModel):
         # How many queries (the last ones) the pointer places: all of them, or mixed's remainder.
         self.attending_queries = (num_gaussians - n_grid if query_anchor == "mixed"
                                   else num_gaussians if attends else 0)  # fmt: skip
-        masked_keys = query_anchor == "attend_all"
-        self.pointer = PatchPointer(decoder.dim, masked_keys) if attends else None
+        masked_keys = query_anchor in ("attend_all", "attend_local")
+        local = query_anchor == "attend_local"
+        self.pointer_sigma = float(pointer_sigma)
+        self.pointer = None
+        if attends:  # attend_local: sigma in image units (a patch is 2 / G wide)
+            self.pointer = PatchPointer(
+                decoder.dim,
+                masked_keys,
+                query_xy=grid_points if local else None,
+                sigma=pointer_sigma * 2 / self.encoder.grid_size if local else 0.0,
+            )
         if pointer_detach and not attends:
             raise GmaeError("pointer_detach needs an attending query_anchor "
                             f"({', '.join(ATTENDING_ANCHORS)}), got {query_anchor!r}")  # fmt: skip
