@@ -132,3 +132,28 @@ def test_backends_table_compares_reference_and_fast_on_cuda():
     table = format_backends_table(report)
     assert "ref vs fast" in table and "5.0x" in table and "400.0" in table and "80.0" in table
     assert "gsplat: skipped (gsplat is not importable)" in table
+
+
+def test_query_anchor_step_times_tiny(tmp_path, capsys):
+    """benchmarks/query_anchors.py: one model per variant, timed round robin, ratios to the
+    first; a bad override is a one-line error."""
+    import runpy
+    from pathlib import Path
+
+    import pytest
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "query_anchors.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "q.json"
+    tiny = "model.embed_dim=32,model.depth=1,model.num_heads=2,model.decoder_depth=1"
+    report = main(["--config", "gmae_tiny_imagenette64", "--variants", tiny,
+                   f"{tiny},model.query_anchor=attend", "--repeats", "2", "--warmup", "0",
+                   "--batch-size", "2", "--threads", "1", "--json", str(out)])  # fmt: skip
+    first, attend = report["results"]
+    assert first["over_first"] == 1.0 and attend["over_first"] > 0
+    assert len(attend["step_s_all"]) == 2 and attend["params_m"] > first["params_m"]  # q, k
+    assert json.loads(out.read_text())["results"][1]["variant"].endswith("query_anchor=attend")
+    assert "img/s" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="query_anchors: .*no_such_key"):
+        main(["--config", "gmae_tiny_imagenette64", "--variants", "model.no_such_key=1",
+              "--repeats", "1"])  # fmt: skip
