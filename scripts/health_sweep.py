@@ -160,6 +160,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # and points among its neighbours, masked ones included, by what it sees there: a soft
     # locality prior on the pointer (deformable attention's reference point).
     "attend_local": (GMAE, ["model.query_anchor=attend_local", "model.query_init=normal"]),
+    "attend_local_seed1": (
+        GMAE,
+        ["model.query_anchor=attend_local", "model.query_init=normal", "run.seed=1"],
+    ),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.
