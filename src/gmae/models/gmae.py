@@ -249,7 +249,7 @@ class GMAE(MaskedImageModel):
     logit space, also a [choice]; see ``PatchPointer``; ``attend_all``: the same, but the masked
     patches can be pointed at too, by their place; ``attend_grid``: ``attend`` with each query
     also carrying its grid point's embedding, as ``grid``, but no bound; ``mixed``: the first
-    ``grid_queries`` queries as ``grid`` on their own grid, the others as ``attend``, a [choice]),
+    ``grid_queries`` queries as ``grid`` on their own grid, the others as ``attend``, a [choice];
     ``attend_local``: ``attend_grid`` whose pointer may point at the masked patches too, as
     ``attend_all``, with a locality prior around the query's grid point, a [choice]; see
     ``PatchPointer``), grid_queries (``mixed`` only: how many are anchored, 1 to k - 1),
@@ -585,8 +585,8 @@ class GMAE(MaskedImageModel):
 
     def pointer_inputs(self, features: Tensor, ids_restore: Tensor) -> tuple[Tensor, ...]:
         """What the pointer reads: the attending queries' features [B, k_a, D], the keys' inputs
-        [B, N, D] (the visible patches' features, then with ``attend_all`` one per masked
-        patch: ``mask_key`` plus its place) and those patches' centres [B, N, 2]."""
+        [B, N, D] (the visible patches' features, then with ``attend_all`` / ``attend_local``
+        one per masked patch: ``mask_key`` plus its place) and those patches' centres [B, N, 2]."""
         k = self.num_gaussians
         patches = features[:, 1:-k]
         n_visible = patches.shape[1]
