@@ -269,7 +269,7 @@ def main() -> None:
     shared_noise = own_noise[:1].expand(n, -1)
 
     c, d, inside, in_masked, _ = centres_and_mask(model, imgs, ratio_m, own_noise)
-    n_grid = model.grid_queries if model.query_anchor == "mixed" else 0
+    n_grid = model.grid_queries  # 0 unless query_anchor="mixed"
     by_anchor = {"own_masks": anchor_split(c, inside, in_masked, n_grid)} if n_grid else None
     result = {
         "ckpt": str(args.ckpt),

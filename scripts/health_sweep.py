@@ -43,6 +43,8 @@ K256 = ["model.num_gaussians=256"]
 # The second and third probes ran on the preset before it took patch-anchored queries (the
 # fourth probe's winner): they spell that out, so that they rerun as they ran.
 UNANCHORED = ["model.query_anchor=none", "model.query_init=uniform"]
+ATTEND = ["model.query_anchor=attend", "model.query_init=uniform"]  # the seventeenth probe's
+ATTEND_LOCAL = ["model.query_anchor=attend_local", "model.query_init=normal"]
 DEC256X8 = ["model.decoder_dim=256", "model.decoder_depth=8", "model.decoder_num_heads=8"]
 
 # name -> (preset, overrides). "preset" (the old base) is the control: it collapses.
@@ -126,17 +128,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Seventeenth (CPU): a centre read from the image (model.query_anchor=attend, a
     # departure): each query's centre is where it attends among the visible patches, so a
     # query that seeks one kind of content lands on it in every photo.
-    "attend_centres": (GMAE, ["model.query_anchor=attend", "model.query_init=uniform"]),
-    "attend_centres_seed1": (
-        GMAE,
-        ["model.query_anchor=attend", "model.query_init=uniform", "run.seed=1"],
-    ),
+    "attend_centres": (GMAE, ATTEND),
+    "attend_centres_seed1": (GMAE, [*ATTEND, "run.seed=1"]),
     # Its seventeenth probe's PSNR fell short of the plain-pixel MAE; twice the decoder's rate
     # gave the unanchored recipe +0.21 dB (sixteenth): both together.
-    "attend_lr_dec2": (
-        GMAE,
-        ["model.query_anchor=attend", "model.query_init=uniform", "optim.decoder_lr_scale=2.0"],
-    ),
+    "attend_lr_dec2": (GMAE, [*ATTEND, "optim.decoder_lr_scale=2.0"]),
     # Eighteenth (CPU): its queries put only 0.54 of their centres in the masked patches, the
     # only ones the loss scores; let them point at the masked patches too, by place.
     "attend_all": (GMAE, ["model.query_anchor=attend_all", "model.query_init=uniform"]),
@@ -145,10 +141,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "attend_grid": (GMAE, ["model.query_anchor=attend_grid", "model.query_init=normal"]),
     # Twentieth (CPU): the attending encoders are 2.5-3.5 kNN points under the control; does the
     # pointer's gradient into the decoder's features cost that (and the PSNR)? Stop it there.
-    "attend_detach": (
-        GMAE,
-        ["model.query_anchor=attend", "model.query_init=uniform", "model.pointer_detach=true"],
-    ),
+    "attend_detach": (GMAE, [*ATTEND, "model.pointer_detach=true"]),
     # Twenty-first (CPU): the anchored preset reconstructs best, the attending recipe follows the
     # photo; both in one layout: 64 queries bound to an 8 x 8 grid (one per patch at 64 px),
     # 192 attending.
@@ -159,11 +152,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Twenty-second (CPU): each query has a home (the anchored preset's grid point and token)
     # and points among its neighbours, masked ones included, by what it sees there: a soft
     # locality prior on the pointer (deformable attention's reference point).
-    "attend_local": (GMAE, ["model.query_anchor=attend_local", "model.query_init=normal"]),
-    "attend_local_seed1": (
-        GMAE,
-        ["model.query_anchor=attend_local", "model.query_init=normal", "run.seed=1"],
-    ),
+    "attend_local": (GMAE, ATTEND_LOCAL),
+    "attend_local_seed1": (GMAE, [*ATTEND_LOCAL, "run.seed=1"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.
