@@ -30,7 +30,7 @@ DEFAULT_VARIANTS = [
 
 def build(config: str, variant: str, batch: int | None):
     from gmae.models import create_model
-    from gmae.train.bench import _Stepper
+    from gmae.train.bench import TrainStepper
     from gmae.train.checkpoint import model_kwargs
     from gmae.train.config import load_config
 
@@ -39,7 +39,7 @@ def build(config: str, variant: str, batch: int | None):
     torch.manual_seed(0)
     model = create_model(**model_kwargs(cfg))
     size = batch or cfg.optim.batch_size
-    return _Stepper(model, cfg, size, torch.device("cpu")), size
+    return TrainStepper(model, cfg, size, torch.device("cpu")), size
 
 
 def run(config: str, variants: list[str], repeats: int, warmup: int, batch: int | None) -> dict:

@@ -89,3 +89,64 @@ def test_format_diff_gives_the_mean_difference_and_its_ci():
     lo, hi = test["ci"]
     assert format_diff(test) == f"{test['mean_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     assert format_diff({"mean_diff": -0.5, "ci": [-1.0, 0.25]}, digits=2) == "-0.50 [-1.00, +0.25]"
+
+
+def test_seed_bootstrap_counts_seeds_as_the_replicates():
+    """A recipe gap smaller than the seed-to-seed spread: the image bootstrap of one run against
+    one run calls it certain, the seed-level test does not; a gap far beyond the spread is seen
+    by both, and the permutation p never goes under its floor 1 / C(s_a + s_b, s_a)."""
+    from gmae.evaluate.paired import seed_bootstrap
+
+    rng = np.random.default_rng(3)
+    images = rng.uniform(12, 20, 200)  # per-image difficulty shared by every run
+    run = lambda offset: images + offset + rng.normal(0, 0.05, 200)  # noqa: E731
+    a = [run(o) for o in (0.1, -0.2, 0.25)]  # seed offsets spread ~0.2 dB, mean +0.05
+    b = [run(o) for o in (0.0, 0.15, -0.15)]  # mean 0
+    one = paired_bootstrap(a[0], b[0])
+    assert one["ci"][0] > 0  # seed 0 against seed 0: "A beats B"
+    r = seed_bootstrap(a, b)
+    assert r["seeds_a"] == r["seeds_b"] == 3 and r["n"] == 200
+    assert r["mean_diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert r["seed_means_a"] == pytest.approx([np.mean(x) for x in a])
+    assert r["ci"][0] < 0 < r["ci"][1]  # the seeds' spread is in the CI
+    assert r["p_smallest_possible"] == pytest.approx(1 / 20) and r["p_seed_permutation"] > 0.3
+
+    far = seed_bootstrap([x + 2.0 for x in a], b)
+    assert far["ci"][0] > 1.5
+    assert far["p_seed_permutation"] == pytest.approx(2 / 20)  # both all-A-above splits
+
+    single = seed_bootstrap(a[:1], b[:1])  # one seed each: the paired image bootstrap's CI
+    assert single["mean_diff"] == pytest.approx(one["mean_diff"])
+    assert single["p_seed_permutation"] == 1.0
+    with pytest.raises(GmaeError, match="same >= 2 images"):
+        seed_bootstrap(a, [x[:100] for x in b])
+
+
+def test_compare_recon_seeds_checks_every_run_and_the_script(tmp_path, capsys, monkeypatch):
+    from gmae.evaluate.paired import compare_recon_seeds
+
+    a = [_recon([20.0, 18.0, 16.0]), _recon([20.5, 18.0, 16.5])]
+    b = [_recon([19.0, 17.5, 15.0]), _recon([19.5, 17.0, 15.0]), _recon([19.0, 18.0, 15.5])]
+    r = compare_recon_seeds(a, b)
+    assert r["metric"] == "masked_psnr" and r["mask_ratio"] == 0.75
+    assert r["mean_diff"] == pytest.approx(109 / 6 - 155.5 / 9)
+    assert r["p_seed_permutation"] == pytest.approx(1 / 10)  # no other split is as extreme
+    with pytest.raises(GmaeError, match="settings.seed"):
+        compare_recon_seeds(a, [*b, _recon([19.0, 17.5, 15.0], seed=1)])
+    with pytest.raises(GmaeError, match="at least one"):
+        compare_recon_seeds(a, [])
+
+    paths = []
+    for i, res in enumerate(a + b):
+        p = tmp_path / f"run{i}.json"
+        p.write_text(json.dumps(res))
+        paths.append(str(p))
+    out = tmp_path / "seeds.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "seed_compare.py"
+    argv = ["seed_compare.py", "--a", *paths[:2], "--b", *paths[2:], "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    printed = capsys.readouterr().out
+    assert exit_.value.code == 0 and "2 seeds" in printed and "3 seeds" in printed
+    assert json.loads(out.read_text())["seeds_b"] == 3

@@ -9,6 +9,7 @@ the same images and, with the same seed, the same masks.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,6 +77,15 @@ def compare_results(a: dict, b: dict, metric: str = "masked_psnr", **kw) -> dict
 def compare_recon(a: dict, b: dict, metric: str = "masked_psnr", **kw) -> dict:
     """Paired bootstrap of a per-image reconstruction metric. Pairs only results that scored
     the same images with the same masks: same data, split sizes, seed and mask ratio."""
+    check_same_images(a, b)
+    ratio = a["results"][0]["mask_ratio"]
+    out = paired_bootstrap(recon_scores(a, ratio, metric), recon_scores(b, ratio, metric), **kw)
+    return {"metric": metric, "mask_ratio": ratio, **out}
+
+
+def check_same_images(a: dict, b: dict) -> None:
+    """Raise unless two `gmae eval recon` results scored the same images with the same masks
+    (same data, split sizes and seed) and kept per-image scores."""
     for r in (a, b):
         if r.get("protocol") != "recon" or not r.get("results"):
             raise GmaeError("not a `gmae eval recon` result (protocol 'recon' with results)")
@@ -88,13 +98,85 @@ def compare_recon(a: dict, b: dict, metric: str = "masked_psnr", **kw) -> dict:
                 raise GmaeError(
                     f"the results differ in {key}.{f}: {a[key].get(f)} vs {b[key].get(f)}"
                 )
-    ra = a["results"][0]
-    rb = next((r for r in b["results"] if r["mask_ratio"] == ra["mask_ratio"]), None)
-    if rb is None:
-        raise GmaeError(f"the second result has no mask ratio {ra['mask_ratio']}")
-    va = [im[metric] for im in ra["images"]]
-    vb = [im[metric] for im in rb["images"]]
-    if any(v is None for v in va + vb):
-        raise GmaeError(f"{metric} is undefined at mask ratio {ra['mask_ratio']}")
-    out = paired_bootstrap(va, vb, **kw)
-    return {"metric": metric, "mask_ratio": ra["mask_ratio"], **out}
+
+
+def recon_scores(result: dict, mask_ratio: float, metric: str = "masked_psnr") -> list[float]:
+    """The per-image ``metric`` of a `gmae eval recon` result at ``mask_ratio``."""
+    r = next((r for r in result["results"] if r["mask_ratio"] == mask_ratio), None)
+    if r is None:
+        raise GmaeError(f"a result has no mask ratio {mask_ratio}")
+    values = [im[metric] for im in r["images"]]
+    if any(v is None for v in values):
+        raise GmaeError(f"{metric} is undefined at mask ratio {mask_ratio}")
+    return values
+
+
+def seed_bootstrap(
+    a_runs: Sequence[Sequence[float]],
+    b_runs: Sequence[Sequence[float]],
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Two recipes trained with several seeds each, every run scored on the same images (and
+    masks). The difference of the seed-averaged means, with a two-level percentile bootstrap CI
+    (resample each recipe's seeds, then the images, one image draw shared by every run so the
+    pairing is kept) and the exact permutation p-value of the per-seed means under swapped
+    recipe labels. Seeds, not images, are the replicates of a training recipe: with s_a and s_b
+    seeds the smallest attainable p is 1 / C(s_a + s_b, s_a) (0.1 for 3 and 3), whatever the
+    images say."""
+    a, b = np.asarray(a_runs, np.float64), np.asarray(b_runs, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2:
+        raise GmaeError(
+            f"need runs x images score tables over the same >= 2 images, got {a.shape} and "
+            f"{b.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    sa, sb, n = a.shape[0], b.shape[0], a.shape[1]
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        ra, rb = rng.integers(0, sa, sa), rng.integers(0, sb, sb)
+        boots[i] = a[ra][:, idx].mean() - b[rb][:, idx].mean()
+    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    means = np.concatenate([a.mean(1), b.mean(1)])
+    observed = abs(means[:sa].mean() - means[sa:].mean())
+    splits = list(itertools.combinations(range(sa + sb), sa))
+    hits = 0
+    for group in splits:
+        mask = np.zeros(sa + sb, bool)
+        mask[list(group)] = True
+        hits += abs(means[mask].mean() - means[~mask].mean()) >= observed - 1e-12
+    return {
+        "seeds_a": sa,
+        "seeds_b": sb,
+        "n": int(n),
+        "seed_means_a": a.mean(1).tolist(),
+        "seed_means_b": b.mean(1).tolist(),
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "mean_diff": float(a.mean() - b.mean()),
+        "ci": [float(lo), float(hi)],
+        "level": level,
+        "p_seed_permutation": hits / len(splits),
+        "p_smallest_possible": 1 / len(splits),
+    }
+
+
+def compare_recon_seeds(
+    a: Sequence[dict], b: Sequence[dict], metric: str = "masked_psnr", **kw
+) -> dict:
+    """``seed_bootstrap`` of two recipes' `gmae eval recon` results (one per seed), all scored
+    on the same images with the same masks (checked as in ``compare_recon``)."""
+    if not a or not b:
+        raise GmaeError("each recipe needs at least one recon result")
+    first = a[0]
+    for r in (*a, *b):
+        check_same_images(first, r)
+    ratio = first["results"][0]["mask_ratio"]
+    out = seed_bootstrap(
+        [recon_scores(r, ratio, metric) for r in a],
+        [recon_scores(r, ratio, metric) for r in b],
+        **kw,
+    )
+    return {"metric": metric, "mask_ratio": ratio, **out}

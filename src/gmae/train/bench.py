@@ -75,8 +75,9 @@ class RenderTimer:
         return times, cpu_times
 
 
-class _Stepper:
-    """Training steps (forward, backward, clip, AdamW) of one model on fixed random images."""
+class TrainStepper:
+    """Training steps (forward, backward, clip, AdamW) of one model on fixed random images:
+    the unit every step-time benchmark times, so two models are timed alike."""
 
     def __init__(self, model, cfg, batch: int, device, amp: str = "none") -> None:
         gen = torch.Generator().manual_seed(0)
@@ -107,7 +108,7 @@ class _Stepper:
 def time_steps(model, cfg, batch: int, repeats: int, warmup: int, device, amp: str = "none"):
     """Wall and process-CPU seconds per training step (forward, backward, clip, AdamW) on random
     images. CPU time is the steadier number on a shared machine."""
-    stepper = _Stepper(model, cfg, batch, device, amp)
+    stepper = TrainStepper(model, cfg, batch, device, amp)
     times, cpu_times = [], []
     for i in range(warmup + repeats):
         wall, cpu = stepper.step()
@@ -293,7 +294,7 @@ def bench_k_curve(
         cfg = load_config(f"gmae_tiny_{preset}", overrides)
         torch.manual_seed(0)
         model = create_model(**model_kwargs(cfg)).to(dev)
-        stepper = _Stepper(model, cfg, batch, dev)
+        stepper = TrainStepper(model, cfg, batch, dev)
         labels = list(KERNELS)
         steps: dict[str, list[float]] = {x: [] for x in labels}
         cpu: dict[str, list[float]] = {x: [] for x in labels}
