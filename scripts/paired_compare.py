@@ -4,7 +4,9 @@ results (per-image F) or two `gmae eval recon` results (per-image masked PSNR by
     python scripts/paired_compare.py A.json B.json [--metric masked_psnr] [--json OUT.json]
 
 Prints the mean of each, the mean difference A - B with its 95 % bootstrap CI, and the sign-flip
-p-value. Claim "A beats B" only when the whole CI is above 0.
+p-value. Claim "A beats B" only when the whole CI is above 0. For recon results also the mean
+difference within each quarter of the images ranked by B's score (B's hardest first): where the
+difference sits.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main() -> int:
         f"{args.a.stem} {r['mean_a']:.4f} vs {args.b.stem} {r['mean_b']:.4f} on {r['n']} images: "
         f"diff {r['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}], p {r['p_sign_flip']:.4f}"
     )
+    if r.get("by_quartile_of_b"):
+        print("by quarter of B's images, B's lowest first: " + ", ".join(
+            f"{q['mean_diff']:+.4f}" for q in r["by_quartile_of_b"]))  # fmt: skip
     if args.json:
         gio.write_json(args.json, r)
     return 0

@@ -150,3 +150,22 @@ def test_compare_recon_seeds_checks_every_run_and_the_script(tmp_path, capsys, m
     printed = capsys.readouterr().out
     assert exit_.value.code == 0 and "2 seeds" in printed and "3 seeds" in printed
     assert json.loads(out.read_text())["seeds_b"] == 3
+
+
+def test_diff_by_quartile_finds_where_a_difference_sits():
+    from gmae.evaluate.paired import diff_by_quartile
+
+    b = np.arange(8.0)  # B's scores, hardest (lowest) first after ranking
+    a = b.copy()
+    a[6:] -= 1.0  # A loses only on B's easiest quarter
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(8)  # the order the images come in does not matter
+    q = diff_by_quartile(a[perm], b[perm])
+    assert [x["mean_diff"] for x in q] == pytest.approx([0, 0, 0, -1.0])
+    assert [x["n"] for x in q] == [2, 2, 2, 2] and q[3]["b_range"] == [6.0, 7.0]
+    assert [x["n"] for x in diff_by_quartile(np.zeros(5), np.arange(5.0))] == [2, 1, 1, 1]
+    with pytest.raises(GmaeError, match=">= 4 scores"):
+        diff_by_quartile([1.0, 2.0], [1.0, 2.0])
+    r = compare_results(_recon([20.0, 18.0, 16.0, 14.0]), _recon([19.0, 18.0, 16.0, 15.0]))
+    assert [x["mean_diff"] for x in r["by_quartile_of_b"]] == pytest.approx([-1, 0, 0, 1])
+    assert compare_results(_recon([1.0, 2.0]), _recon([1.0, 1.0]))["by_quartile_of_b"] is None

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from gmae.cli import main
+from gmae.errors import GmaeError
 from gmae.export.checkpoints import load_model
 from gmae.train.checkpoint import load_pretrained
 
@@ -727,3 +728,46 @@ def test_health_sweep_table_rows():
                         "0.000 (-) | 0.88 | 0.95 | - |")  # fmt: skip
     assert "| 0.651 (-59.6) |" in lines[3] and lines[3].endswith("| 15.31 |")
     assert lines[4] == "| mae_pix | 730 | - |" + " - |" * 8 + " 15.32 |"
+
+
+def test_coverage_error_bins_by_hand_and_end_to_end(tmp_path, folder, monkeypatch, capsys):
+    """scripts/coverage_error.py: the alpha bins split the masked pixels and their error as
+    counted by hand; on a trained checkpoint the shares add up to 1 and two checkpoints are
+    scored on the same masks."""
+    cov = runpy.run_path(str(SCRIPTS / "coverage_error.py"))
+    err = np.array([1.0, 1.0, 2.0, 4.0, 0.0])
+    alpha = np.array([0.1, 0.4, 0.6, 0.95, 1.0])
+    r = cov["coverage_bins"](err, alpha)
+    assert r["masked_mse"] == pytest.approx(1.6) and r["alpha_mean"] == pytest.approx(0.61)
+    shares = [b["pixel_share"] for b in r["bins"]]
+    assert shares == pytest.approx([0.4, 0.2, 0.2, 0.2])
+    assert [b["mse"] for b in r["bins"]] == pytest.approx([1.0, 2.0, 4.0, 0.0])
+    assert [b["error_share"] for b in r["bins"]] == pytest.approx([0.25, 0.25, 0.5, 0.0])
+    assert r["bins"][-1]["alpha_to"] == 1.0  # alpha 1 is in the last bin
+    empty = cov["coverage_bins"](err[:2], alpha[:2])
+    assert empty["bins"][1]["mse"] is None and empty["bins"][1]["pixel_share"] == 0.0
+    with pytest.raises(GmaeError, match="as many errors"):
+        cov["coverage_bins"](err, alpha[:3])
+
+    run = tmp_path / "tiny_run"
+    sets = [f"data.spec=imagefolder:{folder}", *TINY, "model.num_gaussians=8"]
+    assert main(["pretrain", "--config", "gmae_tiny_cifar10", "--set", *sets, "--out",
+                 str(run)]) == 0  # fmt: skip
+    out = tmp_path / "coverage.json"
+    ckpt = str(run / "last.pt")
+    common = ["--data", f"imagefolder:{folder}", "--num-images", "4"]
+    run_script("coverage_error.py", "--ckpt", ckpt, ckpt, *common, "--json", str(out),
+               monkeypatch=monkeypatch)  # fmt: skip
+    r = json.loads(out.read_text())
+    assert r["n_images"] == 4 and len(r["models"]) == 2
+    a, b = r["models"]
+    assert a["masked_mse"] == pytest.approx(b["masked_mse"])  # same model, same masks
+    assert sum(x["pixel_share"] for x in a["bins"]) == pytest.approx(1.0)
+    assert sum(x["error_share"] for x in a["bins"]) == pytest.approx(1.0)
+    assert 0.0 <= a["alpha_mean"] <= 1.0 and "masked MSE" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="coverage_error: .*missing"):
+        run_script("coverage_error.py", "--ckpt", str(tmp_path / "missing.pt"), *common,
+                   "--json", str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip
+    with pytest.raises(SystemExit, match="mask-ratio in"):
+        run_script("coverage_error.py", "--ckpt", ckpt, *common, "--mask-ratio", "0", "--json",
+                   str(tmp_path / "x.json"), monkeypatch=monkeypatch)  # fmt: skip

@@ -44,6 +44,26 @@ def paired_bootstrap(
     }
 
 
+def diff_by_quartile(a: Sequence[float], b: Sequence[float]) -> list[dict]:
+    """The mean of a - b within each quarter of the items ranked by b (lowest b first: for
+    PSNR or F, B's hardest images first): whether a difference is spread evenly or sits on the
+    items B finds hard or easy. Ties are broken by order, so the quarters differ by at most one
+    item in size."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 4:
+        raise GmaeError(f"need two equally long lists of >= 4 scores, got {a.shape} and {b.shape}")
+    order = np.argsort(b, kind="stable")
+    return [
+        {
+            "quarter": i + 1,
+            "n": int(part.size),
+            "b_range": [float(b[part].min()), float(b[part].max())],
+            "mean_diff": float((a[part] - b[part]).mean()),
+        }
+        for i, part in enumerate(np.array_split(order, 4))
+    ]
+
+
 def format_diff(test: dict, digits: int = 3) -> str:
     """``+0.123 [+0.045, +0.201]``: a ``paired_bootstrap`` result's mean difference and CI."""
     lo, hi = test["ci"]
@@ -79,8 +99,10 @@ def compare_recon(a: dict, b: dict, metric: str = "masked_psnr", **kw) -> dict:
     the same images with the same masks: same data, split sizes, seed and mask ratio."""
     check_same_images(a, b)
     ratio = a["results"][0]["mask_ratio"]
-    out = paired_bootstrap(recon_scores(a, ratio, metric), recon_scores(b, ratio, metric), **kw)
-    return {"metric": metric, "mask_ratio": ratio, **out}
+    va, vb = recon_scores(a, ratio, metric), recon_scores(b, ratio, metric)
+    out = paired_bootstrap(va, vb, **kw)
+    by_b = diff_by_quartile(va, vb) if len(va) >= 4 else None
+    return {"metric": metric, "mask_ratio": ratio, **out, "by_quartile_of_b": by_b}
 
 
 def check_same_images(a: dict, b: dict) -> None:
