@@ -154,8 +154,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # locality prior on the pointer (deformable attention's reference point).
     "attend_local": (GMAE, ATTEND_LOCAL),
     "attend_local_seed1": (GMAE, [*ATTEND_LOCAL, "run.seed=1"]),
+    "attend_local_seed2": (GMAE, [*ATTEND_LOCAL, "run.seed=2"]),
+    # Twenty-third (CPU): the attending models leave a fifth of the masked pixels mostly
+    # uncovered (alpha < 0.5), showing the fixed grey there, and lose most on the smoothest
+    # images: composite over each image's visible mean colour instead.
+    "attend_local_fill": (GMAE, [*ATTEND_LOCAL, "model.background_fill=visible_mean"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
+    # The PSNR baseline's own seed-to-seed spread: a recipe is compared over seeds, not one run.
+    "mae_pix_seed1": (MAE, ["model.norm_pix_loss=false", "run.seed=1"]),
+    "mae_pix_seed2": (MAE, ["model.norm_pix_loss=false", "run.seed=2"]),
     # The PSNR baseline for capacity_w256: the same plain-pixel MAE with its decoder as wide.
     "mae_pix_w256": (
         MAE,

@@ -720,3 +720,47 @@ def test_attend_local_points_near_its_grid_point_unless_the_content_says_otherwi
     assert fresh.pointer.q.weight.grad.abs().sum() > 0
     with pytest.raises(GmaeError, match="pointer_sigma must be positive"):
         tiny_gmae(query_anchor="attend_local", pointer_sigma=0.0)
+
+
+def test_visible_mean_background_fill(tmp_path):
+    """background_fill="visible_mean": the training render composites each image over the mean
+    colour of its visible patches (not the fixed background), which is also the render a
+    reconstruction shows; zero-shot renders keep the fixed one."""
+    from gmae.export.checkpoints import save_compact
+    from gmae.loading import load_any
+    from gmae.train.config import config_from_dict
+
+    m = tiny_gmae(background=0.45, background_fill="visible_mean")
+    fixed = tiny_gmae(background=0.45)
+    imgs = torch.zeros(2, 3, 32, 32)
+    imgs[0, 0] = 1.0  # image 0: red everywhere
+    imgs[1, :, :16] = 1.0  # image 1: white top half (patch rows 0-1), black bottom half
+    mask = torch.zeros(2, 16)
+    mask[1, 8:] = 1.0  # image 1: only the white half visible
+    fill = m.fill_background(imgs, mask)
+    torch.testing.assert_close(fill, torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    mask[1] = torch.tensor([0.0] * 4 + [1.0] * 8 + [0.0] * 4)  # one white, one black row seen
+    torch.testing.assert_close(m.fill_background(imgs, mask)[1], torch.full((3,), 0.5))
+    assert fixed.fill_background(imgs, mask) is None
+
+    photos, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    out = m(photos, noise=noise)
+    same = fixed(photos, noise=noise)  # same weights (same seed), fixed background
+    fill = m.fill_background(photos, out.mask)
+    again = m.render_gaussians(out.gaussians, 32, 32, background=fill)
+    torch.testing.assert_close(out.pred, again.image)
+    # Where the Gaussians leave a pixel uncovered, the two differ by T (fill - fixed).
+    behind = (1 - again.alpha) * (fill[:, :, None, None] - 0.45)
+    torch.testing.assert_close(out.pred - same.pred, behind, atol=1e-5, rtol=0)
+    assert behind.abs().max() > 1e-3
+    torch.testing.assert_close(m.reconstruct(photos, noise=noise)["recon"], out.pred)
+    assert m.background == 0.45  # what zero-shot renders composite over
+
+    path = save_compact(m, config_from_dict(m.gmae_config), tmp_path / "m.safetensors")
+    loaded = load_any(str(path)).model.eval()
+    assert loaded.background_fill == "visible_mean"
+    torch.testing.assert_close(loaded(photos, noise=noise).pred, out.pred)
+    with pytest.raises(GmaeError, match="unknown background_fill 'mean'"):
+        tiny_gmae(background_fill="mean")
+    with pytest.raises(GmaeError, match="does not combine with refine_steps"):
+        tiny_gmae(background_fill="visible_mean", refine_steps=1)

@@ -42,6 +42,7 @@ ROTATIONS = ("shoemake", "normalize")
 LOSS_ON = ("masked", "all")
 HEAD_INITS = ("xavier", "torch")
 QUERY_INITS = ("uniform", "normal")
+BACKGROUND_FILLS = ("fixed", "visible_mean")
 QUERY_ANCHORS = ("none", "grid", "attend", "attend_all", "attend_grid", "mixed", "attend_local")
 # Centres read by a PatchPointer (with ``mixed``, only those of the queries after the grid's).
 ATTENDING_ANCHORS = ("attend", "attend_all", "attend_grid", "mixed", "attend_local")
@@ -235,7 +236,9 @@ class GMAE(MaskedImageModel):
 
     Knobs: num_gaussians (k), scale_cap, rotation, camera (the camera model, stored as
     ``camera_model``: gmae | pinhole | ortho), background (white 1.0, or one value per channel),
-    loss_on (masked | all), norm_pix_loss (loss on per-patch-normalised render and target: the
+    background_fill (``fixed``: every render composites over ``background`` [paper];
+    ``visible_mean``: the training and reconstruction renders composite each image over the mean
+    colour of its visible patches, a [choice]; see ``fill_background``), loss_on (masked | all), norm_pix_loss (loss on per-patch-normalised render and target: the
     paper's failing ablation; ``norm_pix`` is its deprecated old name), render_backend (passed
     to ``gmae.render.render``), head_init (``xavier``: MAE's init, our old default; ``torch``:
     nn.Linear's default, as the authors' code), raw_penalty / raw_bound (the saturation guard:
@@ -288,6 +291,7 @@ class GMAE(MaskedImageModel):
         rotation: str = "shoemake",
         camera: str = "gmae",
         background: float | Sequence[float] = 1.0,
+        background_fill: str = "fixed",
         loss_on: str = "masked",
         norm_pix_loss: bool = False,
         render_backend: str = "auto",
@@ -367,6 +371,13 @@ class GMAE(MaskedImageModel):
         self.background = (
             float(background) if isinstance(background, int | float) else tuple(background)
         )
+        if background_fill not in BACKGROUND_FILLS:
+            raise GmaeError(f"unknown background_fill {background_fill!r}; choose from "
+                            f"{', '.join(BACKGROUND_FILLS)}")  # fmt: skip
+        if background_fill != "fixed" and refine_steps:
+            raise GmaeError("background_fill='visible_mean' does not combine with refine_steps "
+                            "(the refinement passes render over the fixed background)")  # fmt: skip
+        self.background_fill = background_fill
         self.loss_on = loss_on
         self.norm_pix_loss = norm_pix_loss
         self.render_backend = render_backend
@@ -686,6 +697,20 @@ class GMAE(MaskedImageModel):
         finally:
             self._render_wrapper = previous
 
+    def fill_background(self, imgs: Tensor, mask: Tensor) -> Tensor | None:
+        """What the training forward composites behind the Gaussians: None (``background``) or,
+        with ``background_fill="visible_mean"``, each image's mean colour over its visible
+        patches [B, C] (the whole image at mask ratio 0) [choice]. A Gaussian-free pixel then
+        shows the image's own mean, the best flat guess from what the model sees, instead of a
+        colour fixed for every image; a plain-pixel MAE's decoder can output that mean too, so
+        the render learns nothing the MAE is denied."""
+        if self.background_fill == "fixed":
+            return None
+        patches = patchify(imgs.float(), self.patch_size)  # [B, N, p * p * C]
+        visible = (1 - mask.float()).unsqueeze(-1)  # [B, N, 1]
+        per_patch = patches.unflatten(-1, (-1, imgs.shape[1])).mean(2)  # [B, N, C]
+        return (per_patch * visible).sum(1) / visible.sum(1).clamp_min(1)
+
     def forward_loss(self, imgs: Tensor, rendered: Tensor, mask: Tensor) -> Tensor:
         """MSE between render and [0, 1] input, per patch, over masked (or all) patches (fp32
         under any autocast)."""
@@ -705,7 +730,11 @@ class GMAE(MaskedImageModel):
         gaussians = self.head.activate(raw)
         # Training needs the image only: no depth channel to composite.
         rendered = self.render_gaussians(
-            gaussians, self.img_size, self.img_size, return_depth=False
+            gaussians,
+            self.img_size,
+            self.img_size,
+            background=self.fill_background(imgs, mask),
+            return_depth=False,
         )
         self.last_render_backend = rendered.backend  # what ran (logged by training)
         image = rendered.image
