@@ -238,32 +238,32 @@ class GMAE(MaskedImageModel):
     ``camera_model``: gmae | pinhole | ortho), background (white 1.0, or one value per channel),
     background_fill (``fixed``: every render composites over ``background`` [paper];
     ``visible_mean``: the training and reconstruction renders composite each image over the mean
-    colour of its visible patches, a [choice]; see ``fill_background``), loss_on (masked | all), norm_pix_loss (loss on per-patch-normalised render and target: the
-    paper's failing ablation; ``norm_pix`` is its deprecated old name), render_backend (passed
-    to ``gmae.render.render``), head_init (``xavier``: MAE's init, our old default; ``torch``:
-    nn.Linear's default, as the authors' code), raw_penalty / raw_bound (the saturation guard:
-    ``raw_penalty * mean relu(|u| - raw_bound)^2`` over the raw z and scale outputs is added to
-    the loss; 0 = off), query_init (``uniform`` [0, 1): the authors' code; ``normal``:
-    N(0, 0.02), like the shared query token), query_anchor (``none``: queries carry no spatial
-    prior [authors' code]; ``grid``: query j also carries the decoder's sin-cos embedding of a
-    fixed grid point and its centre is that point plus ``anchor_range * tanh(u)`` in x and y, a
-    [choice] that departs from the paper; see ``GaussianHead``; ``attend``: query j's centre is
-    the point it attends to among the visible patches, moved by the head's centre output in
-    logit space, also a [choice]; see ``PatchPointer``; ``attend_all``: the same, but the masked
-    patches can be pointed at too, by their place; ``attend_grid``: ``attend`` with each query
-    also carrying its grid point's embedding, as ``grid``, but no bound; ``mixed``: the first
-    ``grid_queries`` queries as ``grid`` on their own grid, the others as ``attend``, a [choice];
-    ``attend_local``: ``attend_grid`` whose pointer may point at the masked patches too, as
-    ``attend_all``, with a locality prior around the query's grid point, a [choice]; see
-    ``PatchPointer``), grid_queries (``mixed`` only: how many are anchored, 1 to k - 1),
-    pointer_sigma (``attend_local`` only: the prior's width in patches), pointer_detach (with an
-    attending anchor: the pointer's gradient stops at the decoder's features), refine_steps (0: one
-    decoder pass [paper]; R > 0: R more passes that each see the render's error on the visible
-    patches and correct every Gaussian, a [departure]; see ``forward_decoder_raw``),
-    refine_feedback (``error``: what each pass is shown; ``none``: the control, passes that see
-    no render), flat_depth (a control: every Gaussian at z = 0, see ``GaussianHead``). The
-    encoder and decoder come as flat arguments or as ``encoder=EncoderConfig(...)`` /
-    ``decoder=DecoderConfig(...)``.
+    colour of its visible patches, a [choice]; see ``fill_background``), loss_on (masked | all),
+    norm_pix_loss (loss on per-patch-normalised render and target: the paper's failing ablation;
+    ``norm_pix`` is its deprecated old name), render_backend (passed to ``gmae.render.render``),
+    head_init (``xavier``: MAE's init, our old default; ``torch``: nn.Linear's default, as the
+    authors' code), raw_penalty / raw_bound (the saturation guard: ``raw_penalty * mean relu(|u| -
+    raw_bound)^2`` over the raw z and scale outputs is added to the loss; 0 = off), query_init
+    (``uniform`` [0, 1): the authors' code; ``normal``: N(0, 0.02), like the shared query token),
+    query_anchor (``none``: queries carry no spatial prior [authors' code]; ``grid``: query j also
+    carries the decoder's sin-cos embedding of a fixed grid point and its centre is that point plus
+    ``anchor_range * tanh(u)`` in x and y, a [choice] that departs from the paper; see
+    ``GaussianHead``; ``attend``: query j's centre is the point it attends to among the visible
+    patches, moved by the head's centre output in logit space, also a [choice]; see
+    ``PatchPointer``; ``attend_all``: the same, but the masked patches can be pointed at too, by
+    their place; ``attend_grid``: ``attend`` with each query also carrying its grid point's
+    embedding, as ``grid``, but no bound; ``mixed``: the first ``grid_queries`` queries as ``grid``
+    on their own grid, the others as ``attend``, a [choice]; ``attend_local``: ``attend_grid`` whose
+    pointer may point at the masked patches too, as ``attend_all``, with a locality prior around the
+    query's grid point, a [choice]; see ``PatchPointer``), grid_queries (``mixed`` only: how many
+    are anchored, 1 to k - 1), pointer_sigma (``attend_local`` only: the prior's width in patches),
+    pointer_detach (with an attending anchor: the pointer's gradient stops at the decoder's
+    features), refine_steps (0: one decoder pass [paper]; R > 0: R more passes that each see the
+    render's error on the visible patches and correct every Gaussian, a [departure]; see
+    ``forward_decoder_raw``), refine_feedback (``error``: what each pass is shown; ``none``: the
+    control, passes that see no render), flat_depth (a control: every Gaussian at z = 0, see
+    ``GaussianHead``). The encoder and decoder come as flat arguments or as
+    ``encoder=EncoderConfig(...)`` / ``decoder=DecoderConfig(...)``.
 
     The model owns how its Gaussians are drawn: ``camera_at(h, w)`` is its camera at any size,
     ``render_settings`` its :class:`gmae.render.RenderSettings`, and ``render_gaussians`` /
