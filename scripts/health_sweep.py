@@ -159,6 +159,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # uncovered (alpha < 0.5), showing the fixed grey there, and lose most on the smoothest
     # images: composite over each image's visible mean colour instead.
     "attend_local_fill": (GMAE, [*ATTEND_LOCAL, "model.background_fill=visible_mean"]),
+    # Twenty-fourth (CPU): under the masked-only loss the 43 % of attending centres that sit on
+    # visible patches are never scored where they sit: the loss on every patch.
+    "attend_local_all": (GMAE, [*ATTEND_LOCAL, "model.loss_on=all"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline's own seed-to-seed spread: a recipe is compared over seeds, not one run.
