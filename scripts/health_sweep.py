@@ -162,6 +162,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Twenty-fourth (CPU): under the masked-only loss the 43 % of attending centres that sit on
     # visible patches are never scored where they sit: the loss on every patch.
     "attend_local_all": (GMAE, [*ATTEND_LOCAL, "model.loss_on=all"]),
+    "attend_local_all_seed1": (GMAE, [*ATTEND_LOCAL, "model.loss_on=all", "run.seed=1"]),
     "mae": (MAE, []),  # norm-pix target (MAE's default): the representation baseline
     "mae_pix": (MAE, ["model.norm_pix_loss=false"]),  # GMAE's target: the PSNR baseline
     # The PSNR baseline's own seed-to-seed spread: a recipe is compared over seeds, not one run.
