@@ -56,10 +56,12 @@ def masked_errors(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Ten
 
     out = model(imgs, mask_ratio, noise)
     size, p = model.img_size, model.patch_size
-    rendered = model.render_gaussians(out.gaussians, size, size, return_depth=False)
+    # alpha does not depend on the background; the error is the forward's own render's (over
+    # its background_fill, if any)
+    alpha = model.render_gaussians(out.gaussians, size, size, return_depth=False).alpha
     masked = unpatchify(out.mask.unsqueeze(-1).expand(-1, -1, p * p), p, size, size) > 0.5
-    err = ((rendered.image - imgs) ** 2).mean(1, keepdim=True)
-    return err[masked].numpy(), rendered.alpha[masked].numpy()
+    err = ((out.pred - imgs) ** 2).mean(1, keepdim=True)
+    return err[masked].numpy(), alpha[masked].numpy()
 
 
 def main() -> None:
