@@ -109,15 +109,16 @@ def test_seed_bootstrap_counts_seeds_as_the_replicates():
     assert r["mean_diff"] == pytest.approx(np.mean(a) - np.mean(b))
     assert r["seed_means_a"] == pytest.approx([np.mean(x) for x in a])
     assert r["ci"][0] < 0 < r["ci"][1]  # the seeds' spread is in the CI
-    assert r["p_smallest_possible"] == pytest.approx(1 / 20) and r["p_seed_permutation"] > 0.3
+    assert r["p_smallest_possible"] == pytest.approx(2 / 20) and r["p_seed_permutation"] > 0.3
 
     far = seed_bootstrap([x + 2.0 for x in a], b)
     assert far["ci"][0] > 1.5
-    assert far["p_seed_permutation"] == pytest.approx(2 / 20)  # both all-A-above splits
+    # the observed split and its mirror: the floor, never less
+    assert far["p_seed_permutation"] == pytest.approx(far["p_smallest_possible"])
 
     single = seed_bootstrap(a[:1], b[:1])  # one seed each: the paired image bootstrap's CI
     assert single["mean_diff"] == pytest.approx(one["mean_diff"])
-    assert single["p_seed_permutation"] == 1.0
+    assert single["p_seed_permutation"] == single["p_smallest_possible"] == 1.0
     with pytest.raises(GmaeError, match="same >= 2 images"):
         seed_bootstrap(a, [x[:100] for x in b])
 
@@ -131,6 +132,7 @@ def test_compare_recon_seeds_checks_every_run_and_the_script(tmp_path, capsys, m
     assert r["metric"] == "masked_psnr" and r["mask_ratio"] == 0.75
     assert r["mean_diff"] == pytest.approx(109 / 6 - 155.5 / 9)
     assert r["p_seed_permutation"] == pytest.approx(1 / 10)  # no other split is as extreme
+    assert r["p_smallest_possible"] == pytest.approx(1 / 10)  # 2 against 3: no mirror split
     with pytest.raises(GmaeError, match="settings.seed"):
         compare_recon_seeds(a, [*b, _recon([19.0, 17.5, 15.0], seed=1)])
     with pytest.raises(GmaeError, match="at least one"):

@@ -145,8 +145,8 @@ def seed_bootstrap(
     (resample each recipe's seeds, then the images, one image draw shared by every run so the
     pairing is kept) and the exact permutation p-value of the per-seed means under swapped
     recipe labels. Seeds, not images, are the replicates of a training recipe: with s_a and s_b
-    seeds the smallest attainable p is 1 / C(s_a + s_b, s_a) (0.1 for 3 and 3), whatever the
-    images say."""
+    seeds the smallest attainable p is 1 / C(s_a + s_b, s_a), twice that when s_a = s_b (the
+    mirror split is as extreme): 0.1 for 2 and 3 and for 3 and 3, whatever the images say."""
     a, b = np.asarray(a_runs, np.float64), np.asarray(b_runs, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2:
         raise GmaeError(
@@ -181,7 +181,7 @@ def seed_bootstrap(
         "ci": [float(lo), float(hi)],
         "level": level,
         "p_seed_permutation": hits / len(splits),
-        "p_smallest_possible": 1 / len(splits),
+        "p_smallest_possible": (2 if sa == sb else 1) / len(splits),
     }
 
 
