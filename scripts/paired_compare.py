@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from gmae import io as gio
-from gmae.evaluate.paired import compare_results
+from gmae.evaluate.paired import RECON_METRICS, compare_results
 
 
 def main() -> int:
@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument(
         "--metric",
         default="masked_psnr",
-        choices=("masked_psnr", "masked_ssim", "psnr", "ssim"),
+        choices=RECON_METRICS,
         help="for recon results: the per-image number compared (at A's first mask ratio)",
     )
     ap.add_argument("--json", type=Path, help="also write the comparison here")

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from gmae import io as gio
-from gmae.evaluate.paired import compare_recon_seeds
+from gmae.evaluate.paired import RECON_METRICS, compare_recon_seeds
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument(
         "--metric",
         default="masked_psnr",
-        choices=("masked_psnr", "masked_ssim", "psnr", "ssim"),
+        choices=RECON_METRICS,
         help="the per-image number compared (at the first result's first mask ratio)",
     )
     ap.add_argument("--json", type=Path, help="also write the comparison here")

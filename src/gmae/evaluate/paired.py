@@ -16,6 +16,9 @@ import numpy as np
 
 from gmae.errors import GmaeError
 
+# The per-image numbers of a `gmae eval recon` result that two results can be compared on.
+RECON_METRICS = ("masked_psnr", "masked_ssim", "psnr", "ssim")
+
 
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], n_boot: int = 10_000, level: float = 0.95, seed: int = 0
